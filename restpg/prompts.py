@@ -1,0 +1,200 @@
+"""Prompt templates (paper's Figures 7 and 8, in our words) and parsing of the model's text.
+
+Four prompts per task:
+- ``teacher_prompt``: stage 1, a teacher sees the profile items, the request and the real output
+  and writes the reasoning path (a bullet list on the user's style and preferences).
+- ``personalized_prompt``: stages 2-3, the model first summarises the user's style from the
+  retrieved items, then answers. Its target is :func:`reasoning_target`.
+- ``rag_prompt``: baselines without reasoning (RAG, SFT, ReST-EM without reasoning).
+- ``plain_prompt``: the non-personalized baseline (no profile at all).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from .longlamp import ProfileItem, task_spec
+from .retrieval import ITEM_TEXT_FIELDS
+
+# Bump when any template below changes: caches of teacher reasoning are keyed on it.
+PROMPT_VERSION = "1"
+
+ITEM_SEPARATOR = " | "  # paper: profile documents joined with "|"
+OPENING = "To summarize the user's writing style, consider these aspects:"
+TRANSITION = "Now, considering the style summary, the final answer:"
+
+# What the user's documents are called in each task, for the wording of the prompts.
+DOCUMENT_NOUN = {
+    "product_review": "product reviews",
+    "abstract_generation": "paper abstracts",
+    "topic_writing": "posts",
+    "email_completion": "emails",
+}
+
+# Readable labels for the item fields shown in the context.
+FIELD_LABELS = {
+    "overall": "rating",
+    "summary": "summary",
+    "description": "product",
+    "reviewText": "review",
+    "title": "title",
+    "abstract": "abstract",
+    "content": "post",
+    "text": "text",
+}
+
+
+@dataclass(frozen=True)
+class PromptSettings:
+    # Paper: inputs up to 5,120 tokens, so items go in whole (None). CPU-forced: the cpu-small
+    # preset cuts each item's long fields to a word budget to keep prompts short.
+    max_item_words: int | None = None
+
+
+def _clip_words(text: str, limit: int | None) -> str:
+    if limit is None:
+        return text
+    words = text.split()
+    return text if len(words) <= limit else " ".join(words[:limit]) + " ..."
+
+
+def format_item(task: str, item: ProfileItem, settings: PromptSettings = PromptSettings()) -> str:
+    task_spec(task)
+    parts = []
+    for name in ITEM_TEXT_FIELDS[task]:
+        value = item.fields.get(name)
+        if value in (None, ""):
+            continue
+        text = _clip_words(" ".join(str(value).split()), settings.max_item_words)
+        parts.append(f"{FIELD_LABELS.get(name, name)}: {text}")
+    return ", ".join(parts)
+
+
+def format_context(task: str, items: Sequence[ProfileItem], settings: PromptSettings = PromptSettings()) -> str:
+    return ITEM_SEPARATOR.join(format_item(task, item, settings) for item in items)
+
+
+def teacher_prompt(task: str, request: str, expected_output: str, items: Sequence[ProfileItem],
+                   settings: PromptSettings = PromptSettings()) -> str:
+    """Stage 1 (paper's Figure 7): ask for the reasoning path that links profile and output."""
+    noun = DOCUMENT_NOUN[task]
+    return (
+        "You are a professional writing assistant. Below are past documents written by one user "
+        f"({noun}), separated by '|', a subject, and the output the user wrote for that subject. "
+        "Summarize the user's writing style and preferences as they show in the past documents, "
+        "as far as they matter for writing the expected output: their interests and preferences, "
+        "how familiar they are with the topics, their favourite words and phrases, and their "
+        "grammar and sentence structure. Reasonable guesses are allowed (a user interested in one "
+        "topic is likely interested in a related one). Only describe what the past documents show: "
+        "use the expected output only to decide which features matter, and never copy it or "
+        "mention it directly. Answer with a list of bullet points, each with a short explanation.\n"
+        f"past documents: {format_context(task, items, settings)}\n"
+        f"subject: {request}\n"
+        f"expected output: {expected_output}\n"
+        "summary of the user's writing style and preferences:"
+    )
+
+
+_PERSONALIZED_PREAMBLE = (
+    "The following context is written by a specific user. Use it to write a personalized response "
+    "to the instruction: the response must follow this user's preferences and writing style as "
+    "they show in the context."
+)
+
+
+def personalized_prompt(task: str, request: str, items: Sequence[ProfileItem],
+                        settings: PromptSettings = PromptSettings()) -> str:
+    """Stages 2-3 (paper's Figure 8): reason about the user's style first, then answer."""
+    task_spec(task)
+    return (
+        f"{_PERSONALIZED_PREAMBLE} First summarize the user's writing style from the context. "
+        "Then use that summary to write the response to the instruction.\n"
+        f"instruction: {request}\n"
+        f"context: {format_context(task, items, settings)}\n"
+        "answer:"
+    )
+
+
+def rag_prompt(task: str, request: str, items: Sequence[ProfileItem],
+               settings: PromptSettings = PromptSettings()) -> str:
+    """Retrieval-augmented prompt without reasoning (RAG, SFT and ReST-EM baselines)."""
+    task_spec(task)
+    return (
+        f"{_PERSONALIZED_PREAMBLE}\n"
+        f"instruction: {request}\n"
+        f"context: {format_context(task, items, settings)}\n"
+        "answer:"
+    )
+
+
+def plain_prompt(task: str, request: str) -> str:
+    """Non-personalized baseline: the request alone."""
+    task_spec(task)
+    return f"instruction: {request}\nanswer:"
+
+
+def reasoning_target(reasoning: str, output: str) -> str:
+    """The stage-2 training target: opening phrase, reasoning, transition phrase, answer."""
+    return f"{OPENING}\n{reasoning.strip()}\n{TRANSITION}\n{output.strip()}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Parsing the model's text into reasoning and response
+
+
+def _phrase_pattern(phrase: str) -> re.Pattern[str]:
+    """Match a fixed phrase case-insensitively, with any whitespace and an optional trailing colon."""
+    words = phrase.rstrip(":").split()
+    return re.compile(r"\s+".join(re.escape(w) for w in words) + r"\s*:?", re.IGNORECASE)
+
+
+_OPENING_RE = _phrase_pattern(OPENING)
+_TRANSITION_RE = _phrase_pattern(TRANSITION)
+_LOOSE_TRANSITION_RE = re.compile(r"final\s+answer\s*:", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ParsedOutput:
+    reasoning: str
+    response: str
+    found_transition: bool
+    truncated: bool
+    problems: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return self.found_transition and bool(self.reasoning) and bool(self.response)
+
+
+def parse_output(text: str, truncated: bool = False) -> ParsedOutput:
+    """Split generated text into (reasoning, response); never raises.
+
+    - Opening and transition phrases found: reasoning between them, response after.
+    - A looser "final answer:" is accepted as the transition when the exact phrase is missing.
+    - No transition and the text was cut at the token limit: everything is (unfinished)
+      reasoning and the response is empty.
+    - No transition and the model stopped by itself: the model skipped the reasoning, so the
+      whole text is the response.
+    """
+    problems: list[str] = []
+    body = text.strip()
+    opening = _OPENING_RE.search(body)
+    if opening and opening.start() <= 5:
+        body = body[opening.end():].strip()
+    transition = _TRANSITION_RE.search(body) or _LOOSE_TRANSITION_RE.search(body)
+    if transition is not None:
+        reasoning, response = body[: transition.start()].strip(), body[transition.end():].strip()
+        found = True
+    elif truncated:
+        reasoning, response, found = body, "", False
+        problems.append("output was cut at the token limit before the final answer")
+    else:
+        reasoning, response, found = "", body, False
+        problems.append("no transition phrase: the model wrote no separate reasoning")
+    if found and not reasoning:
+        problems.append("empty reasoning")
+    if found and not response:
+        problems.append("empty response" + (" (cut at the token limit)" if truncated else ""))
+    return ParsedOutput(reasoning, response, found, truncated, tuple(problems))

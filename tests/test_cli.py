@@ -1,0 +1,70 @@
+import json
+import re
+
+import pytest
+
+from helpers import review_row
+from restpg.cli import main
+from restpg.longlamp import load_records, sample_path
+
+
+@pytest.fixture
+def review_file(tmp_path):
+    path = tmp_path / "reviews.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in [review_row("U1"), review_row("U2")]))
+    return path
+
+
+def test_generate_prints_every_part(review_file, tiny_model_dir, capsys):
+    code = main(["generate", "--task", "product_review", "--data", str(review_file), "--user", "U1",
+                 "--model", str(tiny_model_dir), "--device", "cpu", "--max-new-tokens", "8", "--k", "2"])
+    out = capsys.readouterr().out
+    assert code == 0
+    for part in ("== request ==", "== retrieved profile items (2 of 3, BM25) ==", "== reasoning ==",
+                 "== response ==", "== real text ==", "rouge1", "rougeL", "meteor", "8 new tokens"):
+        assert part in out
+    assert "My kids adore this tent." in out  # the real text
+
+
+def test_generate_with_the_real_model_on_the_shipped_sample(real_model, capsys):
+    """The issue's command, end to end, with SmolLM2-135M-Instruct and a shipped sample user."""
+    loaded = load_records(sample_path("product_review", "user", "test"), "product_review")
+    user = loaded.users()[0]
+    code = main(["generate", "--task", "product_review", "--split", "test", "--user", user,
+                 "--request", "0", "--max-new-tokens", "48"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "model: smollm2-135m-instruct on cpu" in out and "wordnet" in out
+    assert out.count("== retrieved profile items (5 of 9, BM25) ==") == 1
+    assert loaded.for_user(user)[0].output.split()[0] in out.split("== real text ==")[1]
+    assert re.search(r"\n(\d+) new tokens.*; rouge1 [01]\.\d{4}, rougeL [01]\.\d{4}, meteor [01]\.\d{4}", out)
+
+
+def test_cli_errors_are_one_clear_line(review_file, tiny_model_dir, capsys, tmp_path):
+    base = ["generate", "--task", "product_review", "--model", str(tiny_model_dir), "--device", "cpu"]
+    assert main(base + ["--data", str(review_file), "--user", "NOBODY"]) == 2
+    assert "user 'NOBODY' has no records in task product_review" in capsys.readouterr().err
+    assert main(base + ["--data", str(review_file), "--user", "U1", "--request", "5"]) == 2
+    assert "--request 5 is out of range" in capsys.readouterr().err
+    assert main(base + ["--data", str(tmp_path / "nope.jsonl"), "--user", "U1"]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+    assert main(base + ["--data", str(review_file), "--user", "U1", "--adapter", str(tmp_path)]) == 2
+    assert "no adapter_config.json" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["generate", "--task", "reviews", "--user", "U1"])  # argparse lists the known tasks
+    assert "invalid choice: 'reviews'" in capsys.readouterr().err
+
+
+def test_validate_lists_bad_records(tmp_path, capsys):
+    rows = [review_row("U1"), dict(review_row("U2"), profile=[])]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["validate", str(path), "--task", "product_review"]) == 1
+    out = capsys.readouterr().out
+    assert "1 good record(s), 1 bad" in out and "record 1 (user 'U2'): field profile: empty profile" in out
+
+
+def test_users_lists_the_sample(capsys):
+    assert main(["users", "--task", "topic_writing", "--split", "train"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 8 and all("request(s)" in line for line in lines)

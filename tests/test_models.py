@@ -1,0 +1,122 @@
+import json
+
+import pytest
+import torch
+
+from restpg.models import (DEFAULT_MODEL, GenerationSettings, ModelConfig, ModelError, PromptTooLongError,
+                           chat_text, check_adapter_folder, generate, load_adapter, load_model, resolve_model,
+                           use_adapter)
+
+GREEDY = GenerationSettings(max_new_tokens=6, temperature=0.0, batch_size=2)
+
+
+def test_default_model_is_converted_once_into_a_plain_hf_folder(default_model_dir):
+    config = json.loads((default_model_dir / "config.json").read_text())
+    assert "quantization_config" not in config
+    assert config["model_type"] == "llama" and config["num_hidden_layers"] == 30
+    assert resolve_model(DEFAULT_MODEL) == str(default_model_dir)  # cached: no second conversion
+
+
+def test_bad_model_names(tmp_path):
+    with pytest.raises(ModelError, match="no such model folder"):
+        resolve_model("./no/such/folder")
+    (tmp_path / "notamodel").mkdir()
+    with pytest.raises(ModelError, match="not a model folder"):
+        resolve_model(str(tmp_path / "notamodel"))
+    with pytest.raises(ModelError, match="unknown dtype"):
+        load_model(ModelConfig(model=str(tmp_path), dtype="int3"))
+
+
+def test_chat_template_is_applied(tiny_model):
+    text = chat_text(tiny_model.tokenizer, "hello")
+    assert "<|im_start|>user\nhello<|im_end|>" in text and text.endswith("<|im_start|>assistant\n")
+
+
+def test_batched_sampling_shapes_and_order(tiny_model):
+    prompts = ["a short one", "a much longer prompt " * 5, "mid length prompt"]
+    settings = GenerationSettings(max_new_tokens=5, temperature=0.7, num_samples=3, batch_size=2, seed=1)
+    results = generate(tiny_model, prompts, settings)
+    assert [len(samples) for samples in results] == [3, 3, 3]
+    assert all(0 < g.new_tokens <= 5 for samples in results for g in samples)
+    assert generate(tiny_model, prompts, settings) == results  # seeded: reproducible
+
+
+def test_greedy_is_the_same_batched_or_alone(tiny_model):
+    prompts = ["first prompt here", "second, a good deal longer prompt with more words in it"]
+    together = generate(tiny_model, prompts, GREEDY)
+    alone = [generate(tiny_model, [p], GREEDY)[0] for p in prompts]
+    assert [r[0].text for r in together] == [r[0].text for r in alone]
+
+
+def test_truncation_is_flagged(tiny_model):
+    out = generate(tiny_model, ["hello"], GenerationSettings(max_new_tokens=3, temperature=0.0))[0][0]
+    # A random tiny model never emits end-of-sequence this early: it stops at the limit.
+    assert out.truncated and out.new_tokens == 3
+
+
+def test_overlong_prompt_is_refused(tiny_model):
+    with pytest.raises(PromptTooLongError, match="prompt 1 has .* tokens; the limit is 60"):
+        generate(tiny_model, ["ok", "word " * 50], GenerationSettings(max_input_tokens=60))
+
+
+def _make_adapter(model_dir, folder, seed):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
+    config = LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(base, config).save_pretrained(folder)
+    return folder
+
+
+def test_adapters_attach_and_switch_without_reloading(tiny_model_dir, tmp_path):
+    loaded = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"))
+    prompt = ["tell me something"]
+    base_text = generate(loaded, prompt, GREEDY)[0][0].text
+    base_module = loaded.model
+    load_adapter(loaded, _make_adapter(tiny_model_dir, tmp_path / "round1", seed=1))
+    load_adapter(loaded, _make_adapter(tiny_model_dir, tmp_path / "round2", seed=2))
+    assert loaded.active_adapter == "round2" and set(loaded.adapters) == {"round1", "round2"}
+    texts = {}
+    for name in ("round1", "round2", None):
+        use_adapter(loaded, name)
+        texts[name] = generate(loaded, prompt, GREEDY)[0][0].text
+    assert texts[None] == base_text  # the base model is back, unchanged
+    assert len({texts["round1"], texts["round2"], base_text}) == 3
+    assert loaded.model.get_base_model() is base_module  # one base model, never reloaded
+    with pytest.raises(ModelError, match="no adapter named 'round3'"):
+        use_adapter(loaded, "round3")
+    with pytest.raises(ModelError, match="already attached"):
+        load_adapter(loaded, tmp_path / "round1")
+
+
+def test_broken_adapter_folders(tiny_model, tmp_path):
+    with pytest.raises(ModelError, match="no such adapter folder"):
+        check_adapter_folder(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="no adapter_config.json"):
+        check_adapter_folder(tmp_path / "empty")
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "adapter_config.json").write_text("{broken")
+    with pytest.raises(ModelError, match="corrupt adapter config"):
+        check_adapter_folder(corrupt)
+    (corrupt / "adapter_config.json").write_text("{}")
+    with pytest.raises(ModelError, match="adapter weights missing"):
+        check_adapter_folder(corrupt)
+
+
+def test_adapter_for_another_model_is_refused(tiny_model_dir, default_model_dir, tmp_path):
+    folder = _make_adapter(default_model_dir, tmp_path / "big", seed=0)  # 576-wide LoRA on a 32-wide model
+    loaded = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"))
+    with pytest.raises(ModelError, match="adapter does not fit model"):
+        load_adapter(loaded, folder)
+
+
+def test_real_default_model_generates(real_model):
+    """SmolLM2-135M-Instruct itself, end to end: batched, chat template, real text out."""
+    prompts = ["What is the capital of France? Answer in one word.", "Name a colour."]
+    results = generate(real_model, prompts, GenerationSettings(max_new_tokens=12, temperature=0.0))
+    assert "paris" in results[0][0].text.lower()
+    assert all(r[0].new_tokens > 0 and r[0].text.strip() for r in results)
