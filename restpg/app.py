@@ -86,12 +86,25 @@ def profile_table(record: Record, k: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def dataset_summary(loaded: LoadedRecords, shown: int = 5) -> str:
+    """One line on the dataset, plus the bad records that were skipped (as text, never as HTML)."""
+    line = (f"`{Path(loaded.source).name}`: {len(loaded.records)} records, {len(loaded.users())} users, "
+            f"{len(loaded.problems)} bad record(s) skipped")
+    problems = [f"- {problem.index}: field {problem.field}: {problem.message}" for problem in loaded.problems[:shown]]
+    return "\n".join([line, *problems])
+
+
 def build_app(service: ExploreService):
     import gradio as gr
 
     def on_task(task, family, split):
-        users = service.users(task, family, split)
-        return gr.update(choices=users, value=users[0] if users else None)
+        try:
+            loaded = service.dataset(task, family, split)
+        except DatasetError as error:
+            return gr.update(choices=[], value=None), f"**dataset error:** {error}"
+        users = loaded.users()
+        summary = dataset_summary(loaded)
+        return gr.update(choices=users, value=users[0] if users else None), summary
 
     def on_user(task, family, split, user):
         if not user:
@@ -131,6 +144,7 @@ def build_app(service: ExploreService):
             split = gr.Dropdown(list(SPLITS), value="train", label="split")
             user = gr.Dropdown([], label="user (type to search)", filterable=True, allow_custom_value=True)
             request = gr.Dropdown([], label="request", allow_custom_value=True)
+        dataset_info = gr.Markdown()
         with gr.Row():
             k = gr.Slider(1, 10, value=PAPER_TOP_K, step=1, label="k retrieved items (paper: 5)")
             max_new_tokens = gr.Number(value=0, precision=0,
@@ -144,12 +158,13 @@ def build_app(service: ExploreService):
             reasoning = gr.Textbox(label="reasoning path", lines=14, interactive=False)
             response = gr.Textbox(label="response", lines=14, interactive=False)
             real = gr.Textbox(label="the user's real text", lines=14, interactive=False)
-        scores = gr.Dataframe(label="scores of the response against the real text", interactive=False)
+        scores = gr.Dataframe(pd.DataFrame(columns=["rouge1", "rougeL", "meteor"]), interactive=False,
+                              label="scores of the response against the real text")
         info = gr.Markdown()
 
         selectors = [task, family, split]
         for control in selectors:
-            control.change(on_task, selectors, user, api_name=False)
+            control.change(on_task, selectors, [user, dataset_info], api_name=False)
         user.change(on_user, selectors + [user], request, api_name=False)
         for control in (request, k):
             control.change(on_request, selectors + [user, request, k], [request_text, profile, real],
@@ -157,7 +172,7 @@ def build_app(service: ExploreService):
         generate_button.click(on_generate, selectors + [user, request, k, max_new_tokens, temperature],
                               [reasoning, response, scores, info], concurrency_limit=1,
                               api_name="generate")
-        demo.load(on_task, selectors, user)
+        demo.load(on_task, selectors, [user, dataset_info], api_name=False)
     return demo
 
 

@@ -166,8 +166,14 @@ def sample_path(task: str, family: str = "user", split: str = "train") -> Path:
 # Reading raw rows from each kind of source
 
 
+_FILE_SUFFIXES = (".json", ".jsonl", ".parquet")
+
+
 def _is_hub_id(source: str) -> bool:
-    return bool(re.fullmatch(r"[\w.-]+/[\w.-]+", source)) and not Path(source).exists()
+    """owner/name that is not a path here (a mistyped file path is reported as missing, not fetched)."""
+    path = Path(source)
+    return (bool(re.fullmatch(r"[\w.-]+/[\w.-]+", source)) and not path.exists()
+            and path.suffix.lower() not in _FILE_SUFFIXES)
 
 
 def _read_jsonl(path: Path) -> list[Any]:

@@ -172,13 +172,18 @@ class LexicalMetrics:
         return [token for sentence in _SENTENCE_END.split(text.strip())
                 for token in word_tokenize(sentence, preserve_line=True)]
 
+    def rouge(self, prediction: str, reference: str) -> dict[str, float]:
+        """ROUGE-1 and ROUGE-L F1 of one prediction against its reference."""
+        rouge = self._rouge.score(reference, prediction)
+        return {"rouge1": rouge["rouge1"].fmeasure, "rougeL": rouge["rougeL"].fmeasure}
+
+    def meteor(self, prediction: str, reference: str) -> float:
+        return float(single_meteor_score(self._tokens(reference), self._tokens(prediction),
+                                         alpha=0.9, beta=3, gamma=0.5, wordnet=self._wordnet))
+
     def score(self, prediction: str, reference: str) -> dict[str, float]:
         """Scores of one prediction against its reference, each in [0, 1]."""
-        rouge = self._rouge.score(reference, prediction)
-        meteor = single_meteor_score(self._tokens(reference), self._tokens(prediction),
-                                     alpha=0.9, beta=3, gamma=0.5, wordnet=self._wordnet)
-        return {"rouge1": rouge["rouge1"].fmeasure, "rougeL": rouge["rougeL"].fmeasure,
-                "meteor": float(meteor)}
+        return {**self.rouge(prediction, reference), "meteor": self.meteor(prediction, reference)}
 
     def score_pairs(self, predictions: Sequence[str], references: Sequence[str]) -> list[dict[str, float]]:
         if len(predictions) != len(references):

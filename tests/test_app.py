@@ -77,3 +77,16 @@ def test_service_loads_the_shipped_sample_strictly_clean():
     service = ExploreService(ModelConfig(model="unused"))
     loaded = service.dataset("product_review", "user", "train")
     assert loaded.records and not loaded.problems
+
+
+def test_dataset_summary_lists_skipped_records(tmp_path):
+    import json
+
+    from helpers import review_row
+    from restpg.app import dataset_summary
+
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in [review_row("U1"), dict(review_row("U2"), output="")]))
+    summary = dataset_summary(load_records(path, "product_review", strict=False))
+    assert summary.splitlines() == ["`mixed.jsonl`: 1 records, 1 users, 1 bad record(s) skipped",
+                                    "- 1: field output: empty"]

@@ -174,6 +174,8 @@ def test_other_broken_sources(tmp_path):
         load_records(tmp_path / "d.csv", "product_review")
     with pytest.raises(DatasetError, match="no such file or folder"):
         load_records(tmp_path / "missing.jsonl", "product_review")
+    with pytest.raises(DatasetError, match="data/missing.jsonl: no such file or folder"):
+        load_records("data/missing.jsonl", "product_review")  # looks like owner/name, but is a file path
     (tmp_path / "empty_dir").mkdir()
     with pytest.raises(DatasetError, match="not a folder written by datasets.save_to_disk"):
         load_records(tmp_path / "empty_dir", "product_review")

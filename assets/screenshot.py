@@ -1,0 +1,56 @@
+"""Take the README's screenshot of the app: starts demo_app.py, generates once, saves assets/app.png.
+
+Needs Debian's chromium (/usr/bin/chromium) and playwright (in requirements-dev.txt):
+    .venv/bin/python assets/screenshot.py [--max-new-tokens 160]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def main() -> None:
+    from playwright.sync_api import sync_playwright
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=7901)
+    parser.add_argument("--max-new-tokens", type=int, default=160)
+    parser.add_argument("--out", default=str(ROOT / "assets" / "app.png"))
+    args = parser.parse_args()
+    app = subprocess.Popen([sys.executable, "demo_app.py", "--port", str(args.port)], cwd=ROOT)
+    try:
+        for _ in range(240):
+            try:
+                socket.create_connection(("127.0.0.1", args.port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS)
+            page = browser.new_page(viewport={"width": 1500, "height": 1900})
+            page.goto(f"http://127.0.0.1:{args.port}/")
+            page.wait_for_timeout(3000)  # the first user and request load
+            page.get_by_label("max new tokens (0: 1536 on GPU, 256 on CPU)").fill(str(args.max_new_tokens))
+            page.get_by_role("button", name="Generate").click()
+            page.get_by_text(re.compile(r"^\d+ new tokens")).wait_for(timeout=600_000)
+            page.wait_for_timeout(1000)
+            page.screenshot(path=args.out, full_page=True)
+            browser.close()
+        print(f"saved {args.out}")
+    finally:
+        app.terminate()
+        app.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Stage 1: a teacher model writes the reasoning path for each training record (paper's Figure 7).
+
+The teacher sees the retrieved profile items (joined with "|"), the request and the user's real
+output, and writes a bullet list on the user's style and preferences. The reasoning may not copy
+the output: lines that share a long word sequence with it are dropped.
+
+Results are cached in a JSONL file, one line per record, keyed by record id + teacher + prompt
+version, appended (and flushed) after every batch: a rerun or a crash never redoes finished records.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .longlamp import Record
+from .models import GenerationSettings, LoadedModel, generate
+from .prompts import PROMPT_VERSION, PromptSettings, teacher_prompt
+from .retrieval import PAPER_TOP_K, retrieve
+
+COPY_NGRAM = 8  # a reasoning line sharing this many consecutive words with the output is a copy
+
+
+@dataclass(frozen=True)
+class ReasoningSettings:
+    k: int = PAPER_TOP_K
+    # The paper does not give the teacher's decoding; greedy keeps the cache deterministic.
+    generation: GenerationSettings = GenerationSettings(max_new_tokens=512, temperature=0.0)
+    prompt: PromptSettings = PromptSettings()
+
+
+@dataclass(frozen=True)
+class ReasoningPath:
+    record_id: str
+    teacher: str
+    reasoning: str  # empty when nothing usable was left
+    dropped_copied_lines: int
+    truncated: bool
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+def drop_copied_lines(reasoning: str, output: str, n: int = COPY_NGRAM) -> tuple[str, int]:
+    """Remove reasoning lines that share an n-word sequence with the output."""
+    words = _words(output)
+    grams = {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+    kept, dropped = [], 0
+    for line in reasoning.splitlines():
+        line_words = _words(line)
+        if any(tuple(line_words[i:i + n]) in grams for i in range(len(line_words) - n + 1)):
+            dropped += 1
+        else:
+            kept.append(line)
+    return "\n".join(kept).strip(), dropped
+
+
+def cache_key(record_id: str, teacher: str) -> str:
+    return f"{record_id}|{teacher}|prompt-v{PROMPT_VERSION}"
+
+
+def read_cache(cache_file: Path) -> dict[str, ReasoningPath]:
+    paths: dict[str, ReasoningPath] = {}
+    if not cache_file.exists():
+        return paths
+    for line in cache_file.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+            paths[row["key"]] = ReasoningPath(row["record_id"], row["teacher"], row["reasoning"],
+                                              row["dropped_copied_lines"], row["truncated"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # a line cut by a crash: that record is redone
+    return paths
+
+
+def _append(cache_file: Path, rows: list[tuple[str, ReasoningPath]]) -> None:
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    with cache_file.open("a", encoding="utf-8") as handle:
+        for key, path in rows:
+            handle.write(json.dumps({"key": key, **path.__dict__}, ensure_ascii=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def reasoning_paths(teacher: LoadedModel, records: Sequence[Record], cache_file: Path,
+                    settings: ReasoningSettings = ReasoningSettings(),
+                    on_batch: Callable[[int], None] | None = None) -> dict[str, ReasoningPath]:
+    """The reasoning path of every record (record_id -> path), generating only the missing ones."""
+    cached = read_cache(cache_file)
+    todo = [r for r in records if cache_key(r.record_id, teacher.name) not in cached]
+    if on_batch is not None and len(records) > len(todo):
+        on_batch(len(records) - len(todo))
+    step = settings.generation.batch_size
+    for start in range(0, len(todo), step):
+        batch = todo[start:start + step]
+        prompts = [teacher_prompt(r.task, r.input, r.output, [x.item for x in retrieve(r, settings.k)], settings.prompt)
+                   for r in batch]
+        outputs = generate(teacher, prompts, settings.generation)
+        rows = []
+        for record, samples in zip(batch, outputs):
+            text, dropped = drop_copied_lines(samples[0].text, record.output)
+            path = ReasoningPath(record.record_id, teacher.name, text, dropped, samples[0].truncated)
+            rows.append((cache_key(record.record_id, teacher.name), path))
+        _append(cache_file, rows)
+        cached.update(rows)
+        if on_batch is not None:
+            on_batch(len(batch))
+    return {r.record_id: cached[cache_key(r.record_id, teacher.name)] for r in records}

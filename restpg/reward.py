@@ -1,0 +1,201 @@
+"""Rewards for EM: the paper's LLM judge and LongLaMP's lexical metrics, on the final answer only.
+
+The judge (paper's Appendix A, Figure 6): any causal LM is shown a five-level rubric, the
+instruction, the ground truth and the answer, and the score is the rubric level to which it
+assigns the highest probability as its next output (no sampling), divided by 10; so the reward
+lies in {0.1, 0.3, 0.5, 0.7, 1.0}. Levels whose text spans several tokens ("10" is "1", "0" for
+many tokenizers) are scored by the probability of their whole token sequence, and a level that is
+a prefix of another ("1" of "10") by the probability that it ends there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
+
+import torch
+
+from .metrics import LexicalMetrics, LexicalReward
+from .models import LoadedModel, chat_text
+
+JUDGE_PROMPT_VERSION = "1"
+JUDGE_LEVELS = (1, 3, 5, 7, 10)  # paper's rubric levels; reward = level / 10
+PAPER_JUDGE_TAU = 1.0  # paper: keep only outputs the judge gives its top score
+
+
+def judge_prompt(instruction: str, ground_truth: str, answer: str) -> str:
+    """The paper's rubric prompt (Figure 6), in our words."""
+    return (
+        "You are an impartial judge. Rate how well the assistant's answer matches the ground-truth "
+        "answer for the user's instruction, using this rubric:\n"
+        "1: the answer is unrelated to the ground truth.\n"
+        "3: the answer has minor relevance to the ground truth but does not align with it.\n"
+        "5: the answer has moderate relevance to the ground truth but contains inaccuracies.\n"
+        "7: the answer aligns with the ground truth with minor omissions.\n"
+        "10: the answer is completely accurate and aligns perfectly with the ground truth.\n"
+        f"instruction: {instruction}\n"
+        f"ground truth: {ground_truth}\n"
+        f"answer: {answer}\n"
+        "Reply with the score only (1, 3, 5, 7 or 10)."
+    )
+
+
+class Reward(Protocol):
+    """Scores answers against the user's real text; every reward lies in [0, 1]."""
+
+    name: str
+
+    def __call__(self, instructions: Sequence[str], references: Sequence[str],
+                 answers: Sequence[str]) -> list[float]: ...
+
+
+@dataclass(frozen=True)
+class JudgeScore:
+    level: int
+    probabilities: dict[int, float]  # normalised over the five levels
+
+    @property
+    def reward(self) -> float:
+        return self.level / 10
+
+
+class _LevelTokens:
+    """Token sequences of the rubric levels and which level extends which."""
+
+    def __init__(self, tokenizer, levels: Sequence[int]):
+        self.levels = tuple(levels)
+        self.tokens = {level: tuple(tokenizer.encode(str(level), add_special_tokens=False)) for level in levels}
+        if len(set(self.tokens.values())) != len(self.levels):
+            raise ValueError(f"judge levels tokenize ambiguously: {self.tokens}")
+        # Sequences to run: the levels that no other level extends (the others are read inside them).
+        self.leaves = [lv for lv in levels
+                       if not any(o != lv and self.tokens[o][:len(self.tokens[lv])] == self.tokens[lv] for o in levels)]
+        self.leaf_of = {lv: next(leaf for leaf in self.leaves if self.tokens[leaf][:len(self.tokens[lv])] == self.tokens[lv])
+                        for lv in levels}
+        self.max_len = max(len(t) for t in self.tokens.values())
+
+
+@dataclass
+class LLMJudge:
+    """The paper's LLM-judge reward. Batched; each pair's score is cached (memory + optional JSONL)."""
+
+    loaded: LoadedModel
+    batch_size: int = 8
+    cache_file: Path | None = None
+    max_input_tokens: int = 4096
+    name: str = field(init=False)
+    _cache: dict[str, JudgeScore] = field(default_factory=dict, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+
+    def __post_init__(self) -> None:
+        self.name = f"judge:{self.loaded.name}"
+        self._levels = _LevelTokens(self.loaded.tokenizer, JUDGE_LEVELS)
+        if self.cache_file is not None and self.cache_file.exists():
+            for line in self.cache_file.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                    self._cache[row["key"]] = JudgeScore(row["level"], {int(k): v for k, v in row["p"].items()})
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue  # a line cut by a crash: that pair is scored again
+
+    def _key(self, instruction: str, reference: str, answer: str) -> str:
+        text = "\x00".join([self.loaded.name, str(self.loaded.active_adapter), JUDGE_PROMPT_VERSION,
+                            instruction, reference, answer])
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def score(self, instructions: Sequence[str], references: Sequence[str], answers: Sequence[str],
+              on_batch: Callable[[int], None] | None = None) -> list[JudgeScore]:
+        if not len(instructions) == len(references) == len(answers):
+            raise ValueError("instructions, references and answers differ in length")
+        keys = [self._key(i, r, a) for i, r, a in zip(instructions, references, answers)]
+        todo = [n for n, key in enumerate(keys) if key not in self._cache]
+        todo = list(dict.fromkeys(todo))
+        for start in range(0, len(todo), self.batch_size):
+            batch = todo[start:start + self.batch_size]
+            prompts = [judge_prompt(instructions[n], references[n], answers[n]) for n in batch]
+            scores = self._score_prompts(prompts)
+            with self._lock:
+                for n, score in zip(batch, scores):
+                    self._cache[keys[n]] = score
+                self._append_cache([(keys[n], s) for n, s in zip(batch, scores)])
+            if on_batch is not None:
+                on_batch(len(batch))
+        return [self._cache[key] for key in keys]
+
+    def __call__(self, instructions: Sequence[str], references: Sequence[str], answers: Sequence[str]) -> list[float]:
+        return [s.reward for s in self.score(instructions, references, answers)]
+
+    def _append_cache(self, rows: list[tuple[str, JudgeScore]]) -> None:
+        if self.cache_file is None:
+            return
+        self.cache_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.cache_file.open("a", encoding="utf-8") as handle:
+            for key, score in rows:
+                handle.write(json.dumps({"key": key, "level": score.level, "p": score.probabilities}) + "\n")
+
+    def _score_prompts(self, prompts: list[str]) -> list[JudgeScore]:
+        """One forward pass per (prompt, leaf level): the level sequences are read by teacher forcing."""
+        tokenizer = self.loaded.tokenizer
+        levels = self._levels
+        contexts = [tokenizer(chat_text(tokenizer, p), add_special_tokens=False)["input_ids"] for p in prompts]
+        for n, ids in enumerate(contexts):
+            if len(ids) > self.max_input_tokens:  # keep the instruction's end: cut the middle of the pair
+                contexts[n] = ids[: self.max_input_tokens // 2] + ids[-self.max_input_tokens // 2:]
+        rows, owners = [], []
+        for n, ids in enumerate(contexts):
+            for leaf in levels.leaves:
+                rows.append(ids + list(levels.tokens[leaf]))
+                owners.append((n, leaf))
+        width = max(len(r) for r in rows)
+        pad = tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.loaded.device)
+        attention = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.loaded.device)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift positions
+        with torch.inference_mode():
+            logits = self.loaded.model(input_ids=input_ids, attention_mask=attention, position_ids=positions).logits
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        # logprob of each level's tokens, read from the row of its leaf
+        log_p: list[dict[int, float]] = [{} for _ in prompts]
+        for row, (n, leaf) in enumerate(owners):
+            leaf_tokens = levels.tokens[leaf]
+            start = width - len(leaf_tokens) - 1  # position whose logits predict the first level token
+            for level in levels.levels:
+                if levels.leaf_of[level] != leaf:
+                    continue
+                tokens = levels.tokens[level]
+                value = sum(float(logprobs[row, start + i, t]) for i, t in enumerate(tokens))
+                # A level that other levels extend ("1" of "10") must also end here.
+                extensions = {levels.tokens[o][len(tokens)] for o in levels.levels
+                              if len(levels.tokens[o]) > len(tokens) and levels.tokens[o][:len(tokens)] == tokens}
+                if extensions:
+                    cont = sum(math.exp(float(logprobs[row, start + len(tokens), t])) for t in extensions)
+                    value += math.log(max(1.0 - cont, 1e-12))
+                log_p[n][level] = value
+        scores = []
+        for values in log_p:
+            top = max(values.values())
+            weights = {lv: math.exp(v - top) for lv, v in values.items()}
+            total = sum(weights.values())
+            probabilities = {lv: w / total for lv, w in weights.items()}
+            scores.append(JudgeScore(max(probabilities, key=probabilities.get), probabilities))
+        return scores
+
+
+@dataclass
+class LexicalRewardModel:
+    """LongLaMP's lexical metrics as an EM reward (weighted mean of ROUGE-1, ROUGE-L, METEOR)."""
+
+    metrics: LexicalMetrics
+    weights: LexicalReward = field(default_factory=LexicalReward)
+    name: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.name = "lexical:" + "+".join(f"{w:g}*{m}" for m, w in self.weights.weights.items())
+
+    def __call__(self, instructions: Sequence[str], references: Sequence[str], answers: Sequence[str]) -> list[float]:
+        return [self.weights(self.metrics.score(a, r)) if a.strip() else 0.0 for a, r in zip(answers, references)]

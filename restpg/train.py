@@ -1,0 +1,236 @@
+"""LoRA fine-tuning on prompt -> completion with per-example weights (the SFT stage and the M-step).
+
+The loss is the completion's token-level cross-entropy, averaged per example and multiplied by
+the example's weight (1 for SFT, the reward for the M-step: the paper maximises R * log p), then
+averaged over the batch. Training runs through transformers' ``Trainer`` (gradient accumulation,
+checkpoints, resume, progress bar); on several GPUs the same code runs under ``accelerate launch``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from .models import ModelConfig, chat_text, load_tokenizer, pick_device, pick_dtype, resolve_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainingExample:
+    prompt: str  # the user turn (wrapped in the chat template here)
+    completion: str  # the target the model learns to write
+    weight: float = 1.0  # 1 for SFT; the reward in the M-step
+    example_id: str = ""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One M-step / SFT run. Defaults are the paper's (Appendix B) unless marked."""
+
+    learning_rate: float = 2e-4  # paper: 5e-6 for full fine-tuning; LoRA (ours) needs a larger rate
+    optimizer: str = "adafactor"  # paper: Adafactor
+    warmup_steps: int = 250  # paper
+    max_steps: int = 10_000  # paper: at most 10,000 steps per iteration
+    num_epochs: float | None = None  # when set, bounds training by epochs as well (CPU presets)
+    batch_size: int = 64  # paper: 64 = per_device_batch_size * gradient_accumulation * devices
+    per_device_batch_size: int = 8
+    weight_decay: float = 0.01  # paper
+    max_grad_norm: float = 1.0  # paper
+    max_input_tokens: int = 5120  # paper
+    max_output_tokens: int = 1536  # paper
+    lora_r: int = 16  # ours: the paper fine-tunes all weights
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    save_steps: int = 1000  # paper validates every 1,000 steps
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
+
+    @property
+    def gradient_accumulation_steps(self) -> int:
+        devices = max(1, int(os.environ.get("WORLD_SIZE", "1")))
+        return max(1, math.ceil(self.batch_size / (self.per_device_batch_size * devices)))
+
+
+@dataclass
+class TrainResult:
+    adapter_dir: Path
+    steps: int
+    examples: int
+    train_tokens: int  # prompt + completion tokens seen, all epochs
+    seconds: float
+    final_loss: float | None
+    log_history: list[dict] = field(default_factory=list)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.train_tokens / self.seconds if self.seconds else 0.0
+
+
+def tokenize_examples(tokenizer, examples: Sequence[TrainingExample], config: TrainConfig) -> list[dict]:
+    """input_ids / labels (-100 on the prompt) / weight for each example."""
+    rows = []
+    clipped = 0
+    for example in examples:
+        prompt_ids = tokenizer(chat_text(tokenizer, example.prompt), add_special_tokens=False)["input_ids"]
+        completion_ids = tokenizer(example.completion, add_special_tokens=False)["input_ids"]
+        completion_ids = completion_ids[: config.max_output_tokens - 1] + [tokenizer.eos_token_id]
+        if len(prompt_ids) > config.max_input_tokens:
+            prompt_ids = prompt_ids[-config.max_input_tokens:]
+            clipped += 1
+        rows.append({"input_ids": prompt_ids + completion_ids,
+                     "labels": [-100] * len(prompt_ids) + completion_ids,
+                     "weight": float(example.weight)})
+    if clipped:
+        log.warning("%d prompt(s) longer than %d tokens were cut from the left", clipped, config.max_input_tokens)
+    return rows
+
+
+@dataclass
+class WeightedCollator:
+    pad_token_id: int
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        width = max(len(r["input_ids"]) for r in rows)
+
+        def pad(values, fill):
+            return [v + [fill] * (width - len(v)) for v in values]
+
+        return {
+            "input_ids": torch.tensor(pad([r["input_ids"] for r in rows], self.pad_token_id)),
+            "attention_mask": torch.tensor(pad([[1] * len(r["input_ids"]) for r in rows], 0)),
+            "labels": torch.tensor(pad([r["labels"] for r in rows], -100)),
+            "weight": torch.tensor([r["weight"] for r in rows], dtype=torch.float32),
+        }
+
+
+def weighted_completion_loss(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """mean over the batch of weight * (mean token cross-entropy of the example's completion)."""
+    shift_logits = logits[:, :-1, :].float()
+    shift_labels = labels[:, 1:]
+    token_loss = torch.nn.functional.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=-100,
+        reduction="none").view(shift_labels.shape)
+    mask = (shift_labels != -100).float()
+    per_example = (token_loss * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+    return (per_example * weight.to(per_example.device)).mean()
+
+
+def _trainer_class():
+    from transformers import Trainer
+
+    class WeightedTrainer(Trainer):
+        """Trainer whose loss weights each example (reward-weighted likelihood for the M-step)."""
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            weight = inputs.pop("weight")
+            labels = inputs.pop("labels")
+            outputs = model(**inputs)
+            loss = weighted_completion_loss(outputs.logits, labels, weight)
+            return (loss, outputs) if return_outputs else loss
+
+    return WeightedTrainer
+
+
+def _progress_callback(on_step: Callable[[int, int, dict], None]):
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            on_step(state.global_step, state.max_steps, dict(logs or {}))
+
+    return Progress()
+
+
+def build_lora_model(model_config: ModelConfig, train_config: TrainConfig, init_adapter: Path | None = None):
+    """A fresh base model with a trainable LoRA adapter (new, or continued from ``init_adapter``)."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    device = pick_device(train_config.device)
+    dtype = pick_dtype(train_config.dtype, device)
+    path = resolve_model(model_config.model, model_config.cache_dir)
+    base = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    if init_adapter is not None:
+        return PeftModel.from_pretrained(base, str(init_adapter), is_trainable=True), path
+    lora = LoraConfig(r=train_config.lora_r, lora_alpha=train_config.lora_alpha, lora_dropout=train_config.lora_dropout,
+                      target_modules="all-linear", task_type="CAUSAL_LM")
+    return get_peft_model(base, lora), path
+
+
+def train_lora(model_config: ModelConfig, examples: Sequence[TrainingExample], config: TrainConfig, output_dir: Path,
+               init_adapter: Path | None = None,
+               on_step: Callable[[int, int, dict], None] | None = None) -> TrainResult:
+    """Train a LoRA adapter and save it to ``output_dir/adapter`` (written atomically).
+
+    Trainer checkpoints go to ``output_dir/checkpoints``; a rerun after a crash resumes from the
+    last one. A finished adapter is never overwritten: delete it to retrain.
+    """
+    from transformers import TrainingArguments
+
+    if not examples:
+        raise ValueError("no training examples")
+    if any(not math.isfinite(e.weight) or e.weight < 0 for e in examples):
+        raise ValueError("example weights must be finite and non-negative")
+    adapter_dir = output_dir / "adapter"
+    if (adapter_dir / "adapter_config.json").exists():
+        raise FileExistsError(f"{adapter_dir} exists already (a finished run); delete it to train again")
+    model, path = build_lora_model(model_config, config, init_adapter)
+    tokenizer = load_tokenizer(path)
+    rows = tokenize_examples(tokenizer, examples, config)
+    steps_per_epoch = math.ceil(len(rows) / (config.per_device_batch_size * config.gradient_accumulation_steps))
+    max_steps = config.max_steps
+    if config.num_epochs is not None:
+        max_steps = min(max_steps, max(1, math.ceil(steps_per_epoch * config.num_epochs)))
+    checkpoints = output_dir / "checkpoints"
+    device = pick_device(config.device)
+    dtype = pick_dtype(config.dtype, device)
+    args = TrainingArguments(
+        output_dir=str(checkpoints),
+        max_steps=max_steps,
+        per_device_train_batch_size=config.per_device_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type="linear",
+        warmup_steps=min(config.warmup_steps, max(0, max_steps - 1)),
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        optim=config.optimizer,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=min(config.save_steps, max_steps),
+        save_total_limit=2,
+        seed=config.seed,
+        bf16=dtype == torch.bfloat16 and device.type == "cuda",
+        use_cpu=device.type == "cpu",
+        remove_unused_columns=False,
+        report_to=[],
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+    trainer = _trainer_class()(model=model, args=args, train_dataset=rows,
+                               data_collator=WeightedCollator(tokenizer.pad_token_id),
+                               callbacks=[_progress_callback(on_step)] if on_step else None)
+    resume = checkpoints.exists() and any(checkpoints.glob("checkpoint-*"))
+    start = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=True if resume else None)
+    seconds = time.perf_counter() - start
+    staging = output_dir / ".adapter-staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    trainer.model.save_pretrained(str(staging))
+    tokenizer.save_pretrained(str(staging))
+    os.replace(staging, adapter_dir)
+    shutil.rmtree(checkpoints, ignore_errors=True)  # the adapter is final: checkpoints served resume only
+    tokens_per_step = sum(len(r["input_ids"]) for r in rows) / max(1, steps_per_epoch)
+    return TrainResult(adapter_dir=adapter_dir, steps=output.global_step, examples=len(rows),
+                       train_tokens=int(tokens_per_step * output.global_step), seconds=seconds,
+                       final_loss=output.training_loss, log_history=list(trainer.state.log_history))
