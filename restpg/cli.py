@@ -1,6 +1,8 @@
 """``python -m restpg``: the pipeline headless.
 
   generate   reasoning + response for a user's requests, with retrieved items, real text, metrics
+  train      REST-PG: stage 1 reasoning, stage 2 SFT, stage 3 EM rounds (resumes a run folder)
+  evaluate   the paper's six methods on held-out records: table (CSV, Markdown) and a plot per round
   validate   check a dataset file against LongLaMP's schema and list every bad record
   users      list the users of a dataset
 """
@@ -8,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import textwrap
 from pathlib import Path
@@ -16,6 +19,7 @@ from .longlamp import (PUBLIC_TASKS, SPLIT_FAMILIES, SPLITS, TASKS, DatasetError
                        load_records, sample_path)
 from .models import (DEFAULT_MODEL, PAPER_INFERENCE_TEMPERATURE, GenerationSettings, ModelConfig,
                      ModelError, PromptTooLongError, default_max_new_tokens, load_adapter, load_model)
+from .em import Cancelled, RunError
 from .prompts import PromptSettings
 from .retrieval import PAPER_TOP_K, item_text
 
@@ -104,6 +108,148 @@ def cmd_users(args: argparse.Namespace) -> int:
     return 0
 
 
+def em_config_from_args(args: argparse.Namespace):
+    """The preset, with every option the user gave on top of it."""
+    import dataclasses
+
+    import torch
+
+    from .em import PRESETS
+
+    preset = args.preset or ("paper" if torch.cuda.is_available() else "cpu-small")
+    config = PRESETS[preset]
+    changes = {"device": args.device, "dtype": args.dtype}
+    if args.task:
+        changes["tasks"] = PUBLIC_TASKS if args.task == "all" else (args.task,)
+    for option, name in [("data", "data"), ("family", "family"), ("users", "train_users"),
+                         ("eval_users", "eval_users"), ("rounds", "rounds"), ("samples", "samples_per_input"),
+                         ("reward", "reward"), ("tau", "tau"), ("init", "init"), ("model", "model"),
+                         ("teacher_model", "teacher_model"), ("judge_model", "judge_model"),
+                         ("max_new_tokens", "max_new_tokens"), ("max_item_words", "max_item_words")]:
+        value = getattr(args, option, None)
+        if value is not None:
+            changes[name] = value
+    if getattr(args, "no_reasoning", False):
+        changes["reasoning"] = False
+    return preset, dataclasses.replace(config, **changes)
+
+
+class _TqdmProgress:
+    """One tqdm bar per pipeline stage, on stderr."""
+
+    def __init__(self):
+        self.stage, self.bar = None, None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if stage != self.stage:
+            if self.bar is not None:
+                self.bar.close()
+            self.stage, self.bar = stage, tqdm(total=total, desc=stage, file=sys.stderr)
+        self.bar.total = total
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _print_round(round_index: int, metrics: dict) -> None:
+    summary = ", ".join(f"{k} {v:.4f}" for k, v in metrics["summary"].items())
+    kept = metrics.get("selection")
+    extra = f" | kept {kept['kept']}/{kept['samples']} samples, mean reward {kept['reward_mean']:.3f}" if kept else ""
+    print(f"{'SFT' if round_index == 0 else f'round {round_index}'}: {summary}{extra}", flush=True)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import os
+
+    from .em import RunControl, run_em
+    from .store import Store
+
+    preset, config = em_config_from_args(args)
+    run_dir = Path(args.run_dir)
+    store = Store(Path(args.store))
+    run_id = str(run_dir.resolve())
+    store.start_run(run_id, "em", run_dir, config.to_dict(), os.getpid())
+    progress = _TqdmProgress()
+
+    def on_progress(stage, done, total):
+        progress(stage, done, total)
+        store.update_run(run_id, stage=stage, progress=done / total if total else 0.0)
+
+    def on_round(round_index, metrics):
+        _print_round(round_index, metrics)
+        store.record_metrics(run_id, round_index, metrics["summary"], metrics.get("selection"))
+
+    print(f"preset {preset}; run folder {run_dir}; judge (metric{' and reward' if config.reward == 'judge' else ''}): "
+          f"{config.judge_model or config.model}"
+          f"{' (the base model: a weak judge)' if config.judge_model in (None, config.model) else ''}", flush=True)
+    control = RunControl(on_progress=on_progress, on_round=on_round)
+    # SIGTERM (the app's cancel button) stops the run at the next batch or training step.
+    signal.signal(signal.SIGTERM, lambda signum, frame: control.cancel.set())
+    try:
+        run_em(config, run_dir, control)
+    except (KeyboardInterrupt, Cancelled):
+        store.update_run(run_id, status="cancelled", message="cancelled; finished rounds are kept")
+        print(f"cancelled; finished steps are kept in {run_dir}", file=sys.stderr)
+        return 130
+    except Exception as error:
+        store.update_run(run_id, status="failed", message=str(error))
+        raise
+    finally:
+        progress.close()
+    store.update_run(run_id, status="finished", progress=1.0, stage="done")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import time
+
+    from .em import RunControl
+    from .evaluate import compare_methods
+
+    preset, config = em_config_from_args(args)
+    progress = _TqdmProgress()
+    start = time.perf_counter()
+    try:
+        compare_methods(config, Path(args.run_dir), args.split, RunControl(on_progress=progress))
+    finally:
+        progress.close()
+    out = Path(args.run_dir) / "comparison"
+    print((out / "table.md").read_text())
+    print(f"preset {preset}; {time.perf_counter() - start:.0f} s; written: {out}/table.csv, table.md, rounds.png, "
+          "predictions.jsonl")
+    return 0
+
+
+def _em_args(parser: argparse.ArgumentParser) -> None:
+    from .em import PRESETS, REWARDS
+
+    parser.add_argument("--preset", choices=list(PRESETS), help="default: paper on CUDA, cpu-small on a CPU")
+    parser.add_argument("--task", choices=[*PUBLIC_TASKS, "all"], help="one task, or all (the paper's multi-task)")
+    parser.add_argument("--data", help="LongLaMP source with {split} (and {task}) in its path, or LongLaMP/LongLaMP")
+    parser.add_argument("--family", choices=SPLIT_FAMILIES)
+    parser.add_argument("--run-dir", required=True, help="run folder (an existing one is resumed)")
+    parser.add_argument("--users", type=int, help="training users per task")
+    parser.add_argument("--eval-users", type=int, help="held-out users per task")
+    parser.add_argument("--rounds", type=int, help="EM rounds T (paper: 3)")
+    parser.add_argument("--samples", type=int, help="samples per input m (paper: 32)")
+    parser.add_argument("--reward", choices=REWARDS, help="paper: judge")
+    parser.add_argument("--tau", type=float, help="keep threshold (judge: 1.0; lexical: per-input quantile rule)")
+    parser.add_argument("--init", choices=["base", "previous"], help="M-step start (paper: base)")
+    parser.add_argument("--no-reasoning", action="store_true", help="ReST-EM without reasoning (baseline)")
+    parser.add_argument("--model", help="generator base model: default, hub id or folder")
+    parser.add_argument("--teacher-model", help="stage-1 teacher (default: the base model)")
+    parser.add_argument("--judge-model", help="LLM judge (default: the base model)")
+    parser.add_argument("--max-new-tokens", type=int)
+    parser.add_argument("--max-item-words", type=int)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m restpg", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -127,6 +273,16 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0)
     gen.set_defaults(run=cmd_generate)
 
+    train = commands.add_parser("train", help="REST-PG stages 1-3 (resumable)")
+    _em_args(train)
+    train.add_argument("--store", default="runs/restpg.db", help="SQLite store the app watches")
+    train.set_defaults(run=cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="the six methods on held-out records")
+    _em_args(evaluate)
+    evaluate.add_argument("--split", default="test", choices=SPLITS, help="held-out split")
+    evaluate.set_defaults(run=cmd_evaluate)
+
     val = commands.add_parser("validate", help="check a dataset file and list its bad records")
     val.add_argument("path")
     val.add_argument("--task", required=True, choices=list(TASKS))
@@ -144,6 +300,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (DatasetError, ModelError, PromptTooLongError) as error:
+    except (DatasetError, ModelError, PromptTooLongError, RunError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -198,3 +198,29 @@ def parse_output(text: str, truncated: bool = False) -> ParsedOutput:
     if found and not response:
         problems.append("empty response" + (" (cut at the token limit)" if truncated else ""))
     return ParsedOutput(reasoning, response, found, truncated, tuple(problems))
+
+
+# ----------------------------------------------------------------------------------------------
+# One entry point for the three kinds of generation prompt
+
+PROMPT_KINDS = ("plain", "rag", "reasoning")
+
+
+def build_prompt(kind: str, task: str, request: str, items: Sequence[ProfileItem],
+                 settings: PromptSettings = PromptSettings()) -> str:
+    """plain: no profile; rag: retrieved items, answer directly; reasoning: reason first (REST-PG)."""
+    if kind == "plain":
+        return plain_prompt(task, request)
+    if kind == "rag":
+        return rag_prompt(task, request, items, settings)
+    if kind == "reasoning":
+        return personalized_prompt(task, request, items, settings)
+    raise ValueError(f"unknown prompt kind {kind!r}; known: {', '.join(PROMPT_KINDS)}")
+
+
+def answer_of(kind: str, text: str, truncated: bool) -> ParsedOutput:
+    """The parsed output of a generation: reasoning prompts are split, the others are all answer."""
+    if kind == "reasoning":
+        return parse_output(text, truncated)
+    problems = ("output was cut at the token limit",) if truncated else ()
+    return ParsedOutput("", text.strip(), False, truncated, problems)

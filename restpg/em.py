@@ -1,0 +1,510 @@
+"""REST-PG's pipeline: stage 1 (reasoning data), stage 2 (SFT), stage 3 (ReST-EM rounds).
+
+A run lives in one folder:
+
+    manifest.json          config, data hash, model ids, library versions (checked on resume)
+    reasoning.jsonl        stage-1 reasoning paths (cache)
+    sft/adapter/           stage 2: the SFT model (round 0)
+    sft/metrics.json       its evaluation on held-out records
+    round-N/samples.jsonl  E-step: every sample with its reasoning, answer and reward (appended per batch)
+    round-N/estep.done     the E-step finished
+    round-N/adapter/       M-step: the round's model
+    round-N/metrics.json   its evaluation; the round is finished when this exists
+
+Every step is skipped when its output exists, so a killed run resumes from the last finished step
+(finished E-step samples are not redone) and a cancelled one keeps every finished round.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .evaluate import inference_settings, predict, score_predictions, summarize
+from .longlamp import PUBLIC_TASKS, Record, load_records, sample_path, task_spec
+from .metrics import LexicalMetrics, LexicalReward
+from .models import (DEFAULT_MODEL, GenerationSettings, LoadedModel, ModelConfig, load_adapter, load_model,
+                     use_adapter)
+from .prompts import PromptSettings, build_prompt, reasoning_target
+from .reasoning import ReasoningSettings, reasoning_paths
+from .retrieval import PAPER_TOP_K, retrieve
+from .reward import PAPER_JUDGE_TAU, LexicalRewardModel, LLMJudge
+from .train import TrainConfig, TrainingExample, train_lora
+
+MANIFEST_VERSION = 1
+REWARDS = ("judge", "rouge1", "rougeL", "meteor", "lexical-mix")
+
+
+class RunError(RuntimeError):
+    """A run that cannot go on: incompatible folder, no data, nothing kept. Names the culprit."""
+
+
+class Cancelled(RuntimeError):
+    """The run was cancelled between two steps; finished steps are intact."""
+
+
+@dataclass(frozen=True)
+class EMConfig:
+    """Everything a REST-PG run needs. Defaults are the paper's; the cpu-small preset marks its cuts."""
+
+    tasks: tuple[str, ...] = PUBLIC_TASKS  # paper: one model on all tasks (multi-task)
+    data: str | None = None  # None: the shipped sample; else a LongLaMP source with {split} in its path, or the hub id
+    family: str = "user"
+    train_split: str = "train"
+    eval_split: str = "val"
+    train_users: int | None = None  # None: all
+    eval_users: int | None = None
+    model: str = DEFAULT_MODEL  # the generator's base checkpoint
+    teacher_model: str | None = None  # stage 1; None: the base model (the paper: an instruction-tuned 7B)
+    judge_model: str | None = None  # reward and metric; None: the base model (a weak judge, said in the output)
+    reasoning: bool = True  # False: ReST-EM without reasoning (baseline)
+    rounds: int = 3  # paper: T = 3
+    samples_per_input: int = 32  # paper: m = 32
+    temperature: float = 0.7  # paper: gamma = 0.7
+    top_p: float = 0.95  # paper: nucleus sampling, p not given
+    reward: str = "judge"  # paper: the LLM judge
+    tau: float | None = None  # None: 1.0 for the judge (paper); the quantile rule for lexical rewards
+    tau_quantile: float = 0.75  # lexical rewards: keep samples at or above this per-input quantile
+    max_kept_per_input: int = 10  # paper
+    init: str = "base"  # paper: every M-step restarts from the base checkpoint; "previous" continues
+    k: int = PAPER_TOP_K  # paper: 5 retrieved items
+    max_item_words: int | None = None  # paper: whole items
+    max_new_tokens: int = 1536  # paper: outputs up to 1,536 tokens
+    generation_batch_size: int = 16
+    sft: TrainConfig = TrainConfig()
+    mstep: TrainConfig = TrainConfig()
+    device: str = "auto"
+    dtype: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for task in self.tasks:
+            task_spec(task)
+        if self.reward not in REWARDS:
+            raise RunError(f"unknown reward {self.reward!r}; known: {', '.join(REWARDS)}")
+        if self.init not in ("base", "previous"):
+            raise RunError(f"init must be 'base' or 'previous', got {self.init!r}")
+        if self.rounds < 0 or self.samples_per_input < 1 or self.max_kept_per_input < 1:
+            raise RunError("rounds >= 0, samples_per_input >= 1 and max_kept_per_input >= 1 are required")
+
+    @property
+    def prompt_kind(self) -> str:
+        return "reasoning" if self.reasoning else "rag"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "EMConfig":
+        values = dict(values)
+        values["tasks"] = tuple(values["tasks"])
+        values["sft"] = TrainConfig(**values["sft"])
+        values["mstep"] = TrainConfig(**values["mstep"])
+        return cls(**values)
+
+
+_CPU_TRAIN = TrainConfig(  # CPU-forced: a few hundred examples, minutes not days
+    learning_rate=3e-4, warmup_steps=2, max_steps=10_000, num_epochs=1.0, batch_size=8, per_device_batch_size=4,
+    max_input_tokens=1024, max_output_tokens=192, save_steps=10, lora_r=8, lora_alpha=16)
+
+PRESETS: dict[str, EMConfig] = {
+    "paper": EMConfig(),
+    "cpu-small": EMConfig(
+        tasks=("product_review",),  # CPU-forced: one task (the paper: all tasks together)
+        train_users=8,  # CPU-forced: 8 users
+        eval_users=2,  # CPU-forced
+        rounds=2,  # CPU-forced: paper T = 3
+        samples_per_input=4,  # CPU-forced: paper m = 32
+        max_item_words=40,  # CPU-forced: paper uses whole profile items
+        max_new_tokens=128,  # CPU-forced: paper 1,536
+        reward="rougeL",  # CPU-forced: the 135M base model is a weak judge; --reward judge uses it anyway
+        sft=_CPU_TRAIN, mstep=_CPU_TRAIN,
+    ),
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# Run folder bookkeeping
+
+
+def _config_hash(config: EMConfig) -> str:
+    return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _records_hash(records: Sequence[Record]) -> str:
+    digest = hashlib.sha256()
+    for record in records:
+        digest.update(record.record_id.encode())
+        digest.update(record.output.encode())
+    return digest.hexdigest()[:16]
+
+
+def _versions() -> dict[str, str]:
+    import peft
+    import torch
+    import transformers
+
+    from . import __version__
+
+    return {"restpg": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "peft": peft.__version__}
+
+
+def _write_json(path: Path, value) -> None:
+    """Atomic: a crash leaves the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_suffix(path.suffix + ".tmp")
+    staging.write_text(json.dumps(value, indent=2, ensure_ascii=False))
+    os.replace(staging, path)
+
+
+def check_manifest(run_dir: Path, config: EMConfig, data_hash: str) -> dict:
+    """Create the manifest, or check that an existing run folder belongs to this config and data."""
+    path = run_dir / "manifest.json"
+    manifest = {"manifest_version": MANIFEST_VERSION, "config": config.to_dict(), "config_hash": _config_hash(config),
+                "data_hash": data_hash, "models": {"base": config.model,
+                                                   "teacher": config.teacher_model or config.model,
+                                                   "judge": config.judge_model or config.model},
+                "versions": _versions(), "created": time.time()}
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise RunError(f"{path}: corrupt manifest ({error}); move the folder away to start afresh") from None
+        if old.get("config_hash") != manifest["config_hash"]:
+            current = json.loads(json.dumps(config.to_dict()))  # tuples read back as lists
+            changed = sorted(k for k, v in current.items() if old.get("config", {}).get(k) != v)
+            raise RunError(f"{run_dir} holds a run with another config (differs in: {', '.join(changed) or '?'}); "
+                           "use another --run-dir or the same settings")
+        if old.get("data_hash") != data_hash:
+            raise RunError(f"{run_dir} holds a run on other data (data hash {old.get('data_hash')} != {data_hash})")
+        return old
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(path, manifest)
+    return manifest
+
+
+# ----------------------------------------------------------------------------------------------
+# Data
+
+
+def load_split(config: EMConfig, split: str, users: int | None) -> list[Record]:
+    records: list[Record] = []
+    for task in config.tasks:
+        if config.data is None:
+            source = sample_path(task, config.family, split)
+        elif "{split}" in config.data or "{task}" in config.data:
+            source = config.data.format(split=split, task=task)
+        else:
+            source = config.data
+        loaded = load_records(source, task, config.family, split)
+        keep = set(loaded.users()[:users]) if users is not None else None
+        records.extend(r for r in loaded.records if keep is None or r.user_id in keep)
+    if not records:
+        raise RunError(f"no usable records in split {split!r} of {', '.join(config.tasks)}")
+    return records
+
+
+# ----------------------------------------------------------------------------------------------
+# Progress and cancellation
+
+
+@dataclass
+class RunControl:
+    """What the caller sees and steers: progress callback (stage, done, total) and a cancel flag."""
+
+    on_progress: Callable[[str, int, int], None] = lambda stage, done, total: None
+    on_round: Callable[[int, dict], None] = lambda round_index, metrics: None
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    def check(self) -> None:
+        if self.cancel.is_set():
+            raise Cancelled("cancelled")
+
+
+class _Counter:
+    def __init__(self, control: RunControl, stage: str, total: int):
+        self.control, self.stage, self.total, self.done = control, stage, total, 0
+        control.on_progress(stage, 0, total)
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        self.control.on_progress(self.stage, self.done, self.total)
+        self.control.check()
+
+
+# ----------------------------------------------------------------------------------------------
+# Selection
+
+
+def select_samples(samples: list[dict], config: EMConfig) -> list[dict]:
+    """The E-step's keep rule: reward >= tau, non-empty answer (and reasoning, for REST-PG), at most
+    max_kept_per_input per input.
+
+    tau: for the judge, config.tau or the paper's 1.0 (only top-score outputs). For lexical
+    rewards (continuous in [0, 1]): config.tau as an absolute threshold when given, else each
+    input keeps the samples at or above its own ``tau_quantile`` quantile (and above 0), so a round
+    never keeps nothing merely because the scale is different.
+    """
+    by_input: dict[str, list[dict]] = {}
+    for sample in samples:
+        # REST-PG trains on reasoning + answer: a sample that skipped the reasoning is not kept.
+        if sample["answer"].strip() and (sample["reasoning"].strip() or not config.reasoning):
+            by_input.setdefault(sample["record_id"], []).append(sample)
+    kept = []
+    for rows in by_input.values():
+        rewards = sorted(r["reward"] for r in rows)
+        if config.reward == "judge":
+            threshold = PAPER_JUDGE_TAU if config.tau is None else config.tau
+        elif config.tau is not None:
+            threshold = config.tau
+        else:
+            position = min(len(rewards) - 1, int(config.tau_quantile * (len(rewards) - 1) + 0.5))
+            threshold = max(rewards[position], 1e-9)
+        passing = sorted((r for r in rows if r["reward"] >= threshold), key=lambda r: -r["reward"])
+        kept.extend(passing[: config.max_kept_per_input])
+    return kept
+
+
+# ----------------------------------------------------------------------------------------------
+# The pipeline
+
+
+@dataclass
+class Models:
+    """The models a run loads once: generator base (with adapters), judge, lexical metrics."""
+
+    config: EMConfig
+    _generator: LoadedModel | None = None
+    _judge: LLMJudge | None = None
+    _metrics: LexicalMetrics | None = None
+
+    def model_config(self, name: str | None = None) -> ModelConfig:
+        return ModelConfig(model=name or self.config.model, device=self.config.device, dtype=self.config.dtype)
+
+    def generator(self, adapter: Path | None) -> LoadedModel:
+        if self._generator is None:
+            self._generator = load_model(self.model_config())
+        loaded = self._generator
+        if adapter is None:
+            use_adapter(loaded, None)
+        else:
+            name = f"{adapter.parent.name}"
+            if name not in loaded.adapters:
+                load_adapter(loaded, adapter, name)
+            use_adapter(loaded, name)
+        return loaded
+
+    def metrics(self) -> LexicalMetrics:
+        if self._metrics is None:
+            self._metrics = LexicalMetrics()
+        return self._metrics
+
+    def judge(self, cache_file: Path) -> LLMJudge:
+        if self._judge is None:
+            loaded = load_model(self.model_config(self.config.judge_model))
+            self._judge = LLMJudge(loaded, cache_file=cache_file)
+        return self._judge
+
+    def reward(self, cache_file: Path):
+        if self.config.reward == "judge":
+            return self.judge(cache_file)
+        weights = {"lexical-mix": {"rouge1": 1.0, "rougeL": 1.0, "meteor": 1.0}}.get(
+            self.config.reward, {self.config.reward: 1.0})
+        return LexicalRewardModel(self.metrics(), LexicalReward(weights))
+
+
+def _sft_examples(config: EMConfig, records: Sequence[Record], reasoning: dict | None) -> list[TrainingExample]:
+    settings = PromptSettings(max_item_words=config.max_item_words)
+    examples = []
+    for record in records:
+        items = [x.item for x in retrieve(record, config.k)]
+        prompt = build_prompt(config.prompt_kind, record.task, record.input, items, settings)
+        if reasoning is None:
+            completion = record.output
+        else:
+            path = reasoning[record.record_id]
+            if not path.reasoning:
+                continue  # nothing usable from the teacher (all copied or empty)
+            completion = reasoning_target(path.reasoning, record.output)
+        examples.append(TrainingExample(prompt, completion, 1.0, record.record_id))
+    if not examples:
+        raise RunError("stage 1 produced no usable reasoning for any record (all empty or copies of the output)")
+    return examples
+
+
+def _read_samples(path: Path) -> list[dict]:
+    rows = []
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # torn last line of a killed run: those inputs are sampled again
+    return rows
+
+
+def e_step(models: Models, config: EMConfig, records: Sequence[Record], adapter: Path, round_dir: Path,
+           control: RunControl) -> list[dict]:
+    """Sample m outputs per input with the current model, score each answer, append to samples.jsonl.
+
+    Inputs go in fixed batches, each sampled with its own seed (run seed, round, batch position):
+    a resumed E-step skips the finished batches and redoes a torn one, and ends with exactly the
+    samples an uninterrupted run has.
+    """
+    samples_file = round_dir / "samples.jsonl"
+    done_marker = round_dir / "estep.done"
+    if done_marker.exists():
+        return _read_samples(samples_file)
+    round_index = int(round_dir.name.split("-")[-1])
+    per_batch = max(1, config.generation_batch_size // config.samples_per_input)
+    batches = [list(records[i:i + per_batch]) for i in range(0, len(records), per_batch)]
+    rows_by_record: dict[str, list[dict]] = {}
+    for row in _read_samples(samples_file):
+        rows_by_record.setdefault(row["record_id"], []).append(row)
+
+    def finished(batch: list[Record]) -> bool:
+        return all(len(rows_by_record.get(r.record_id, [])) == config.samples_per_input for r in batch)
+
+    kept_rows = [row for batch in batches if finished(batch) for r in batch for row in rows_by_record[r.record_id]]
+    round_dir.mkdir(parents=True, exist_ok=True)
+    # Rewrite the file with the finished batches only (drops a torn or partial batch), atomically.
+    staging = samples_file.with_suffix(".tmp")
+    staging.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept_rows), encoding="utf-8")
+    os.replace(staging, samples_file)
+    counter = _Counter(control, f"{round_dir.name}: E-step sampling", len(records))
+    prompt_settings = PromptSettings(max_item_words=config.max_item_words)
+    loaded = reward = None
+    all_rows = list(kept_rows)
+    for index, batch in enumerate(batches):
+        if finished(batch):
+            counter(len(batch))
+            continue
+        if loaded is None:
+            loaded = models.generator(adapter)
+            reward = models.reward(round_dir.parent / "judge_cache.jsonl")
+        settings = GenerationSettings(max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                                      top_p=config.top_p, num_samples=config.samples_per_input,
+                                      batch_size=per_batch, seed=config.seed + 100_003 * round_index + index)
+        predictions = predict(loaded, batch, config.prompt_kind, settings, config.k, prompt_settings)
+        flat = [(record, i, p) for record, preds in zip(batch, predictions) for i, p in enumerate(preds)]
+        rewards = reward([r.input for r, _, _ in flat], [r.output for r, _, _ in flat], [p.answer for _, _, p in flat])
+        rows = [{"sample_id": f"{round_dir.name}:{p.record_id}:{i}", "record_id": p.record_id, "task": record.task,
+                 "model_version": adapter.parent.name, "prompt": p.prompt, "retrieved_ids": list(p.retrieved_ids),
+                 "text": p.text, "reasoning": p.reasoning, "answer": p.answer, "truncated": p.truncated,
+                 "reward": float(value), "reward_name": reward.name}
+                for (record, i, p), value in zip(flat, rewards)]
+        with samples_file.open("a", encoding="utf-8") as handle:
+            handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+            handle.flush()
+            os.fsync(handle.fileno())
+        all_rows.extend(rows)
+        counter(len(batch))
+    done_marker.write_text(f"{len(all_rows)} samples\n")
+    order = {r.record_id: n for n, r in enumerate(records)}
+    return sorted(all_rows, key=lambda row: (order[row["record_id"]], row["sample_id"]))
+
+
+def evaluate_round(models: Models, config: EMConfig, records: Sequence[Record], adapter: Path | None,
+                   cache_file: Path, control: RunControl, stage: str) -> dict:
+    loaded = models.generator(adapter)
+    settings = inference_settings(config.max_new_tokens, config.generation_batch_size, config.seed)
+    counter = _Counter(control, f"{stage}: evaluation", len(records))
+    predictions = predict(loaded, records, config.prompt_kind, settings, config.k,
+                          PromptSettings(max_item_words=config.max_item_words), on_batch=counter)
+    answers = [p[0].answer for p in predictions]
+    judge = models.judge(cache_file)
+    rows = score_predictions(records, answers, models.metrics(), judge)
+    summary = summarize(rows)
+    summary["empty_answers"] = sum(1 for a in answers if not a.strip()) / len(answers)
+    return {"summary": summary, "per_record": [{"record_id": r.record_id, **row} for r, row in zip(records, rows)],
+            "judge": judge.name, "metrics_variant": models.metrics().variant}
+
+
+def reward_stats(samples: Sequence[dict], kept: Sequence[dict]) -> dict:
+    rewards = [s["reward"] for s in samples]
+    bins = [0] * 10
+    for value in rewards:
+        bins[min(9, int(value * 10))] += 1
+    return {"samples": len(samples), "kept": len(kept), "reward_mean": sum(rewards) / max(1, len(rewards)),
+            "kept_reward_mean": sum(s["reward"] for s in kept) / max(1, len(kept)),
+            "reward_histogram": bins, "inputs_with_kept": len({s["record_id"] for s in kept})}
+
+
+def run_em(config: EMConfig, run_dir: Path, control: RunControl | None = None) -> dict[int, dict]:
+    """Stages 1-3; returns {round: metrics} (round 0 is the SFT model). Resumes from run_dir."""
+    control = control or RunControl()
+    run_dir = Path(run_dir)
+    train = load_split(config, config.train_split, config.train_users)
+    held_out = load_split(config, config.eval_split, config.eval_users)
+    check_manifest(run_dir, config, _records_hash(train) + _records_hash(held_out))
+    models = Models(config)
+    judge_cache = run_dir / "judge_cache.jsonl"
+    results: dict[int, dict] = {}
+
+    # Stage 1: reasoning paths (REST-PG only)
+    reasoning = None
+    if config.reasoning:
+        teacher = (models.generator(None) if config.teacher_model in (None, config.model)
+                   else load_model(models.model_config(config.teacher_model)))
+        settings = ReasoningSettings(k=config.k, prompt=PromptSettings(max_item_words=config.max_item_words),
+                                     generation=GenerationSettings(max_new_tokens=min(512, config.max_new_tokens * 2),
+                                                                   temperature=0.0,
+                                                                   batch_size=config.generation_batch_size))
+        reasoning = reasoning_paths(teacher, train, run_dir / "reasoning.jsonl", settings,
+                                    on_batch=_Counter(control, "stage 1: reasoning paths", len(train)))
+
+    # Stage 2: SFT (round 0)
+    sft_dir = run_dir / "sft"
+    if not (sft_dir / "adapter" / "adapter_config.json").exists():
+        control.check()
+        examples = _sft_examples(config, train, reasoning)
+        control.on_progress("stage 2: SFT", 0, 1)
+        train_lora(models.model_config(), examples, config.sft, sft_dir,
+                   on_step=lambda step, total, logs: (control.on_progress("stage 2: SFT", step, total), control.check()))
+    results[0] = _evaluate_once(models, config, held_out, sft_dir, judge_cache, control, "SFT")
+    control.on_round(0, results[0])
+
+    # Stage 3: EM rounds
+    previous = sft_dir / "adapter"
+    for t in range(1, config.rounds + 1):
+        round_dir = run_dir / f"round-{t}"
+        if not (round_dir / "adapter" / "adapter_config.json").exists():
+            samples = e_step(models, config, train, previous, round_dir, control)
+            kept = select_samples(samples, config)
+            stats = reward_stats(samples, kept)
+            _write_json(round_dir / "selection.json", stats)
+            if not kept:
+                raise RunError(f"round {t}: no sample passed the threshold ({stats['samples']} samples, mean reward "
+                               f"{stats['reward_mean']:.3f}); lower --tau or use a lexical reward's quantile rule. "
+                               f"Rounds before {t} are intact in {run_dir}")
+            examples = [TrainingExample(s["prompt"], reasoning_target(s["reasoning"], s["answer"])
+                                        if config.reasoning else s["answer"], s["reward"], s["sample_id"])
+                        for s in kept]
+            init = previous if config.init == "previous" else None
+            control.on_progress(f"round-{t}: M-step", 0, 1)
+            train_lora(models.model_config(), examples, config.mstep, round_dir, init_adapter=init,
+                       on_step=lambda step, total, logs, t=t: (control.on_progress(f"round-{t}: M-step", step, total),
+                                                               control.check()))
+        results[t] = _evaluate_once(models, config, held_out, round_dir, judge_cache, control, f"round-{t}")
+        results[t]["selection"] = json.loads((round_dir / "selection.json").read_text())
+        control.on_round(t, results[t])
+        previous = round_dir / "adapter"
+    return results
+
+
+def _evaluate_once(models: Models, config: EMConfig, records, step_dir: Path, judge_cache: Path,
+                   control: RunControl, stage: str) -> dict:
+    metrics_file = step_dir / "metrics.json"
+    if metrics_file.exists():
+        return json.loads(metrics_file.read_text())
+    result = evaluate_round(models, config, records, step_dir / "adapter", judge_cache, control, stage)
+    _write_json(metrics_file, result)
+    return result

@@ -1,0 +1,211 @@
+"""Predict and score held-out records: the judge score and ROUGE-1 / ROUGE-L / METEOR per record,
+their means, and a paired bootstrap interval of a method's difference to a baseline."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from statistics import fmean
+from typing import Callable, Sequence
+
+from .longlamp import Record
+from .metrics import METRIC_NAMES, LexicalMetrics
+from .models import PAPER_INFERENCE_TEMPERATURE, GenerationSettings, LoadedModel, generate
+from .prompts import PromptSettings, answer_of, build_prompt
+from .retrieval import PAPER_TOP_K, retrieve
+
+SCORE_NAMES = ("judge",) + METRIC_NAMES
+
+
+@dataclass(frozen=True)
+class Prediction:
+    record_id: str
+    prompt: str
+    retrieved_ids: tuple[str, ...]
+    text: str
+    reasoning: str
+    answer: str
+    truncated: bool
+
+
+def predict(loaded: LoadedModel, records: Sequence[Record], kind: str, settings: GenerationSettings,
+            k: int = PAPER_TOP_K, prompt_settings: PromptSettings = PromptSettings(),
+            on_batch: Callable[[int], None] | None = None) -> list[list[Prediction]]:
+    """``settings.num_samples`` predictions per record with the current adapter of ``loaded``."""
+    retrieved = [retrieve(r, k) if kind != "plain" else [] for r in records]
+    prompts = [build_prompt(kind, r.task, r.input, [x.item for x in items], prompt_settings)
+               for r, items in zip(records, retrieved)]
+    outputs = generate(loaded, prompts, settings, on_batch=on_batch)
+    result = []
+    for record, items, prompt, samples in zip(records, retrieved, prompts, outputs):
+        row = []
+        for sample in samples:
+            parsed = answer_of(kind, sample.text, sample.truncated)
+            row.append(Prediction(record.record_id, prompt, tuple(x.item_id for x in items), sample.text,
+                                  parsed.reasoning, parsed.response, sample.truncated))
+        result.append(row)
+    return result
+
+
+def inference_settings(max_new_tokens: int, batch_size: int = 16, seed: int = 0) -> GenerationSettings:
+    """The paper's inference: nucleus sampling at temperature 0.1, one output per input."""
+    return GenerationSettings(max_new_tokens=max_new_tokens, temperature=PAPER_INFERENCE_TEMPERATURE,
+                              batch_size=batch_size, seed=seed)
+
+
+def score_predictions(records: Sequence[Record], answers: Sequence[str], metrics: LexicalMetrics,
+                      judge=None) -> list[dict[str, float]]:
+    """Per record: judge score (when a judge is given) and the lexical metrics of the answer."""
+    rows = [metrics.score(a, r.output) if a.strip() else {name: 0.0 for name in METRIC_NAMES}
+            for r, a in zip(records, answers)]
+    if judge is not None:
+        for row, value in zip(rows, judge([r.input for r in records], [r.output for r in records], list(answers))):
+            row["judge"] = value
+    return rows
+
+
+def summarize(rows: Sequence[dict[str, float]]) -> dict[str, float]:
+    names = [n for n in SCORE_NAMES if rows and n in rows[0]]
+    return {name: fmean(row[name] for row in rows) for name in names}
+
+
+def paired_bootstrap(method: Sequence[float], baseline: Sequence[float], samples: int = 10_000,
+                     seed: int = 0) -> tuple[float, float, float, float]:
+    """(mean difference, 95% interval low, high, one-sided p that the method is no better)."""
+    if len(method) != len(baseline) or not method:
+        raise ValueError("paired bootstrap needs two equally long, non-empty score lists")
+    diffs = [m - b for m, b in zip(method, baseline)]
+    rng = random.Random(seed)
+    n = len(diffs)
+    means = sorted(fmean(diffs[rng.randrange(n)] for _ in range(n)) for _ in range(samples))
+    p = sum(1 for m in means if m <= 0) / samples
+    return fmean(diffs), means[int(0.025 * samples)], means[int(0.975 * samples) - 1], p
+
+
+# ----------------------------------------------------------------------------------------------
+# The paper's comparison: six methods on the same held-out records
+
+# (name, prompt kind, run that provides the adapter: None = base model, and which of its steps)
+METHODS = (
+    ("no personalization", "plain", None, None),
+    ("RAG", "rag", None, None),
+    ("SFT", "rag", "rest-em", "sft"),
+    ("SFT with reasoning", "reasoning", "rest-pg", "sft"),
+    ("ReST-EM", "rag", "rest-em", "last"),
+    ("REST-PG", "reasoning", "rest-pg", "last"),
+)
+BASELINE = "SFT"
+
+
+def _adapter_for(run_root, run: str | None, step: str | None, rounds: int):
+    if run is None:
+        return None
+    folder = "sft" if step == "sft" or rounds == 0 else f"round-{rounds}"
+    return run_root / run / folder / "adapter"
+
+
+def compare_methods(config, run_root, split: str = "test", control=None) -> dict:
+    """Train (or resume) REST-PG and ReST-EM-without-reasoning, then score all six methods on ``split``.
+
+    Writes ``run_root/comparison/{table.csv, table.md, rounds.png, predictions.jsonl}`` and returns
+    the table rows.
+    """
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from .em import Models, RunControl, load_split, run_em
+
+    control = control or RunControl()
+    run_root = Path(run_root)
+    histories = {}
+    for run, reasoning in (("rest-pg", True), ("rest-em", False)):
+        histories[run] = run_em(dataclasses.replace(config, reasoning=reasoning), run_root / run, control)
+    records = load_split(config, split, config.eval_users)
+    models = Models(config)
+    settings = inference_settings(config.max_new_tokens, config.generation_batch_size, config.seed)
+    prompt_settings = PromptSettings(max_item_words=config.max_item_words)
+    out_dir = run_root / "comparison"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    per_method: dict[str, list[dict]] = {}
+    with (out_dir / "predictions.jsonl").open("w", encoding="utf-8") as handle:
+        for name, kind, run, step in METHODS:
+            loaded = models.generator(_adapter_for(run_root, run, step, config.rounds))
+            predictions = predict(loaded, records, kind, settings, config.k, prompt_settings)
+            answers = [p[0].answer for p in predictions]
+            rows = score_predictions(records, answers, models.metrics(), models.judge(run_root / "judge_cache.jsonl"))
+            per_method[name] = rows
+            for record, p, row in zip(records, predictions, rows):
+                handle.write(json.dumps({"method": name, "record_id": record.record_id, "reasoning": p[0].reasoning,
+                                         "answer": p[0].answer, **row}, ensure_ascii=False) + "\n")
+            control.on_progress(f"comparison: {name}", len(per_method), len(METHODS))
+    table = comparison_table(per_method)
+    write_table(table, out_dir, split, len(records), models)
+    plot_rounds(histories, out_dir / "rounds.png")
+    return {"table": table, "histories": histories}
+
+
+def comparison_table(per_method: dict[str, list[dict]]) -> list[dict]:
+    """Means per method, and per metric the paired bootstrap difference to SFT."""
+    table = []
+    baseline = per_method.get(BASELINE)
+    for name, rows in per_method.items():
+        entry = {"method": name, **summarize(rows)}
+        if baseline is not None and name != BASELINE:
+            for metric in SCORE_NAMES:
+                diff, low, high, p = paired_bootstrap([r[metric] for r in rows], [r[metric] for r in baseline])
+                entry[f"{metric}_vs_sft"] = diff
+                entry[f"{metric}_vs_sft_ci"] = (low, high)
+                entry[f"{metric}_vs_sft_p"] = p
+        table.append(entry)
+    return table
+
+
+def write_table(table: list[dict], out_dir, split: str, n_records: int, models) -> None:
+    import csv
+
+    columns = list(SCORE_NAMES)
+    with (out_dir / "table.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["method", *columns, *[f"{m}_vs_sft" for m in columns], *[f"{m}_vs_sft_p" for m in columns]])
+        for row in table:
+            writer.writerow([row["method"], *[f"{row[m]:.4f}" for m in columns],
+                             *[f"{row.get(m + '_vs_sft', 0.0):.4f}" for m in columns],
+                             *[f"{row.get(m + '_vs_sft_p', float('nan')):.4f}" for m in columns]])
+    lines = [f"Held-out split `{split}`, {n_records} records. Judge: `{models.judge(out_dir / 'unused').name}`. "
+             f"{models.metrics().variant}. `*`: better than SFT, paired bootstrap p < 0.05; "
+             "in brackets: difference to SFT with its 95% interval.", "",
+             "| method | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for row in table:
+        cells = []
+        for m in columns:
+            cell = f"{row[m]:.4f}"
+            if f"{m}_vs_sft" in row:
+                low, high = row[f"{m}_vs_sft_ci"]
+                star = "*" if row[f"{m}_vs_sft_p"] < 0.05 else ""
+                cell += f"{star} ({row[m + '_vs_sft']:+.3f} [{low:+.3f}, {high:+.3f}])"
+            cells.append(cell)
+        lines.append(f"| {row['method']} | " + " | ".join(cells) + " |")
+    (out_dir / "table.md").write_text("\n".join(lines) + "\n")
+
+
+def plot_rounds(histories: dict[str, dict[int, dict]], path) -> None:
+    """Held-out metrics per EM round (round 0 = SFT), one panel per metric, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(SCORE_NAMES), figsize=(4 * len(SCORE_NAMES), 3.4))
+    for axis, metric in zip(axes, SCORE_NAMES):
+        for run, history in histories.items():
+            rounds = sorted(history)
+            axis.plot(rounds, [history[r]["summary"].get(metric, float("nan")) for r in rounds], marker="o", label=run)
+        axis.set_title(metric)
+        axis.set_xlabel("EM round (0 = SFT)")
+        axis.set_xticks(sorted({r for h in histories.values() for r in h}))
+        axis.grid(alpha=0.3)
+    axes[0].legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

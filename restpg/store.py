@@ -1,0 +1,74 @@
+"""The app's SQLite store (sqlite-utils, WAL): runs with their live status, and per-round metrics.
+
+Another process (the app) can watch a run by reading these tables while the run writes them.
+One connection per thread; every write is its own short transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Store:
+    path: Path
+    _local: threading.local = field(default_factory=threading.local, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = self.db
+        db.enable_wal()
+        db["meta"].insert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key", replace=True)
+        db["runs"].create({"run_id": str, "kind": str, "run_dir": str, "config": str, "status": str, "stage": str,
+                           "progress": float, "message": str, "pid": int, "created": float, "updated": float},
+                          pk="run_id", if_not_exists=True)
+        db["round_metrics"].create({"run_id": str, "round": int, "name": str, "value": float, "detail": str},
+                                   pk=("run_id", "round", "name"), if_not_exists=True)
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        if getattr(self._local, "db", None) is None:
+            db = sqlite_utils.Database(self.path)
+            db.execute("PRAGMA busy_timeout = 30000")
+            self._local.db = db
+        return self._local.db
+
+    def start_run(self, run_id: str, kind: str, run_dir: Path, config: dict[str, Any], pid: int) -> None:
+        now = time.time()
+        existing = self.run(run_id)
+        self.db["runs"].upsert({"run_id": run_id, "kind": kind, "run_dir": str(run_dir), "config": json.dumps(config),
+                                "status": "running", "stage": "starting", "progress": 0.0, "message": "",
+                                "pid": pid, "created": existing["created"] if existing else now, "updated": now},
+                               pk="run_id")
+
+    def update_run(self, run_id: str, **values: Any) -> None:
+        values["updated"] = time.time()
+        self.db["runs"].update(run_id, values)
+
+    def run(self, run_id: str) -> dict | None:
+        rows = list(self.db["runs"].rows_where("run_id = ?", [run_id]))
+        return rows[0] if rows else None
+
+    def runs(self) -> list[dict]:
+        return list(self.db["runs"].rows_where(order_by="created desc"))
+
+    def record_metrics(self, run_id: str, round_index: int, metrics: dict[str, float], detail: dict | None = None) -> None:
+        rows = [{"run_id": run_id, "round": round_index, "name": name, "value": float(value),
+                 "detail": json.dumps(detail or {})} for name, value in metrics.items()]
+        self.db["round_metrics"].upsert_all(rows, pk=("run_id", "round", "name"))
+
+    def metrics(self, run_id: str) -> dict[int, dict[str, float]]:
+        out: dict[int, dict[str, float]] = {}
+        for row in self.db["round_metrics"].rows_where("run_id = ?", [run_id], order_by="round"):
+            out.setdefault(row["round"], {})[row["name"]] = row["value"]
+        return out

@@ -1,0 +1,141 @@
+"""The EM pipeline's mechanics on the tiny model: run, resume after a kill, cancel, bad runs."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from restpg.em import EMConfig, PRESETS, RunControl, RunError, Cancelled, run_em, select_samples
+from restpg.train import TrainConfig
+
+TINY_TRAIN = TrainConfig(learning_rate=1e-2, warmup_steps=0, max_steps=4, batch_size=4, per_device_batch_size=2,
+                         optimizer="adamw_torch", lora_r=4, lora_alpha=8, lora_dropout=0.0, save_steps=2,
+                         max_input_tokens=512, max_output_tokens=32, device="cpu")
+
+
+@pytest.fixture
+def tiny_config(tiny_model_dir):
+    # ReST-EM mechanics (no reasoning: a random model never writes the reasoning format), judge reward
+    # from the tiny model with tau = 0 so every non-empty answer passes.
+    return EMConfig(tasks=("product_review",), train_users=2, eval_users=1, model=str(tiny_model_dir),
+                    reasoning=False, rounds=2, samples_per_input=2, reward="judge", tau=0.0, max_item_words=8,
+                    max_new_tokens=6, generation_batch_size=2, sft=TINY_TRAIN, mstep=TINY_TRAIN, device="cpu")
+
+
+def sample(record_id, reward, answer="a", reasoning="r"):
+    return {"record_id": record_id, "reward": reward, "answer": answer, "reasoning": reasoning}
+
+
+def test_selection_rules():
+    judge = EMConfig(reward="judge")
+    rows = [sample("x", 1.0), sample("x", 0.7), sample("y", 1.0, answer=" "), sample("y", 1.0, reasoning="")]
+    assert [r["reward"] for r in select_samples(rows, judge)] == [1.0]  # tau 1.0; empty answer/reasoning out
+    many = [sample("x", 1.0)] * 15
+    assert len(select_samples(many, judge)) == 10  # at most 10 per input (paper)
+    lexical = EMConfig(reward="rougeL")
+    rows = [sample("x", v) for v in (0.1, 0.2, 0.3, 0.4, 0.5)] + [sample("y", 0.0), sample("y", 0.0)]
+    kept = select_samples(rows, lexical)
+    assert sorted(r["reward"] for r in kept) == [0.4, 0.5]  # per-input 0.75 quantile; all-zero inputs keep nothing
+    assert len(select_samples(rows, dataclasses.replace(lexical, tau=0.25))) == 3  # absolute tau
+    no_reasoning = dataclasses.replace(judge, reasoning=False)
+    assert len(select_samples([sample("x", 1.0, reasoning="")], no_reasoning)) == 1
+
+
+def test_presets_mark_the_paper_defaults():
+    paper = PRESETS["paper"]
+    assert (paper.rounds, paper.samples_per_input, paper.temperature, paper.max_kept_per_input) == (3, 32, 0.7, 10)
+    assert paper.reward == "judge" and paper.tau is None and paper.init == "base" and paper.k == 5
+    small = PRESETS["cpu-small"]
+    assert small.train_users == 8 and small.samples_per_input == 4 and small.max_new_tokens == 128
+
+
+def test_run_writes_every_round_and_resume_redoes_nothing(tiny_config, tmp_path, monkeypatch):
+    rounds_seen = []
+    results = run_em(tiny_config, tmp_path / "run", RunControl(on_round=lambda t, m: rounds_seen.append(t)))
+    assert sorted(results) == rounds_seen == [0, 1, 2]
+    run = tmp_path / "run"
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["config"]["samples_per_input"] == 2 and manifest["versions"]["torch"] == torch.__version__
+    for t in (1, 2):
+        samples = [json.loads(line) for line in (run / f"round-{t}" / "samples.jsonl").read_text().splitlines()]
+        assert len(samples) == 6 * 2  # 2 users x 3 requests, m = 2
+        assert {"sample_id", "prompt", "retrieved_ids", "reasoning", "answer", "reward", "model_version"} <= set(samples[0])
+        selection = json.loads((run / f"round-{t}" / "selection.json").read_text())
+        assert 0 < selection["kept"] <= selection["samples"] == 12
+        assert set(results[t]["summary"]) >= {"judge", "rouge1", "rougeL", "meteor"}
+
+    import restpg.em as em
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a finished step ran again")
+
+    monkeypatch.setattr(em, "train_lora", must_not_run)
+    monkeypatch.setattr(em, "predict", must_not_run)
+    assert run_em(tiny_config, run) == results
+
+
+def _weights(adapter_dir):
+    from safetensors.torch import load_file
+
+    return load_file(str(adapter_dir / "adapter_model.safetensors"))
+
+
+def test_kill_mid_estep_and_mid_mstep_then_resume_gives_the_same_result(tiny_config, tmp_path):
+    reference = run_em(tiny_config, tmp_path / "reference")
+
+    class Killed(Exception):
+        pass
+
+    def kill_at(stage_prefix, at):
+        def on_progress(stage, done, total):
+            if stage.startswith(stage_prefix) and done == at:
+                raise Killed(stage)
+        return on_progress
+
+    run = tmp_path / "run"
+    with pytest.raises(Killed):  # after the first E-step batch of round 1
+        run_em(tiny_config, run, RunControl(on_progress=kill_at("round-1: E-step", 1)))
+    assert not (run / "round-1" / "estep.done").exists() and (run / "round-1" / "samples.jsonl").exists()
+    with pytest.raises(Killed):  # in the middle of round 1's M-step, after its checkpoint at step 2
+        run_em(tiny_config, run, RunControl(on_progress=kill_at("round-1: M-step", 3)))
+    assert (run / "round-1" / "checkpoints").exists() and not (run / "round-1" / "adapter").exists()
+    resumed = run_em(tiny_config, run)
+    for t in (1, 2):
+        a = (tmp_path / "reference" / f"round-{t}" / "samples.jsonl").read_text()
+        b = (run / f"round-{t}" / "samples.jsonl").read_text()
+        assert sorted(a.splitlines()) == sorted(b.splitlines())
+        ref_w, run_w = _weights(tmp_path / "reference" / f"round-{t}" / "adapter"), _weights(run / f"round-{t}" / "adapter")
+        assert all(torch.allclose(ref_w[k], run_w[k], atol=1e-6) for k in ref_w)
+    assert resumed[2]["summary"] == pytest.approx(reference[2]["summary"])
+
+
+def test_cancel_keeps_finished_rounds(tiny_config, tmp_path):
+    control = RunControl()
+
+    def cancel_in_round_2(stage, done, total):
+        if stage.startswith("round-2: E-step"):
+            control.cancel.set()
+
+    control.on_progress = cancel_in_round_2
+    with pytest.raises(Cancelled):
+        run_em(tiny_config, tmp_path / "run", control)
+    assert (tmp_path / "run" / "round-1" / "metrics.json").exists()
+    assert not (tmp_path / "run" / "round-2" / "adapter").exists()
+    assert sorted(run_em(tiny_config, tmp_path / "run")) == [0, 1, 2]
+
+
+def test_bad_runs_fail_clearly(tiny_config, tmp_path):
+    run_em(dataclasses.replace(tiny_config, rounds=0), tmp_path / "run")
+    with pytest.raises(RunError, match="another config \\(differs in: samples_per_input\\)"):
+        run_em(dataclasses.replace(tiny_config, rounds=0, samples_per_input=3), tmp_path / "run")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "manifest.json").write_text("{cut")
+    with pytest.raises(RunError, match="corrupt manifest"):
+        run_em(tiny_config, tmp_path / "broken")
+    strict = dataclasses.replace(tiny_config, tau=1.0)  # a random tiny judge never gives 10
+    with pytest.raises(RunError, match="round 1: no sample passed the threshold.*Rounds before 1 are intact"):
+        run_em(strict, tmp_path / "strict")
+    assert (tmp_path / "strict" / "sft" / "metrics.json").exists()
+    with pytest.raises(RunError, match="unknown reward 'bleu'"):
+        EMConfig(reward="bleu")
