@@ -1,6 +1,9 @@
-"""restpg benchmarks: prints numbers, asserts nothing. Run: .venv/bin/python bench/bench.py [--quick]
+"""restpg benchmarks: prints numbers, asserts nothing. Run: .venv/bin/python bench/bench.py [--device cuda]
 
-Sections: batched vs one-at-a-time sampling (tokens/s, fp32 and bf16), lexical metric pairs/s.
+Sections: lexical reward pairs/s (ROUGE, METEOR); E-step sampling tokens/s, batched (m samples per
+prompt, many prompts) against one prompt at a time, fp32 and bf16; LLM-judge pairs/s; M-step
+training tokens/s; peak memory. The wall time of a whole cpu-small round is in each run's
+timings.json (see README).
 """
 
 from __future__ import annotations
@@ -8,20 +11,28 @@ from __future__ import annotations
 import argparse
 import platform
 import resource
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 from restpg.longlamp import load_records, sample_path
 from restpg.metrics import LexicalMetrics
 from restpg.models import GenerationSettings, ModelConfig, chat_text, generate, load_model
-from restpg.prompts import personalized_prompt
+from restpg.prompts import PromptSettings, personalized_prompt, reasoning_target
+from restpg.reward import LLMJudge
+from restpg.train import TrainConfig, TrainingExample, train_lora
 from restpg.retrieval import retrieve
 
 
-def sample_prompts(n: int) -> list[str]:
-    records = load_records(sample_path("product_review", "user", "train"), "product_review").records
-    return [personalized_prompt(r.task, r.input, [x.item for x in retrieve(r, 5)]) for r in records[:n]]
+def sample_records(n: int):
+    return load_records(sample_path("product_review", "user", "train"), "product_review").records[:n]
+
+
+def sample_prompts(n: int, max_item_words: int | None) -> list[str]:
+    settings = PromptSettings(max_item_words=max_item_words)
+    return [personalized_prompt(r.task, r.input, [x.item for x in retrieve(r, 5)], settings) for r in sample_records(n)]
 
 
 def tokens_per_second(loaded, prompts, settings) -> tuple[float, int, float]:
@@ -33,22 +44,51 @@ def tokens_per_second(loaded, prompts, settings) -> tuple[float, int, float]:
 
 
 def bench_generation(args) -> None:
-    prompts = sample_prompts(args.prompts)
+    prompts = sample_prompts(args.prompts, args.max_item_words)
     for dtype in args.dtypes:
         loaded = load_model(ModelConfig(device=args.device, dtype=dtype))
         prompt_tokens = [len(loaded.tokenizer(chat_text(loaded.tokenizer, p))["input_ids"]) for p in prompts]
-        print(f"prompts: personalized (k = 5 items), {sum(prompt_tokens) / len(prompt_tokens):.0f} tokens on average; "
-              f"sampling at temperature 0.7, up to {args.new_tokens} new tokens")
-        # The E-step's shape: many prompts, sampling at gamma = 0.7.
+        print(f"E-step prompts: personalized, k = 5 items cut to {args.max_item_words} words, "
+              f"{sum(prompt_tokens) / len(prompt_tokens):.0f} tokens on average; temperature 0.7, "
+              f"up to {args.new_tokens} new tokens")
         single = GenerationSettings(max_new_tokens=args.new_tokens, temperature=0.7, batch_size=1, seed=0)
-        batched = GenerationSettings(max_new_tokens=args.new_tokens, temperature=0.7, batch_size=len(prompts), seed=0)
+        batched = GenerationSettings(max_new_tokens=args.new_tokens, temperature=0.7, num_samples=args.samples,
+                                     batch_size=max(1, args.batch_rows // args.samples), seed=0)
         generate(loaded, prompts[:1], GenerationSettings(max_new_tokens=4))  # warm-up
         one_rate, one_tokens, one_time = tokens_per_second(loaded, prompts[:args.single_prompts], single)
         batch_rate, batch_tokens, batch_time = tokens_per_second(loaded, prompts, batched)
-        print(f"generation {dtype:>8} on {loaded.device}: one prompt at a time {one_rate:7.1f} tok/s "
-              f"({one_tokens} tokens, {one_time:.1f} s) | batch of {len(prompts)} {batch_rate:7.1f} tok/s "
-              f"({batch_tokens} tokens, {batch_time:.1f} s) | speed-up {batch_rate / one_rate:.1f}x")
+        print(f"  sampling {dtype:>8} on {loaded.device}: one prompt at a time {one_rate:7.1f} tok/s "
+              f"({one_tokens} tokens, {one_time:.1f} s) | {len(prompts)} prompts x m = {args.samples} in batches of "
+              f"{batched.batch_size * args.samples} rows {batch_rate:7.1f} tok/s ({batch_tokens} tokens, "
+              f"{batch_time:.1f} s) | speed-up {batch_rate / one_rate:.1f}x")
         del loaded
+
+
+def bench_judge(args) -> None:
+    records = sample_records(args.judge_pairs)
+    loaded = load_model(ModelConfig(device=args.device, dtype=args.dtypes[-1]))
+    judge = LLMJudge(loaded, batch_size=8)
+    answers = [records[(i + 1) % len(records)].output for i in range(len(records))]
+    judge.score([records[0].input], [records[0].output], [answers[0]])  # warm-up
+    start = time.perf_counter()
+    judge.score([r.input for r in records], [r.output for r in records], answers)
+    elapsed = time.perf_counter() - start
+    print(f"LLM judge ({args.dtypes[-1]}, batches of 8, uncached): {len(records) / elapsed:.2f} pairs/s "
+          f"({len(records)} pairs, {elapsed:.1f} s)")
+
+
+def bench_training(args) -> None:
+    settings = PromptSettings(max_item_words=args.max_item_words)
+    examples = [TrainingExample(personalized_prompt(r.task, r.input, [x.item for x in retrieve(r, 5)], settings),
+                                reasoning_target("- writes short sentences\n- mentions her kids", r.output))
+                for r in sample_records(8)]
+    for dtype in args.dtypes:
+        config = TrainConfig(learning_rate=1e-4, warmup_steps=0, max_steps=2, batch_size=4, per_device_batch_size=4,
+                             save_steps=100, lora_r=8, lora_alpha=16, device=args.device, dtype=dtype)
+        with tempfile.TemporaryDirectory() as folder:
+            result = train_lora(ModelConfig(), examples, config, Path(folder))
+        print(f"M-step training ({dtype}, LoRA r = 8, batch 4): {result.tokens_per_second:.0f} tokens/s "
+              f"({result.train_tokens} tokens, {result.seconds:.1f} s)")
 
 
 def bench_metrics(args) -> None:
@@ -78,7 +118,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
-    parser.add_argument("--prompts", type=int, default=16, help="prompts in the batched run")
+    parser.add_argument("--prompts", type=int, default=24, help="prompts in the batched run (cpu-small: 24 inputs)")
+    parser.add_argument("--samples", type=int, default=4, help="samples per prompt m (cpu-small: 4)")
+    parser.add_argument("--batch-rows", type=int, default=32, help="sequences per generate() batch")
+    parser.add_argument("--max-item-words", type=int, default=25, help="cpu-small: 25")
+    parser.add_argument("--judge-pairs", type=int, default=16)
     parser.add_argument("--single-prompts", type=int, default=2, help="prompts in the one-at-a-time run")
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--metric-seconds", type=float, default=3.0)
@@ -86,6 +130,8 @@ def main() -> None:
     print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}")
     bench_metrics(args)
     bench_generation(args)
+    bench_judge(args)
+    bench_training(args)
     print(f"peak memory (max RSS): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 

@@ -29,7 +29,8 @@ from typing import Sequence
 
 from nltk.tokenize import word_tokenize
 from nltk.translate.meteor_score import single_meteor_score
-from rouge_score import rouge_scorer
+from rapidfuzz.distance import LCSseq
+from rouge_score import rouge_scorer, scoring
 
 log = logging.getLogger(__name__)
 
@@ -173,9 +174,22 @@ class LexicalMetrics:
                 for token in word_tokenize(sentence, preserve_line=True)]
 
     def rouge(self, prediction: str, reference: str) -> dict[str, float]:
-        """ROUGE-1 and ROUGE-L F1 of one prediction against its reference."""
-        rouge = self._rouge.score(reference, prediction)
-        return {"rouge1": rouge["rouge1"].fmeasure, "rougeL": rouge["rougeL"].fmeasure}
+        """ROUGE-1 and ROUGE-L F1 of one prediction against its reference.
+
+        rouge-score's own tokenizer and formulas; only the longest common subsequence is computed
+        by rapidfuzz (C++) instead of rouge-score's pure-Python table: the same numbers (tested
+        against ``RougeScorer.score``), about 3x the pairs per second.
+        """
+        ref_tokens = self._rouge._tokenizer.tokenize(reference)
+        pred_tokens = self._rouge._tokenizer.tokenize(prediction)
+        rouge1 = rouge_scorer._score_ngrams(rouge_scorer._create_ngrams(ref_tokens, 1),
+                                            rouge_scorer._create_ngrams(pred_tokens, 1)).fmeasure
+        if ref_tokens and pred_tokens:
+            lcs = LCSseq.similarity(ref_tokens, pred_tokens)
+            rouge_l = scoring.fmeasure(lcs / len(pred_tokens), lcs / len(ref_tokens))
+        else:
+            rouge_l = 0.0
+        return {"rouge1": rouge1, "rougeL": rouge_l}
 
     def meteor(self, prediction: str, reference: str) -> float:
         return float(single_meteor_score(self._tokens(reference), self._tokens(prediction),

@@ -103,7 +103,10 @@ def reasoning_paths(teacher: LoadedModel, records: Sequence[Record], cache_file:
         outputs = generate(teacher, prompts, settings.generation)
         rows = []
         for record, samples in zip(batch, outputs):
-            text, dropped = drop_copied_lines(samples[0].text, record.output)
+            text = samples[0].text
+            if samples[0].truncated and "\n" in text.strip():
+                text = text.strip().rsplit("\n", 1)[0]  # the last line was cut mid-sentence
+            text, dropped = drop_copied_lines(text, record.output)
             path = ReasoningPath(record.record_id, teacher.name, text, dropped, samples[0].truncated)
             rows.append((cache_key(record.record_id, teacher.name), path))
         _append(cache_file, rows)

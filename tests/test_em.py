@@ -47,7 +47,7 @@ def test_presets_mark_the_paper_defaults():
     assert (paper.rounds, paper.samples_per_input, paper.temperature, paper.max_kept_per_input) == (3, 32, 0.7, 10)
     assert paper.reward == "judge" and paper.tau is None and paper.init == "base" and paper.k == 5
     small = PRESETS["cpu-small"]
-    assert small.train_users == 8 and small.samples_per_input == 4 and small.max_new_tokens == 128
+    assert small.train_users == 8 and small.samples_per_input == 4 and small.max_new_tokens == 192
 
 
 def test_run_writes_every_round_and_resume_redoes_nothing(tiny_config, tmp_path, monkeypatch):

@@ -69,3 +69,20 @@ def test_lexical_reward():
         LexicalReward({"bleu": 1.0})
     with pytest.raises(ValueError, match="non-negative"):
         LexicalReward({"rougeL": -1.0})
+
+
+def test_fast_rouge_equals_rouge_score_on_every_sample_pair(metrics):
+    """restpg's ROUGE (rapidfuzz LCS) gives rouge-score's own numbers, pair for pair."""
+    from rouge_score import rouge_scorer
+
+    from restpg.longlamp import load_records, sample_path
+
+    reference_scorer = rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=False)
+    texts = [r.output for task in ("product_review", "topic_writing")
+             for r in load_records(sample_path(task, "user", "train"), task).records]
+    pairs = list(zip(texts, texts[1:] + texts[:1])) + [("", "x"), ("x", ""), ("same words", "same words")]
+    for prediction, reference in pairs:
+        expected = reference_scorer.score(reference, prediction)
+        ours = metrics.rouge(prediction, reference)
+        assert ours["rouge1"] == pytest.approx(expected["rouge1"].fmeasure, abs=1e-12)
+        assert ours["rougeL"] == pytest.approx(expected["rougeL"].fmeasure, abs=1e-12)
