@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .evaluate import inference_settings, predict, score_predictions, summarize
+from .jsonl import append_jsonl, read_jsonl, write_jsonl
 from .longlamp import PUBLIC_TASKS, Record, load_records, sample_path, task_spec
 from .metrics import LexicalMetrics, LexicalReward
 from .models import (DEFAULT_MODEL, GenerationSettings, LoadedModel, ModelConfig, load_adapter, load_model,
@@ -183,10 +184,11 @@ def _timed(run_dir: Path, name: str):
     try:
         yield
     finally:
-        path = run_dir / "timings.json"
-        timings = json.loads(path.read_text()) if path.exists() else {}
-        timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
-        _write_json(path, timings)
+        if os.environ.get("RANK", "0") == "0":  # under accelerate launch the main process keeps them
+            path = run_dir / "timings.json"
+            timings = json.loads(path.read_text()) if path.exists() else {}
+            timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+            _write_json(path, timings)
 
 
 def check_manifest(run_dir: Path, config: EMConfig, data_hash: str) -> dict:
@@ -381,17 +383,6 @@ def _sft_examples(config: EMConfig, records: Sequence[Record], reasoning: dict |
     return examples
 
 
-def _read_samples(path: Path) -> list[dict]:
-    rows = []
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # torn last line of a killed run: those inputs are sampled again
-    return rows
-
-
 def e_step(models: Models, config: EMConfig, records: Sequence[Record], adapter: Path, round_dir: Path,
            control: RunControl) -> list[dict]:
     """Sample m outputs per input with the current model, score each answer, append to samples.jsonl.
@@ -402,13 +393,18 @@ def e_step(models: Models, config: EMConfig, records: Sequence[Record], adapter:
     """
     samples_file = round_dir / "samples.jsonl"
     done_marker = round_dir / "estep.done"
+    order = {r.record_id: n for n, r in enumerate(records)}
+
+    def in_order(rows: list[dict]) -> list[dict]:  # inputs in data order, samples by index
+        return sorted(rows, key=lambda row: (order[row["record_id"]], int(row["sample_id"].rsplit(":", 1)[1])))
+
     if done_marker.exists():
-        return _read_samples(samples_file)
+        return in_order(read_jsonl(samples_file))
     round_index = int(round_dir.name.split("-")[-1])
     per_batch = max(1, config.generation_batch_size // config.samples_per_input)
     batches = [list(records[i:i + per_batch]) for i in range(0, len(records), per_batch)]
     rows_by_record: dict[str, list[dict]] = {}
-    for row in _read_samples(samples_file):
+    for row in read_jsonl(samples_file):
         rows_by_record.setdefault(row["record_id"], []).append(row)
 
     def finished(batch: list[Record]) -> bool:
@@ -417,9 +413,7 @@ def e_step(models: Models, config: EMConfig, records: Sequence[Record], adapter:
     kept_rows = [row for batch in batches if finished(batch) for r in batch for row in rows_by_record[r.record_id]]
     round_dir.mkdir(parents=True, exist_ok=True)
     # Rewrite the file with the finished batches only (drops a torn or partial batch), atomically.
-    staging = samples_file.with_suffix(".tmp")
-    staging.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept_rows), encoding="utf-8")
-    os.replace(staging, samples_file)
+    write_jsonl(samples_file, kept_rows)
     counter = _Counter(control, f"{round_dir.name}: E-step sampling", len(records))
     prompt_settings = PromptSettings(max_item_words=config.max_item_words)
     loaded = reward = None
@@ -442,15 +436,11 @@ def e_step(models: Models, config: EMConfig, records: Sequence[Record], adapter:
                  "text": p.text, "reasoning": p.reasoning, "answer": p.answer, "truncated": p.truncated,
                  "reward": float(value), "reward_name": reward.name}
                 for (record, i, p), value in zip(flat, rewards)]
-        with samples_file.open("a", encoding="utf-8") as handle:
-            handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_jsonl(samples_file, rows)
         all_rows.extend(rows)
         counter(len(batch))
     done_marker.write_text(f"{len(all_rows)} samples\n")
-    order = {r.record_id: n for n, r in enumerate(records)}
-    return sorted(all_rows, key=lambda row: (order[row["record_id"]], row["sample_id"]))
+    return in_order(all_rows)
 
 
 def evaluate_round(models: Models, config: EMConfig, records: Sequence[Record], adapter: Path | None,
@@ -481,6 +471,17 @@ def reward_stats(samples: Sequence[dict], kept: Sequence[dict]) -> dict:
             "reward_histogram": bins, "inputs_with_kept": len({s["record_id"] for s in kept})}
 
 
+def _main_process_first():
+    """Under ``accelerate launch`` (several processes), sampling, scoring and evaluation run on the
+    main process first; the others then find the step's output written and skip it. Training
+    (the Trainer) runs on all processes together."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import PartialState
+
+        return PartialState().main_process_first()
+    return contextlib.nullcontext()
+
+
 def run_em(config: EMConfig, run_dir: Path, control: RunControl | None = None) -> dict[int, dict]:
     """Stages 1-3; returns {round: metrics} (round 0 is the SFT model). Resumes from run_dir."""
     control = control or RunControl()
@@ -501,7 +502,7 @@ def run_em(config: EMConfig, run_dir: Path, control: RunControl | None = None) -
                                      generation=GenerationSettings(max_new_tokens=config.reasoning_max_tokens,
                                                                    temperature=0.0,
                                                                    batch_size=config.generation_batch_size))
-        with _timed(run_dir, "stage1_reasoning"):
+        with _main_process_first(), _timed(run_dir, "stage1_reasoning"):
             reasoning = reasoning_paths(teacher, train, run_dir / "reasoning.jsonl", settings,
                                         on_batch=_Counter(control, "stage 1: reasoning paths", len(train)))
 
@@ -523,7 +524,7 @@ def run_em(config: EMConfig, run_dir: Path, control: RunControl | None = None) -
     for t in range(1, config.rounds + 1):
         round_dir = run_dir / f"round-{t}"
         if not (round_dir / "adapter" / "adapter_config.json").exists():
-            with _timed(run_dir, f"round{t}_estep"):
+            with _main_process_first(), _timed(run_dir, f"round{t}_estep"):
                 samples = e_step(models, config, train, previous, round_dir, control)
             kept = select_samples(samples, config)
             stats = reward_stats(samples, kept)
@@ -551,9 +552,9 @@ def run_em(config: EMConfig, run_dir: Path, control: RunControl | None = None) -
 def _evaluate_once(models: Models, config: EMConfig, records, step_dir: Path, judge_cache: Path,
                    control: RunControl, stage: str) -> dict:
     metrics_file = step_dir / "metrics.json"
-    if metrics_file.exists():
-        return json.loads(metrics_file.read_text())
-    with _timed(step_dir.parent, f"{step_dir.name}_evaluation"):
-        result = evaluate_round(models, config, records, step_dir / "adapter", judge_cache, control, stage)
-    _write_json(metrics_file, result)
-    return result
+    with _main_process_first():
+        if not metrics_file.exists():
+            with _timed(step_dir.parent, f"{step_dir.name}_evaluation"):
+                result = evaluate_round(models, config, records, step_dir / "adapter", judge_cache, control, stage)
+            _write_json(metrics_file, result)
+    return json.loads(metrics_file.read_text())

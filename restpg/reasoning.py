@@ -10,13 +10,12 @@ version, appended (and flushed) after every batch: a rerun or a crash never redo
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from .jsonl import append_jsonl, read_jsonl
 from .longlamp import Record
 from .models import GenerationSettings, LoadedModel, generate
 from .prompts import PROMPT_VERSION, PromptSettings, teacher_prompt
@@ -66,25 +65,13 @@ def cache_key(record_id: str, teacher: str) -> str:
 
 def read_cache(cache_file: Path) -> dict[str, ReasoningPath]:
     paths: dict[str, ReasoningPath] = {}
-    if not cache_file.exists():
-        return paths
-    for line in cache_file.read_text(encoding="utf-8").splitlines():
+    for row in read_jsonl(cache_file):
         try:
-            row = json.loads(line)
             paths[row["key"]] = ReasoningPath(row["record_id"], row["teacher"], row["reasoning"],
                                               row["dropped_copied_lines"], row["truncated"])
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue  # a line cut by a crash: that record is redone
+        except (KeyError, TypeError):
+            continue
     return paths
-
-
-def _append(cache_file: Path, rows: list[tuple[str, ReasoningPath]]) -> None:
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    with cache_file.open("a", encoding="utf-8") as handle:
-        for key, path in rows:
-            handle.write(json.dumps({"key": key, **path.__dict__}, ensure_ascii=False) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def reasoning_paths(teacher: LoadedModel, records: Sequence[Record], cache_file: Path,
@@ -109,7 +96,7 @@ def reasoning_paths(teacher: LoadedModel, records: Sequence[Record], cache_file:
             text, dropped = drop_copied_lines(text, record.output)
             path = ReasoningPath(record.record_id, teacher.name, text, dropped, samples[0].truncated)
             rows.append((cache_key(record.record_id, teacher.name), path))
-        _append(cache_file, rows)
+        append_jsonl(cache_file, [{"key": key, **path.__dict__} for key, path in rows])
         cached.update(rows)
         if on_batch is not None:
             on_batch(len(batch))

@@ -11,7 +11,6 @@ a prefix of another ("1" of "10") by the probability that it ends there.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import threading
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Callable, Protocol, Sequence
 
 import torch
 
+from .jsonl import append_jsonl, read_jsonl
 from .metrics import LexicalMetrics, LexicalReward
 from .models import LoadedModel, chat_text
 
@@ -95,13 +95,11 @@ class LLMJudge:
     def __post_init__(self) -> None:
         self.name = f"judge:{self.loaded.name}"
         self._levels = _LevelTokens(self.loaded.tokenizer, JUDGE_LEVELS)
-        if self.cache_file is not None and self.cache_file.exists():
-            for line in self.cache_file.read_text(encoding="utf-8").splitlines():
-                try:
-                    row = json.loads(line)
-                    self._cache[row["key"]] = JudgeScore(row["level"], {int(k): v for k, v in row["p"].items()})
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    continue  # a line cut by a crash: that pair is scored again
+        for row in read_jsonl(self.cache_file) if self.cache_file is not None else []:
+            try:
+                self._cache[row["key"]] = JudgeScore(row["level"], {int(k): v for k, v in row["p"].items()})
+            except (KeyError, TypeError, AttributeError):
+                continue
 
     def _key(self, instruction: str, reference: str, answer: str) -> str:
         text = "\x00".join([self.loaded.name, str(self.loaded.active_adapter), JUDGE_PROMPT_VERSION,
@@ -131,12 +129,8 @@ class LLMJudge:
         return [s.reward for s in self.score(instructions, references, answers)]
 
     def _append_cache(self, rows: list[tuple[str, JudgeScore]]) -> None:
-        if self.cache_file is None:
-            return
-        self.cache_file.parent.mkdir(parents=True, exist_ok=True)
-        with self.cache_file.open("a", encoding="utf-8") as handle:
-            for key, score in rows:
-                handle.write(json.dumps({"key": key, "level": score.level, "p": score.probabilities}) + "\n")
+        if self.cache_file is not None:
+            append_jsonl(self.cache_file, [{"key": key, "level": s.level, "p": s.probabilities} for key, s in rows])
 
     def _score_prompts(self, prompts: list[str]) -> list[JudgeScore]:
         """One forward pass per (prompt, leaf level): the level sequences are read by teacher forcing."""

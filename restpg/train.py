@@ -224,12 +224,14 @@ def train_lora(model_config: ModelConfig, examples: Sequence[TrainingExample], c
     start = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=True if resume else None)
     seconds = time.perf_counter() - start
-    staging = output_dir / ".adapter-staging"
-    shutil.rmtree(staging, ignore_errors=True)
-    trainer.model.save_pretrained(str(staging))
-    tokenizer.save_pretrained(str(staging))
-    os.replace(staging, adapter_dir)
-    shutil.rmtree(checkpoints, ignore_errors=True)  # the adapter is final: checkpoints served resume only
+    if trainer.is_world_process_zero():  # under accelerate launch, one process writes
+        staging = output_dir / ".adapter-staging"
+        shutil.rmtree(staging, ignore_errors=True)
+        trainer.model.save_pretrained(str(staging))
+        tokenizer.save_pretrained(str(staging))
+        os.replace(staging, adapter_dir)
+        shutil.rmtree(checkpoints, ignore_errors=True)  # the adapter is final: checkpoints served resume only
+    trainer.accelerator.wait_for_everyone()
     tokens_per_step = sum(len(r["input_ids"]) for r in rows) / max(1, steps_per_epoch)
     return TrainResult(adapter_dir=adapter_dir, steps=output.global_step, examples=len(rows),
                        train_tokens=int(tokens_per_step * output.global_step), seconds=seconds,

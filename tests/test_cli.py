@@ -68,3 +68,22 @@ def test_users_lists_the_sample(capsys):
     assert main(["users", "--task", "topic_writing", "--split", "train"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 8 and all("request(s)" in line for line in lines)
+
+
+def test_train_cli_runs_the_pipeline_and_records_status(tiny_model_dir, tmp_path, capsys):
+    """`restpg train` end to end on the tiny model: stage 1, SFT, one EM round, status in SQLite."""
+    from restpg.store import Store
+
+    run_dir, db = tmp_path / "run", tmp_path / "restpg.db"
+    args = ["train", "--preset", "cpu-small", "--model", str(tiny_model_dir), "--device", "cpu", "--dtype", "float32",
+            "--users", "1", "--eval-users", "1", "--rounds", "1", "--samples", "2", "--max-new-tokens", "8",
+            "--no-reasoning", "--reward", "rougeL", "--tau", "0.0", "--run-dir", str(run_dir), "--store", str(db)]
+    code = main(args)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "preset cpu-small" in out and "SFT: judge" in out and "round 1: judge" in out and "kept" in out
+    row = Store(db).run(str(run_dir.resolve()))
+    assert row["status"] == "finished" and row["progress"] == 1.0
+    assert set(Store(db).metrics(str(run_dir.resolve()))) == {0, 1}
+    assert main(args[:-4] + ["--rounds", "2", "--run-dir", str(run_dir), "--store", str(db)]) == 2
+    assert "another config (differs in: rounds)" in capsys.readouterr().err

@@ -139,3 +139,26 @@ def test_bad_runs_fail_clearly(tiny_config, tmp_path):
     assert (tmp_path / "strict" / "sft" / "metrics.json").exists()
     with pytest.raises(RunError, match="unknown reward 'bleu'"):
         EMConfig(reward="bleu")
+
+
+def test_disk_full_while_saving_an_adapter_leaves_earlier_results(tiny_config, tmp_path, monkeypatch):
+    import errno
+
+    from peft import PeftModel
+
+    config = dataclasses.replace(tiny_config, rounds=1)
+    real_save = PeftModel.save_pretrained
+
+    def full_disk(self, save_directory, *args, **kwargs):
+        if "round-1" in str(save_directory) and "adapter-staging" in str(save_directory):
+            raise OSError(errno.ENOSPC, "No space left on device")  # the round-1 adapter's final save
+        return real_save(self, save_directory, *args, **kwargs)
+
+    monkeypatch.setattr(PeftModel, "save_pretrained", full_disk)
+    with pytest.raises(OSError, match="No space left on device"):
+        run_em(config, tmp_path / "run")
+    run = tmp_path / "run"
+    assert (run / "sft" / "adapter" / "adapter_config.json").exists() and (run / "sft" / "metrics.json").exists()
+    assert not (run / "round-1" / "adapter").exists() and (run / "round-1" / "estep.done").exists()
+    monkeypatch.setattr(PeftModel, "save_pretrained", real_save)
+    assert sorted(run_em(config, run)) == [0, 1]  # space freed: the run finishes from the M-step

@@ -1,0 +1,28 @@
+import pytest
+
+from restpg.evaluate import comparison_table, paired_bootstrap, plot_rounds, summarize
+
+
+def test_paired_bootstrap():
+    better = [0.5, 0.6, 0.7, 0.55, 0.65] * 4
+    base = [0.4, 0.5, 0.6, 0.45, 0.55] * 4
+    diff, low, high, p = paired_bootstrap(better, base)
+    assert diff == pytest.approx(0.1) and low == pytest.approx(0.1) and high == pytest.approx(0.1) and p == 0.0
+    diff, low, high, p = paired_bootstrap(base, better)
+    assert diff < 0 and p == 1.0
+    noisy_diff, low, high, p = paired_bootstrap([0.1, 0.9, 0.2, 0.8], [0.5, 0.5, 0.5, 0.5])
+    assert low < 0 < high and 0 < p < 1
+    with pytest.raises(ValueError):
+        paired_bootstrap([1.0], [])
+
+
+def test_comparison_table_and_plot(tmp_path):
+    rows = lambda v: [{"judge": v, "rouge1": v, "rougeL": v, "meteor": v}] * 5
+    table = comparison_table({"SFT": rows(0.2), "REST-PG": rows(0.3)})
+    assert table[0]["method"] == "SFT" and "rougeL_vs_sft" not in table[0]
+    assert table[1]["rougeL_vs_sft"] == pytest.approx(0.1) and table[1]["rougeL_vs_sft_p"] == 0.0
+    assert summarize(rows(0.2))["meteor"] == pytest.approx(0.2)
+    history = {0: {"summary": {"judge": 0.1, "rouge1": 0.2, "rougeL": 0.1, "meteor": 0.1}},
+               1: {"summary": {"judge": 0.3, "rouge1": 0.25, "rougeL": 0.12, "meteor": 0.11}}}
+    plot_rounds({"rest-pg": history, "rest-em": history}, tmp_path / "rounds.png")
+    assert (tmp_path / "rounds.png").read_bytes()[:4] == b"\x89PNG"
