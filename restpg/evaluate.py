@@ -140,7 +140,8 @@ def compare_methods(config, run_root, split: str = "test", control=None) -> dict
                                          "answer": p[0].answer, **row}, ensure_ascii=False) + "\n")
             control.on_progress(f"comparison: {name}", len(per_method), len(METHODS))
     table = comparison_table(per_method)
-    write_table(table, out_dir, split, len(records), models)
+    judge_name = models.judge(run_root / "judge_cache.jsonl").name
+    write_table(table, out_dir, split, len(records), judge_name, models.metrics().variant)
     plot_rounds(histories, out_dir / "rounds.png")
     return {"table": table, "histories": histories}
 
@@ -161,7 +162,7 @@ def comparison_table(per_method: dict[str, list[dict]]) -> list[dict]:
     return table
 
 
-def write_table(table: list[dict], out_dir, split: str, n_records: int, models) -> None:
+def write_table(table: list[dict], out_dir, split: str, n_records: int, judge_name: str, metrics_variant: str) -> None:
     import csv
 
     columns = list(SCORE_NAMES)
@@ -172,8 +173,8 @@ def write_table(table: list[dict], out_dir, split: str, n_records: int, models) 
             writer.writerow([row["method"], *[f"{row[m]:.4f}" for m in columns],
                              *[f"{row.get(m + '_vs_sft', 0.0):.4f}" for m in columns],
                              *[f"{row.get(m + '_vs_sft_p', float('nan')):.4f}" for m in columns]])
-    lines = [f"Held-out split `{split}`, {n_records} records. Judge: `{models.judge(out_dir / 'unused').name}`. "
-             f"{models.metrics().variant}. `*`: better than SFT, paired bootstrap p < 0.05; "
+    lines = [f"Held-out split `{split}`, {n_records} records. Judge: `{judge_name}`. "
+             f"{metrics_variant}. `*`: better than SFT, paired bootstrap p < 0.05; "
              "in brackets: difference to SFT with its 95% interval.", "",
              "| method | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for row in table:

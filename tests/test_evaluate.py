@@ -26,3 +26,14 @@ def test_comparison_table_and_plot(tmp_path):
                1: {"summary": {"judge": 0.3, "rouge1": 0.25, "rougeL": 0.12, "meteor": 0.11}}}
     plot_rounds({"rest-pg": history, "rest-em": history}, tmp_path / "rounds.png")
     assert (tmp_path / "rounds.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_write_table(tmp_path):
+    from restpg.evaluate import write_table
+
+    rows = lambda v: [{"judge": v, "rouge1": v, "rougeL": v, "meteor": v}] * 5
+    table = comparison_table({"SFT": rows(0.2), "REST-PG": rows(0.3)})
+    write_table(table, tmp_path, "test", 5, "judge:m", "meteor: x")
+    markdown = (tmp_path / "table.md").read_text()
+    assert "| REST-PG | 0.3000* (+0.100 [+0.100, +0.100])" in markdown and "Judge: `judge:m`" in markdown
+    assert (tmp_path / "table.csv").read_text().splitlines()[0].startswith("method,judge,rouge1,rougeL,meteor")
