@@ -77,7 +77,9 @@ class _LevelTokens:
                        if not any(o != lv and self.tokens[o][:len(self.tokens[lv])] == self.tokens[lv] for o in levels)]
         self.leaf_of = {lv: next(leaf for leaf in self.leaves if self.tokens[leaf][:len(self.tokens[lv])] == self.tokens[lv])
                         for lv in levels}
-        self.max_len = max(len(t) for t in self.tokens.values())
+        # One forward pass per prompt and multi-token leaf: a single-token level is read from the
+        # first position of any row, since every row shares the prompt up to there.
+        self.rows = [lv for lv in self.leaves if len(self.tokens[lv]) > 1] or [self.leaves[0]]
 
 
 @dataclass
@@ -142,7 +144,7 @@ class LLMJudge:
                 contexts[n] = ids[: self.max_input_tokens // 2] + ids[-self.max_input_tokens // 2:]
         rows, owners = [], []
         for n, ids in enumerate(contexts):
-            for leaf in levels.leaves:
+            for leaf in levels.rows:
                 rows.append(ids + list(levels.tokens[leaf]))
                 owners.append((n, leaf))
         width = max(len(r) for r in rows)
@@ -153,20 +155,22 @@ class LLMJudge:
         with torch.inference_mode():
             logits = self.loaded.model(input_ids=input_ids, attention_mask=attention, position_ids=positions).logits
         logprobs = torch.log_softmax(logits.float(), dim=-1)
-        # logprob of each level's tokens, read from the row of its leaf
+        # logprob of each level's tokens: read in a row that holds all of them (a single-token level
+        # without extensions is read in any row, from the position after the prompt)
         log_p: list[dict[int, float]] = [{} for _ in prompts]
         for row, (n, leaf) in enumerate(owners):
             leaf_tokens = levels.tokens[leaf]
             start = width - len(leaf_tokens) - 1  # position whose logits predict the first level token
             for level in levels.levels:
-                if levels.leaf_of[level] != leaf:
-                    continue
                 tokens = levels.tokens[level]
-                value = sum(float(logprobs[row, start + i, t]) for i, t in enumerate(tokens))
-                # A level that other levels extend ("1" of "10") must also end here.
+                # extensions: next tokens of the levels that extend this one ("0" after "1")
                 extensions = {levels.tokens[o][len(tokens)] for o in levels.levels
                               if len(levels.tokens[o]) > len(tokens) and levels.tokens[o][:len(tokens)] == tokens}
-                if extensions:
+                inside_row = leaf_tokens[:len(tokens)] == tokens  # every token of the level is in this row
+                if level in log_p[n] or not (inside_row or (len(tokens) == 1 and not extensions)):
+                    continue
+                value = sum(float(logprobs[row, start + i, t]) for i, t in enumerate(tokens))
+                if extensions:  # a level that others extend ("1" of "10") must also end here
                     cont = sum(math.exp(float(logprobs[row, start + len(tokens), t])) for t in extensions)
                     value += math.log(max(1.0 - cont, 1e-12))
                 log_p[n][level] = value

@@ -8,6 +8,7 @@ def test_level_tokens_handle_multi_token_levels(tiny_model):
     levels = _LevelTokens(tiny_model.tokenizer, JUDGE_LEVELS)
     assert levels.tokens[10] == levels.tokens[1] + (levels.tokens[10][1],)  # "10" = "1" + "0" here
     assert levels.leaves == [3, 5, 7, 10] and levels.leaf_of[1] == 10
+    assert levels.rows == [10]  # one forward pass per prompt reads all five levels
 
 
 def test_judge_scores_are_distributions_and_levels(tiny_model):
@@ -67,3 +68,38 @@ def test_real_judge_ranks_a_copy_of_the_truth_above_unrelated_text(real_model):
     for copy, other in zip(copies, others):
         assert expected(copy) > expected(other)
         assert copy.level >= other.level
+
+
+def test_level_probabilities_equal_a_brute_force_computation(tiny_model):
+    """Each level's probability from one forward pass equals scoring its tokens one by one."""
+    import math
+
+    import torch
+
+    from restpg.models import chat_text
+
+    judge = LLMJudge(tiny_model)
+    score = judge.score(["instr"], ["truth text"], ["an answer"])[0]
+    tokenizer = tiny_model.tokenizer
+    context = tokenizer(chat_text(tokenizer, judge_prompt("instr", "truth text", "an answer")),
+                        add_special_tokens=False)["input_ids"]
+
+    def next_logprobs(ids):
+        with torch.inference_mode():
+            logits = tiny_model.model(input_ids=torch.tensor([ids])).logits[0, -1].float()
+        return torch.log_softmax(logits, -1)
+
+    raw = {}
+    for level in JUDGE_LEVELS:
+        ids = list(context)
+        total = 0.0
+        for token in tokenizer.encode(str(level), add_special_tokens=False):
+            total += float(next_logprobs(ids)[token])
+            ids.append(token)
+        raw[level] = total
+    one, zero = tokenizer.encode("1", add_special_tokens=False)[0], tokenizer.encode("10", add_special_tokens=False)[1]
+    raw[1] += math.log(1 - math.exp(float(next_logprobs(list(context) + [one])[zero])))  # "1" ends there
+    top = max(raw.values())
+    total = sum(math.exp(v - top) for v in raw.values())
+    for level in JUDGE_LEVELS:
+        assert score.probabilities[level] == pytest.approx(math.exp(raw[level] - top) / total, rel=1e-4)
