@@ -123,15 +123,16 @@ def main() -> None:
     parser.add_argument("--batch-rows", type=int, default=32, help="sequences per generate() batch")
     parser.add_argument("--max-item-words", type=int, default=25, help="cpu-small: 25")
     parser.add_argument("--judge-pairs", type=int, default=16)
+    parser.add_argument("--only", nargs="+", choices=["metrics", "sampling", "judge", "training"],
+                        help="run only these sections (default: all)")
     parser.add_argument("--single-prompts", type=int, default=2, help="prompts in the one-at-a-time run")
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--metric-seconds", type=float, default=3.0)
     args = parser.parse_args()
     print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}")
-    bench_metrics(args)
-    bench_generation(args)
-    bench_judge(args)
-    bench_training(args)
+    sections = {"metrics": bench_metrics, "sampling": bench_generation, "judge": bench_judge, "training": bench_training}
+    for name in args.only or list(sections):
+        sections[name](args)
     print(f"peak memory (max RSS): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 
