@@ -75,8 +75,6 @@ class _LevelTokens:
         # Sequences to run: the levels that no other level extends (the others are read inside them).
         self.leaves = [lv for lv in levels
                        if not any(o != lv and self.tokens[o][:len(self.tokens[lv])] == self.tokens[lv] for o in levels)]
-        self.leaf_of = {lv: next(leaf for leaf in self.leaves if self.tokens[leaf][:len(self.tokens[lv])] == self.tokens[lv])
-                        for lv in levels}
         # One forward pass per prompt and multi-token leaf: a single-token level is read from the
         # first position of any row, since every row shares the prompt up to there.
         self.rows = [lv for lv in self.leaves if len(self.tokens[lv]) > 1] or [self.leaves[0]]

@@ -7,7 +7,7 @@ from restpg.reward import JUDGE_LEVELS, LexicalRewardModel, LLMJudge, _LevelToke
 def test_level_tokens_handle_multi_token_levels(tiny_model):
     levels = _LevelTokens(tiny_model.tokenizer, JUDGE_LEVELS)
     assert levels.tokens[10] == levels.tokens[1] + (levels.tokens[10][1],)  # "10" = "1" + "0" here
-    assert levels.leaves == [3, 5, 7, 10] and levels.leaf_of[1] == 10
+    assert levels.leaves == [3, 5, 7, 10]  # "1" is read inside "10"
     assert levels.rows == [10]  # one forward pass per prompt reads all five levels
 
 
