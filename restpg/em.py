@@ -38,7 +38,7 @@ from .models import (DEFAULT_MODEL, GenerationSettings, LoadedModel, ModelConfig
 from .prompts import PromptSettings, build_prompt, reasoning_target
 from .reasoning import ReasoningSettings, reasoning_paths
 from .retrieval import PAPER_TOP_K, retrieve
-from .reward import PAPER_JUDGE_TAU, LexicalRewardModel, LLMJudge
+from .reward import PAPER_JUDGE_TAU, LexicalRewardModel, LLMJudge, Reward
 from .train import TrainConfig, TrainingExample, train_lora
 
 MANIFEST_VERSION = 1
@@ -341,7 +341,7 @@ class Models:
             self._judge = LLMJudge(loaded, cache_file=cache_file)
         return self._judge
 
-    def reward(self, cache_file: Path):
+    def reward(self, cache_file: Path) -> Reward:
         if self.config.reward == "judge":
             return self.judge(cache_file)
         weights = {"lexical-mix": {"rouge1": 1.0, "rougeL": 1.0, "meteor": 1.0}}.get(

@@ -3,16 +3,19 @@ their means, and a paired bootstrap interval of a method's difference to a basel
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from statistics import fmean
 from typing import Callable, Sequence
 
 from .longlamp import Record
 from .metrics import METRIC_NAMES, LexicalMetrics
-from .models import PAPER_INFERENCE_TEMPERATURE, GenerationSettings, LoadedModel, generate
-from .prompts import PromptSettings, answer_of, build_prompt
-from .retrieval import PAPER_TOP_K, retrieve
+from .models import PAPER_INFERENCE_TEMPERATURE, Generation, GenerationSettings, LoadedModel, generate
+from .prompts import ParsedOutput, PromptSettings, answer_of, build_prompt
+from .retrieval import PAPER_TOP_K, RetrievedItem, retrieve
 
 SCORE_NAMES = ("judge",) + METRIC_NAMES
 
@@ -21,30 +24,42 @@ SCORE_NAMES = ("judge",) + METRIC_NAMES
 class Prediction:
     record_id: str
     prompt: str
-    retrieved_ids: tuple[str, ...]
-    text: str
-    reasoning: str
-    answer: str
-    truncated: bool
+    retrieved: tuple[RetrievedItem, ...]  # empty for the plain prompt
+    generation: Generation
+    parsed: ParsedOutput
+
+    @property
+    def retrieved_ids(self) -> tuple[str, ...]:
+        return tuple(item.item_id for item in self.retrieved)
+
+    @property
+    def text(self) -> str:
+        return self.generation.text
+
+    @property
+    def reasoning(self) -> str:
+        return self.parsed.reasoning
+
+    @property
+    def answer(self) -> str:
+        return self.parsed.response
+
+    @property
+    def truncated(self) -> bool:
+        return self.generation.truncated
 
 
 def predict(loaded: LoadedModel, records: Sequence[Record], kind: str, settings: GenerationSettings,
             k: int = PAPER_TOP_K, prompt_settings: PromptSettings = PromptSettings(),
             on_batch: Callable[[int], None] | None = None) -> list[list[Prediction]]:
     """``settings.num_samples`` predictions per record with the current adapter of ``loaded``."""
-    retrieved = [retrieve(r, k) if kind != "plain" else [] for r in records]
+    retrieved = [tuple(retrieve(r, k)) if kind != "plain" else () for r in records]
     prompts = [build_prompt(kind, r.task, r.input, [x.item for x in items], prompt_settings)
                for r, items in zip(records, retrieved)]
     outputs = generate(loaded, prompts, settings, on_batch=on_batch)
-    result = []
-    for record, items, prompt, samples in zip(records, retrieved, prompts, outputs):
-        row = []
-        for sample in samples:
-            parsed = answer_of(kind, sample.text, sample.truncated)
-            row.append(Prediction(record.record_id, prompt, tuple(x.item_id for x in items), sample.text,
-                                  parsed.reasoning, parsed.response, sample.truncated))
-        result.append(row)
-    return result
+    return [[Prediction(record.record_id, prompt, items, sample, answer_of(kind, sample.text, sample.truncated))
+             for sample in samples]
+            for record, items, prompt, samples in zip(records, retrieved, prompts, outputs)]
 
 
 def inference_settings(max_new_tokens: int, batch_size: int = 16, seed: int = 0) -> GenerationSettings:
@@ -110,11 +125,7 @@ def compare_methods(config, run_root, split: str = "test", control=None) -> dict
     Writes ``run_root/comparison/{table.csv, table.md, rounds.png, predictions.jsonl}`` and returns
     the table rows.
     """
-    import dataclasses
-    import json
-    from pathlib import Path
-
-    from .em import Models, RunControl, load_split, run_em
+    from .em import Models, RunControl, load_split, run_em  # em imports this module: import here
 
     control = control or RunControl()
     run_root = Path(run_root)

@@ -1,6 +1,7 @@
 """One personalized generation, end to end: retrieve, prompt, generate, parse, score.
 
-The CLI's ``generate`` and the app's Generate button both call :func:`personalize`.
+The CLI's ``generate`` and the app's Generate button both call :func:`personalize`; it is
+:func:`restpg.evaluate.predict` with the reasoning prompt, scored against the user's real text.
 """
 
 from __future__ import annotations
@@ -8,17 +9,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from .evaluate import predict
 from .longlamp import Record
 from .metrics import LexicalMetrics
-from .models import Generation, GenerationSettings, LoadedModel, generate
-from .prompts import ParsedOutput, PromptSettings, parse_output, personalized_prompt
-from .retrieval import PAPER_TOP_K, RetrievedItem, retrieve
+from .models import Generation, GenerationSettings, LoadedModel
+from .prompts import ParsedOutput, PromptSettings
+from .retrieval import PAPER_TOP_K, RetrievedItem
 
 
 @dataclass(frozen=True)
 class PersonalizedOutput:
     record: Record
-    retrieved: list[RetrievedItem]
+    retrieved: tuple[RetrievedItem, ...]
     prompt: str
     generation: Generation
     parsed: ParsedOutput
@@ -30,14 +32,7 @@ def personalize(loaded: LoadedModel, records: Sequence[Record], metrics: Lexical
                 prompt_settings: PromptSettings = PromptSettings(),
                 on_batch: Callable[[int], None] | None = None) -> list[PersonalizedOutput]:
     """Reasoning + response for each record (first sample of each), scored against its output."""
-    retrieved = [retrieve(record, k) for record in records]
-    prompts = [personalized_prompt(record.task, record.input, [r.item for r in items], prompt_settings)
-               for record, items in zip(records, retrieved)]
-    generations = generate(loaded, prompts, generation, on_batch=on_batch)
-    outputs = []
-    for record, items, prompt, samples in zip(records, retrieved, prompts, generations):
-        first = samples[0]
-        parsed = parse_output(first.text, truncated=first.truncated)
-        outputs.append(PersonalizedOutput(record, items, prompt, first, parsed,
-                                          metrics.score(parsed.response, record.output)))
-    return outputs
+    predictions = predict(loaded, records, "reasoning", generation, k, prompt_settings, on_batch=on_batch)
+    return [PersonalizedOutput(record, first.retrieved, first.prompt, first.generation, first.parsed,
+                               metrics.score(first.answer, record.output))
+            for record, (first, *_) in zip(records, predictions)]
