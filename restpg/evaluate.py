@@ -201,14 +201,15 @@ def write_table(table: list[dict], out_dir, split: str, n_records: int, judge_na
     (out_dir / "table.md").write_text("\n".join(lines) + "\n")
 
 
-def plot_rounds(histories: dict[str, dict[int, dict]], path) -> None:
+def rounds_figure(histories: dict[str, dict[int, dict]]):
     """Held-out metrics per EM round (round 0 = SFT), one panel per metric, one line per run."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    figure, axes = plt.subplots(1, len(SCORE_NAMES), figsize=(4 * len(SCORE_NAMES), 3.4))
+    figure = Figure(figsize=(4 * len(SCORE_NAMES), 3.4))
+    axes = figure.subplots(1, len(SCORE_NAMES))
     for axis, metric in zip(axes, SCORE_NAMES):
         for run, history in histories.items():
             rounds = sorted(history)
@@ -217,7 +218,11 @@ def plot_rounds(histories: dict[str, dict[int, dict]], path) -> None:
         axis.set_xlabel("EM round (0 = SFT)")
         axis.set_xticks(sorted({r for h in histories.values() for r in h}))
         axis.grid(alpha=0.3)
-    axes[0].legend()
+    if histories:
+        axes[0].legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    return figure
+
+
+def plot_rounds(histories: dict[str, dict[int, dict]], path) -> None:
+    rounds_figure(histories).savefig(path, dpi=110)

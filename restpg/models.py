@@ -10,12 +10,14 @@ with ``from_pretrained`` from then on. Any hub id or local folder works in its p
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import logging
 import os
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -268,6 +270,7 @@ class Generation:
     text: str
     new_tokens: int
     truncated: bool  # stopped at max_new_tokens rather than at an end-of-sequence token
+    stopped: bool = False  # stopped by the user (streaming) before the model finished
 
 
 def chat_text(tokenizer, prompt: str) -> str:
@@ -286,15 +289,8 @@ def _stop_ids(loaded: LoadedModel) -> set[int]:
     return ids
 
 
-def generate(loaded: LoadedModel, prompts: Sequence[str], settings: GenerationSettings = GenerationSettings(),
-             on_batch: Callable[[int], None] | None = None) -> list[list[Generation]]:
-    """``settings.num_samples`` generations for each prompt, in prompt order.
-
-    Prompts are sorted by length and run ``batch_size`` at a time (less padding);
-    ``on_batch(n)`` is called after each batch with the number of prompts it finished.
-    """
-    from transformers import set_seed
-
+def _prompt_texts(loaded: LoadedModel, prompts: Sequence[str], settings: GenerationSettings) -> tuple[list[str], list[int]]:
+    """The chat-formatted prompts and their token counts; a PromptTooLongError names one over the limit."""
     tokenizer = loaded.tokenizer
     texts = [chat_text(tokenizer, p) for p in prompts]
     lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
@@ -302,9 +298,33 @@ def generate(loaded: LoadedModel, prompts: Sequence[str], settings: GenerationSe
         if length > settings.max_input_tokens:
             raise PromptTooLongError(f"prompt {index} has {length} tokens; the limit is "
                                      f"{settings.max_input_tokens} (shorten the request or the context)")
+    return texts, lengths
+
+
+def _generate_kwargs(loaded: LoadedModel, settings: GenerationSettings) -> dict:
+    from transformers import set_seed
+
     if settings.seed is not None:
         set_seed(settings.seed)
-    sampling = settings.temperature > 0
+    kwargs = dict(max_new_tokens=settings.max_new_tokens, num_return_sequences=settings.num_samples,
+                  do_sample=settings.temperature > 0, pad_token_id=loaded.tokenizer.pad_token_id)
+    if settings.temperature > 0:
+        kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
+    else:
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    return kwargs
+
+
+def generate(loaded: LoadedModel, prompts: Sequence[str], settings: GenerationSettings = GenerationSettings(),
+             on_batch: Callable[[int], None] | None = None) -> list[list[Generation]]:
+    """``settings.num_samples`` generations for each prompt, in prompt order.
+
+    Prompts are sorted by length and run ``batch_size`` at a time (less padding);
+    ``on_batch(n)`` is called after each batch with the number of prompts it finished.
+    """
+    tokenizer = loaded.tokenizer
+    texts, lengths = _prompt_texts(loaded, prompts, settings)
+    kwargs = _generate_kwargs(loaded, settings)
     stop_ids = _stop_ids(loaded)
     order = sorted(range(len(texts)), key=lambda i: lengths[i])
     results: list[list[Generation]] = [[] for _ in texts]
@@ -312,12 +332,6 @@ def generate(loaded: LoadedModel, prompts: Sequence[str], settings: GenerationSe
         batch = order[start:start + settings.batch_size]
         encoded = tokenizer([texts[i] for i in batch], return_tensors="pt", padding=True,
                             add_special_tokens=False).to(loaded.device)
-        kwargs = dict(max_new_tokens=settings.max_new_tokens, num_return_sequences=settings.num_samples,
-                      do_sample=sampling, pad_token_id=tokenizer.pad_token_id)
-        if sampling:
-            kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
         with torch.inference_mode(), _active_weights(loaded):
             output = loaded.model.generate(**encoded, **kwargs)
         new = output[:, encoded["input_ids"].shape[1]:].tolist()
@@ -332,3 +346,72 @@ def generate(loaded: LoadedModel, prompts: Sequence[str], settings: GenerationSe
         if on_batch is not None:
             on_batch(len(batch))
     return results
+
+
+def stream_generate(loaded: LoadedModel, prompt: str, settings: GenerationSettings = GenerationSettings(),
+                    stop: threading.Event | None = None) -> Iterator[Generation]:
+    """One generation for ``prompt``, token by token: yields the text so far after each new token,
+    then the final :class:`Generation` (``stopped`` when ``stop`` was set before the end).
+
+    The model runs in a worker thread; closing the iterator early (a client that goes away) also
+    stops it. The caller holds the model for the duration (one generation at a time per model).
+    """
+    import queue
+
+    from transformers import StoppingCriteria, StoppingCriteriaList
+    from transformers.generation.streamers import BaseStreamer
+
+    stop = stop or threading.Event()
+    settings = dataclasses.replace(settings, num_samples=1)
+    texts, _ = _prompt_texts(loaded, [prompt], settings)
+    tokens: queue.Queue = queue.Queue()
+
+    class TokenQueue(BaseStreamer):
+        prompt_seen = False
+
+        def put(self, value):  # the first call carries the prompt
+            if self.prompt_seen:
+                tokens.put(value.flatten().tolist())
+            self.prompt_seen = True
+
+        def end(self):
+            tokens.put(None)
+
+    class StopWhenSet(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
+
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            encoded = loaded.tokenizer(texts, return_tensors="pt", add_special_tokens=False).to(loaded.device)
+            with torch.inference_mode(), _active_weights(loaded):
+                loaded.model.generate(**encoded, **_generate_kwargs(loaded, settings), streamer=TokenQueue(),
+                                      stopping_criteria=StoppingCriteriaList([StopWhenSet()]))
+        except BaseException as error:  # surfaced in the caller's thread
+            failure.append(error)
+            tokens.put(None)
+
+    worker = threading.Thread(target=work, name="restpg-stream", daemon=True)
+    worker.start()
+    stop_ids = _stop_ids(loaded)
+    kept: list[int] = []
+    ended = False
+    try:
+        while (chunk := tokens.get()) is not None:
+            for token in chunk:
+                if ended or token in stop_ids:
+                    ended = True
+                    continue
+                kept.append(token)
+            if not ended:
+                yield Generation(loaded.tokenizer.decode(kept, skip_special_tokens=True), len(kept), False)
+    finally:
+        stop.set()  # ends the worker when the caller stops reading early
+        worker.join()
+    if failure:
+        raise failure[0]
+    stopped = not ended and len(kept) < settings.max_new_tokens
+    yield Generation(loaded.tokenizer.decode(kept, skip_special_tokens=True), len(kept),
+                     truncated=not ended and len(kept) >= settings.max_new_tokens, stopped=stopped)

@@ -6,12 +6,13 @@ One connection per thread; every write is its own short transaction.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import sqlite_utils
 
@@ -26,14 +27,25 @@ class Store:
     def __post_init__(self) -> None:
         self.path = Path(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db.enable_wal()
+        with self.write() as db:
+            db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", ["schema_version", str(SCHEMA_VERSION)])
+            db["runs"].create({"run_id": str, "kind": str, "run_dir": str, "config": str, "status": str, "stage": str,
+                               "progress": float, "message": str, "pid": int, "created": float, "updated": float},
+                              pk="run_id", if_not_exists=True)
+            db["round_metrics"].create({"run_id": str, "round": int, "name": str, "value": float, "detail": str},
+                                       pk=("run_id", "round", "name"), if_not_exists=True)
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite_utils.Database]:
+        """One write transaction that takes the write lock at once (``BEGIN IMMEDIATE``, waiting up to the
+        busy timeout), so that concurrent writers, threads or processes, queue instead of failing with
+        "database is locked"; commits on success, rolls back on an exception."""
         db = self.db
-        db.enable_wal()
-        db["meta"].insert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key", replace=True)
-        db["runs"].create({"run_id": str, "kind": str, "run_dir": str, "config": str, "status": str, "stage": str,
-                           "progress": float, "message": str, "pid": int, "created": float, "updated": float},
-                          pk="run_id", if_not_exists=True)
-        db["round_metrics"].create({"run_id": str, "round": int, "name": str, "value": float, "detail": str},
-                                   pk=("run_id", "round", "name"), if_not_exists=True)
+        with db.conn:
+            db.execute("BEGIN IMMEDIATE")
+            yield db
 
     @property
     def db(self) -> sqlite_utils.Database:

@@ -21,3 +21,16 @@ def review_row(user="U1", request="Generate the review text for a soft play tent
 
 def review_record(**kwargs):
     return validate_rows([review_row(**kwargs)], "product_review", "test").records[0]
+
+
+def make_adapter(model_dir, folder, seed=0):
+    """A LoRA adapter with random (non-zero) weights for ``model_dir``, saved in ``folder``."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
+    config = LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(base, config).save_pretrained(folder)
+    return folder

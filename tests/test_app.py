@@ -1,19 +1,25 @@
-"""The app, launched as a user launches it (python demo_app.py), driven through gradio_client."""
+"""The app, launched as a user launches it (python demo_app.py), driven on loopback through
+gradio_client: generate (streamed, stored, regenerated), rate and edit, export, jobs, bad input,
+auth, 20 concurrent raters, and a rating that survives kill -9."""
 
+import csv
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from restpg.app import ExploreService, profile_table
+from restpg.app import dataset_summary, profile_table
 from restpg.longlamp import load_records, sample_path
-from restpg.models import ModelConfig
 
 ROOT = Path(__file__).resolve().parent.parent
+VAL_USER = load_records(sample_path("product_review", "user", "val"), "product_review").users()[0]
 
 
 def free_port() -> int:
@@ -22,48 +28,202 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def running_app(tiny_model_dir):
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "demo_app.py", "--port", str(port), "--model", str(tiny_model_dir),
-                                "--device", "cpu"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if process.poll() is not None:
-                pytest.fail(f"app exited: {process.stdout.read()}")
-            time.sleep(0.5)
-    else:
-        process.kill()
+class App:
+    """demo_app.py in a subprocess, with its own data and runs directories."""
+
+    def __init__(self, model_dir, tmp_path: Path, *extra: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.data_dir, self.runs_dir = tmp_path / "data", tmp_path / "runs"
+        self.data_dir.mkdir(exist_ok=True)
+        self.log = (tmp_path / f"app-{self.port}.log").open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "demo_app.py", "--port", str(self.port), "--model", str(model_dir), "--device", "cpu",
+             "--no-judge", "--data-dir", str(self.data_dir), "--runs-dir", str(self.runs_dir), *extra],
+            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
+            env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if self.process.poll() is not None:
+                    pytest.fail(f"app exited: {Path(self.log.name).read_text()}")
+                time.sleep(0.5)
+        self.stop()
         pytest.fail("app did not start within 120 s")
-    yield url, port
-    process.terminate()
-    process.wait(timeout=30)
+
+    def client(self, **kwargs):
+        from gradio_client import Client
+
+        return Client(self.url, verbose=False, **kwargs)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+        self.log.close()
 
 
-def test_app_serves_on_loopback_and_generates(running_app):
-    from gradio_client import Client
+@pytest.fixture
+def app(tiny_model_dir, tmp_path):
+    running = App(tiny_model_dir, tmp_path)
+    yield running
+    running.stop()
 
-    url, port = running_app
+
+def generate(client, endpoint="/generate", dataset="shipped sample", user=VAL_USER, request=0, tokens=6):
+    return client.predict(dataset, "product_review", "user", "val", user, request, 3, tokens, 0.0, "base", None,
+                          api_name=endpoint)
+
+
+def test_generate_streams_stores_and_regenerates(app):
+    client = app.client()
     # Bound to loopback only: no other address of this machine answers.
     hostname_ip = socket.gethostbyname(socket.gethostname())
     if not hostname_ip.startswith("127."):
         with pytest.raises(OSError):
-            socket.create_connection((hostname_ip, port), timeout=2).close()
-    user = load_records(sample_path("abstract_generation", "user", "val"), "abstract_generation").users()[0]
-    client = Client(url, verbose=False)
-    reasoning, response, scores, info = client.predict(
-        "abstract_generation", "user", "val", user, 0, 3, 6, 0.0, api_name="/generate")
-    assert isinstance(reasoning, str) and isinstance(response, str)
-    assert set(scores["headers"]) == {"rouge1", "rougeL", "meteor"}
-    assert "6 new tokens" in info and "wordnet" in info
+            socket.create_connection((hostname_ip, app.port), timeout=2).close()
+    job = client.submit("shipped sample", "product_review", "user", "val", VAL_USER, 0, 3, 6, 0.0, "base", None,
+                        api_name="/generate")
+    updates = list(job)
+    reasoning, response, scores, info = job.result()
+    assert len(updates) >= 2  # streamed: partial outputs before the final one
+    generation_id = scores["data"][0][1]
+    assert f"generation {generation_id}" in info and "6 new tokens" in info
+    assert scores["headers"] == ["version", "generation", "judge", "rouge1", "rougeL", "meteor"]
+    # The same request and settings again: the stored generation, at once.
+    *_, stored_info = generate(client)
+    assert f"stored generation {generation_id}" in stored_info
+    *_, again = generate(client, "/regenerate")
+    assert "stored" not in again and generation_id not in again
     with pytest.raises(Exception, match="has no request 9"):
-        client.predict("abstract_generation", "user", "val", user, 9, 3, 6, 0.0, api_name="/generate")
+        generate(client, request=9)
+
+
+def test_rate_edit_export_and_agreement(app):
+    client = app.client()
+    generation_id = generate(client)[2]["data"][0][1]
+    assert "saved rating" in client.predict(generation_id, "alice", 4, 3, 2, False, "first", api_name="/rate")
+    assert "saved rating" in client.predict(generation_id, "alice", 5, 3, 2, True, "edited", api_name="/rate")
+    assert "saved rating" in client.predict(generation_id, "bob", 5, 2, 2, True, "", api_name="/rate")
+    with pytest.raises(Exception, match="faithfulness"):
+        client.predict(generation_id, "alice", 9, 3, 2, False, "", api_name="/rate")
+    with pytest.raises(Exception, match="annotator"):
+        client.predict(generation_id, "   ", 3, 3, 2, False, "", api_name="/rate")
+    with open(client.predict(api_name="/export_csv"), newline="") as handle:
+        rows = {row["annotator"]: row for row in csv.DictReader(handle)}
+    assert set(rows) == {"alice", "bob"} and rows["alice"]["comment"] == "edited" and rows["alice"]["faithfulness"] == "5"
+    jsonl = [json.loads(line) for line in Path(client.predict(api_name="/export_jsonl")).read_text().splitlines()]
+    assert len(jsonl) == 2 and all(r["reasoning"] is not None and r["model_version"] for r in jsonl)
+    table, note = client.predict(api_name="/agreement")
+    assert "1 item(s) rated by 2 or more" in note and [row[0] for row in table["data"]][:3] == [
+        "faithfulness", "relevance", "usefulness"]
+    # history kept: two saves by alice
+    from restpg.ratings import RatingStore
+    from restpg.store import Store
+
+    assert len(RatingStore(Store(app.runs_dir / "restpg.db")).history(generation_id, "alice")) == 2
+
+
+def test_bad_input_shows_an_error_and_the_app_keeps_serving(app, tmp_path):
+    from helpers import review_row
+
+    from gradio_client import handle_file
+
+    client = app.client()
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("{this is not json\n")
+    _, message = client.predict(handle_file(str(broken)), "product_review", "user", api_name="/upload")
+    assert message.startswith("upload refused") and "broken.jsonl" in message
+    long_request = review_row("LONG", request="Generate the review text for " + "a very long product name " * 2000)
+    upload = tmp_path / "long.jsonl"
+    upload.write_text(json.dumps(long_request) + "\n")
+
+    dataset, message = client.predict(handle_file(str(upload)), "product_review", "user", api_name="/upload")
+    assert message == "uploaded as uploads/long.jsonl"
+    with pytest.raises(Exception, match="tokens; the limit is"):
+        generate(client, dataset="uploads/long.jsonl", user="LONG")
+    with pytest.raises(Exception, match="not a path inside"):
+        generate(client, dataset="../../etc/passwd.jsonl")
+    assert generate(client)[3]  # still serving
+
+
+def test_twenty_concurrent_raters_lose_nothing(app):
+    client = app.client()
+    ids = [generate(client, request=r)[2]["data"][0][1] for r in range(3)]
+    errors, saved = [], []
+
+    def rater(n: int) -> None:
+        try:
+            own = app.client()
+            for generation_id in ids:
+                saved.append(own.predict(generation_id, f"rater{n}", 1 + n % 5, 3, 4, n % 2 == 0, f"c{n}",
+                                         api_name="/rate"))
+        except Exception as error:  # noqa: BLE001 - collected and asserted below
+            errors.append(error)
+
+    threads = [threading.Thread(target=rater, args=(n,)) for n in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(saved) == 60
+    import sqlite3
+
+    with sqlite3.connect(app.runs_dir / "restpg.db") as db:
+        assert db.execute("SELECT count(*) FROM ratings").fetchone()[0] == 60
+
+
+def test_a_confirmed_rating_survives_kill_9(tiny_model_dir, tmp_path):
+    app = App(tiny_model_dir, tmp_path)
+    try:
+        client = app.client()
+        generation_id = generate(client)[2]["data"][0][1]
+        assert "saved rating" in client.predict(generation_id, "carol", 2, 2, 2, False, "", api_name="/rate")
+        os.kill(app.process.pid, signal.SIGKILL)
+        app.process.wait(timeout=30)
+    finally:
+        app.stop()
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "runs" / "restpg.db") as db:
+        assert db.execute("SELECT faithfulness FROM ratings WHERE annotator = 'carol'").fetchall() == [(2,)]
+
+
+def test_auth_is_required_when_set(tiny_model_dir, tmp_path):
+    app = App(tiny_model_dir, tmp_path, "--auth", "ann:secret")
+    try:
+        with pytest.raises(Exception):
+            app.client()
+        assert generate(app.client(auth=("ann", "secret")))[3]
+    finally:
+        app.stop()
+
+
+def test_start_and_cancel_a_training_job(app):
+    client = app.client()
+    note, *_ = client.predict("cpu-small", "product_review", 2, 1, 2, "preset's value", None, "base", True, "smoke",
+                              api_name="/start_job")
+    run_id = note.removeprefix("started ")
+    assert run_id.endswith("smoke")
+    job = next(j for j in json.loads(client.predict(api_name="/jobs")) if j["run_id"] == run_id)
+    assert job["status"] == "running" and job["pid"]  # shown at once, before the run itself reports
+    with pytest.raises(Exception, match="already running"):
+        client.predict("cpu-small", "product_review", 2, 1, 2, "preset's value", None, "base", True, "second",
+                       api_name="/start_job")
+    client.predict(run_id, api_name="/cancel_job")
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        job = next(j for j in json.loads(client.predict(api_name="/jobs")) if j["run_id"] == run_id)
+        if job["status"] != "running":
+            break
+        time.sleep(0.5)
+    assert job["status"] == "cancelled", job
+    with pytest.raises(ProcessLookupError):
+        os.kill(job["pid"], 0)
+    assert "restpg train" in Path(run_id, "job.log").read_text()
 
 
 def test_profile_table_puts_retrieved_items_first():
@@ -73,20 +233,11 @@ def test_profile_table_puts_retrieved_items_first():
     assert len(table) == len(record.profile) and {"item", "summary", "post"} <= set(table.columns)
 
 
-def test_service_loads_the_shipped_sample_strictly_clean():
-    service = ExploreService(ModelConfig(model="unused"))
-    loaded = service.dataset("product_review", "user", "train")
-    assert loaded.records and not loaded.problems
-
-
 def test_dataset_summary_lists_skipped_records(tmp_path):
-    import json
-
     from helpers import review_row
-    from restpg.app import dataset_summary
 
     path = tmp_path / "mixed.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in [review_row("U1"), dict(review_row("U2"), output="")]))
     summary = dataset_summary(load_records(path, "product_review", strict=False))
-    assert summary.splitlines() == ["`mixed.jsonl`: 1 records, 1 users, 1 bad record(s) skipped",
+    assert summary.splitlines() == ["mixed.jsonl: 1 records, 1 users, 1 bad record(s) skipped",
                                     "- 1: field output: empty"]

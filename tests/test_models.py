@@ -3,7 +3,9 @@ import json
 import pytest
 import torch
 
-from restpg.models import (DEFAULT_MODEL, GenerationSettings, ModelConfig, ModelError, PromptTooLongError,
+from helpers import make_adapter
+
+from restpg.models import (DEFAULT_MODEL, GenerationSettings, ModelConfig, ModelError, PromptTooLongError, stream_generate,
                            chat_text, check_adapter_folder, generate, load_adapter, load_model, resolve_model,
                            use_adapter)
 
@@ -59,24 +61,13 @@ def test_overlong_prompt_is_refused(tiny_model):
         generate(tiny_model, ["ok", "word " * 50], GenerationSettings(max_input_tokens=60))
 
 
-def _make_adapter(model_dir, folder, seed):
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    base = AutoModelForCausalLM.from_pretrained(model_dir)
-    config = LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    get_peft_model(base, config).save_pretrained(folder)
-    return folder
-
-
 def test_adapters_attach_and_switch_without_reloading(tiny_model_dir, tmp_path):
     loaded = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"))
     prompt = ["tell me something"]
     base_text = generate(loaded, prompt, GREEDY)[0][0].text
     base_module = loaded.model
-    load_adapter(loaded, _make_adapter(tiny_model_dir, tmp_path / "round1", seed=1))
-    load_adapter(loaded, _make_adapter(tiny_model_dir, tmp_path / "round2", seed=2))
+    load_adapter(loaded, make_adapter(tiny_model_dir, tmp_path / "round1", seed=1))
+    load_adapter(loaded, make_adapter(tiny_model_dir, tmp_path / "round2", seed=2))
     assert loaded.active_adapter == "round2" and set(loaded.adapters) == {"round1", "round2"}
     texts = {}
     for name in ("round1", "round2", None):
@@ -108,7 +99,7 @@ def test_broken_adapter_folders(tiny_model, tmp_path):
 
 
 def test_adapter_for_another_model_is_refused(tiny_model_dir, default_model_dir, tmp_path):
-    folder = _make_adapter(default_model_dir, tmp_path / "big", seed=0)  # 576-wide LoRA on a 32-wide model
+    folder = make_adapter(default_model_dir, tmp_path / "big", seed=0)  # 576-wide LoRA on a 32-wide model
     loaded = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"))
     with pytest.raises(ModelError, match="adapter does not fit model"):
         load_adapter(loaded, folder)
@@ -120,3 +111,32 @@ def test_real_default_model_generates(real_model):
     results = generate(real_model, prompts, GenerationSettings(max_new_tokens=12, temperature=0.0))
     assert "paris" in results[0][0].text.lower()
     assert all(r[0].new_tokens > 0 and r[0].text.strip() for r in results)
+
+
+def test_streaming_yields_token_by_token_and_ends_like_generate(tiny_model):
+    settings = GenerationSettings(max_new_tokens=12, temperature=0.0)
+    updates = list(stream_generate(tiny_model, "Write a short review.", settings))
+    final = updates[-1]
+    batch = generate(tiny_model, ["Write a short review."], settings)[0][0]
+    assert (final.text, final.new_tokens, final.truncated, final.stopped) == (batch.text, batch.new_tokens,
+                                                                              batch.truncated, False)
+    counts = [u.new_tokens for u in updates[:-1]]
+    assert counts == sorted(counts) and len(counts) >= 2  # grew one chunk at a time
+
+
+def test_streaming_stops_when_asked(tiny_model):
+    import threading
+
+    stop = threading.Event()
+    seen = []
+    for update in stream_generate(tiny_model, "Write a long review.", GenerationSettings(max_new_tokens=200,
+                                                                                          temperature=0.0), stop):
+        seen.append(update)
+        if update.new_tokens >= 3:
+            stop.set()
+    assert seen[-1].stopped and not seen[-1].truncated and seen[-1].new_tokens < 10
+
+
+def test_streaming_refuses_an_overlong_prompt(tiny_model):
+    with pytest.raises(PromptTooLongError):
+        next(stream_generate(tiny_model, "word " * 100, GenerationSettings(max_input_tokens=20)))

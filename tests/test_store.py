@@ -30,3 +30,24 @@ def test_writes_from_many_threads(tmp_path):
     for t in threads:
         t.join()
     assert sorted(store.metrics("r")) == list(range(20))
+
+
+def test_many_stores_opened_at_once_on_one_file(tmp_path):
+    import threading
+
+    errors = []
+    barrier = threading.Barrier(20, timeout=30)
+
+    def open_store():
+        try:
+            barrier.wait()
+            Store(tmp_path / "db.sqlite").start_run(f"r{threading.get_ident()}", "em", tmp_path, {}, 1)
+        except Exception as error:  # noqa: BLE001 - asserted below
+            errors.append(error)
+
+    threads = [threading.Thread(target=open_store) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(Store(tmp_path / "db.sqlite").runs()) == 20

@@ -1,0 +1,125 @@
+"""The Train tab: start an EM self-training run in a background process, watch its progress, log
+and per-round metrics, cancel it. Jobs live in the SQLite store, so a restarted app shows them, and
+a finished round's adapter joins the model-version picker of the Explore tab."""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+
+import pandas as pd
+
+from .em import PRESETS, REWARDS
+from .evaluate import rounds_figure
+from .jobs import JobError, JobRequest
+from .longlamp import PUBLIC_TASKS
+
+PRESET_DEFAULT = "preset's value"
+REFRESH_SECONDS = 2.0
+JOB_COLUMNS = ["job", "status", "stage", "progress", "message", "started", "updated"]
+
+
+def _job_label(row: dict) -> str:
+    return f"{row['run_dir'].rstrip('/').split('/')[-1]} ({row['status']})"
+
+
+def jobs_table(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame([{"job": _job_label(r), "status": r["status"], "stage": r["stage"],
+                          "progress": f"{100 * (r['progress'] or 0):.0f}%", "message": r["message"] or "",
+                          "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"])),
+                          "updated": time.strftime("%H:%M:%S", time.localtime(r["updated"]))} for r in rows],
+                        columns=JOB_COLUMNS)
+
+
+def progress_html(row: dict | None) -> str:
+    if row is None:
+        return "<p>no job selected</p>"
+    percent = 100 * (row["progress"] or 0)
+    return (f"<p><b>{html.escape(row['status'])}</b>: {html.escape(row['stage'] or '')} ({percent:.0f}%)</p>"
+            f"<progress max='100' value='{percent:.1f}' style='width:100%'></progress>"
+            f"<p>{html.escape(row['message'] or '')}</p>")
+
+
+def metrics_figure(name: str, metrics: dict[int, dict[str, float]]):
+    return rounds_figure({name: {r: {"summary": values} for r, values in metrics.items()}} if metrics else {})
+
+
+def train_tab(parts, version_pickers):
+    import gradio as gr
+
+    jobs, service = parts.jobs, parts.service
+
+    def optional(value, cast):
+        return None if value in (None, "", 0, PRESET_DEFAULT) else cast(value)
+
+    def start(preset, task, users, rounds, samples, reward, tau, init, reasoning, name):
+        try:
+            request = JobRequest(preset=preset, tasks=task, users=optional(users, int), rounds=optional(rounds, int),
+                                 samples=optional(samples, int), reward=optional(reward, str),
+                                 tau=None if tau in (None, "") or float(tau) < 0 else float(tau),
+                                 init=init, reasoning=bool(reasoning), name=(name or "").strip() or None,
+                                 model=service.model_config.model, device=service.model_config.device)
+            run_id = jobs.start(request)
+        except (JobError, ValueError) as error:
+            raise gr.Error(str(error)) from error
+        rows = jobs.jobs()
+        return (f"started {run_id}", gr.update(choices=[(_job_label(r), r["run_id"]) for r in rows], value=run_id),
+                jobs_table(rows))
+
+    def cancel(run_id):
+        if not run_id:
+            raise gr.Error("choose a job first")
+        try:
+            return jobs.cancel(run_id)
+        except JobError as error:
+            raise gr.Error(str(error)) from error
+
+    def refresh(run_id, known_versions):
+        rows = jobs.jobs()
+        row = next((r for r in rows if r["run_id"] == run_id), None)
+        picker = gr.update(choices=[(_job_label(r), r["run_id"]) for r in rows],
+                           value=run_id if row else (rows[0]["run_id"] if rows else None))
+        log = jobs.log_tail(run_id) if row else ""
+        figure = metrics_figure(_job_label(row).split(" ")[0], jobs.round_metrics(run_id)) if row else None
+        versions = list(service.versions())
+        updates = [gr.update(choices=versions)] * len(version_pickers) if versions != known_versions else \
+            [gr.skip()] * len(version_pickers)
+        return (jobs_table(rows), picker, progress_html(row), log, figure, versions, *updates)
+
+    with gr.Row():
+        preset = gr.Dropdown(list(PRESETS), value="cpu-small", label="preset")
+        task = gr.Dropdown([*PUBLIC_TASKS, "all"], value=PUBLIC_TASKS[0], label="task(s)")
+        reward = gr.Dropdown([PRESET_DEFAULT, *REWARDS], value=PRESET_DEFAULT, label="reward")
+        tau = gr.Number(value=None, label="threshold tau (empty: preset rule)")
+        init = gr.Radio(["base", "previous"], value="base", label="M-step starts from (paper: base)")
+    with gr.Row():
+        users = gr.Number(value=0, precision=0, label="training users per task (0: preset)")
+        rounds = gr.Number(value=0, precision=0, label="EM rounds (0: preset)")
+        samples = gr.Number(value=0, precision=0, label="samples per request m (0: preset)")
+        reasoning = gr.Checkbox(value=True, label="with reasoning (REST-PG); off: ReST-EM baseline")
+        name = gr.Textbox(label="job name (an existing job's name resumes it)", placeholder="e.g. pr-small")
+    start_button = gr.Button("Start training job", variant="primary", elem_id="start-job")
+    start_note = gr.Textbox(label="", interactive=False, show_label=False)
+    jobs_frame = gr.Dataframe(jobs_table([]), label="jobs (this device runs one at a time)", interactive=False)
+    with gr.Row():
+        job = gr.Dropdown([], label="job", scale=3, allow_custom_value=True)
+        cancel_button = gr.Button("Cancel job", variant="stop", elem_id="cancel-job", scale=1)
+    progress = gr.HTML()
+    figure = gr.Plot(label="held-out metrics per EM round (0 = SFT)")
+    log = gr.Textbox(label="log (last lines)", lines=14, interactive=False, autoscroll=True)
+    known_versions = gr.State([])
+
+    start_button.click(start, [preset, task, users, rounds, samples, reward, tau, init, reasoning, name],
+                       [start_note, job, jobs_frame], api_name="start_job")
+    cancel_button.click(cancel, job, start_note, api_name="cancel_job")
+    refresh_outputs = [jobs_frame, job, progress, log, figure, known_versions, *version_pickers]
+    timer = gr.Timer(REFRESH_SECONDS)
+    timer.tick(refresh, [job, known_versions], refresh_outputs, api_visibility="private", show_progress="hidden")
+    job.change(refresh, [job, known_versions], refresh_outputs, api_visibility="private", show_progress="hidden")
+    def list_jobs() -> str:
+        """Every job with its state, as JSON (for scripts)."""
+        return json.dumps(jobs.jobs(), default=str)
+
+    gr.api(list_jobs, api_name="jobs")
+    return refresh, [job, known_versions], refresh_outputs
