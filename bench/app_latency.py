@@ -67,6 +67,8 @@ def main() -> None:
     parser.add_argument("--saves", type=int, default=100)
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--job-warmup", type=float, default=20.0, help="seconds of training before timing")
+    parser.add_argument("--job-stage", default="", help="time the saves once the job's stage contains this text "
+                                                        "(e.g. 'stage 2' for SFT training; default: any stage)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
@@ -86,10 +88,11 @@ def main() -> None:
             note, *_ = client.predict("cpu-small", "product_review", 0, 0, 0, "preset's value", None, "base", True,
                                       "bench-job", api_name="/start_job")
             run_id = note.removeprefix("started ")
-            deadline = time.time() + 300
+            deadline = time.time() + 900
             while time.time() < deadline:
                 job = next(j for j in json.loads(client.predict(api_name="/jobs")) if j["run_id"] == run_id)
-                if job["stage"] not in ("queued", "starting") or job["status"] != "running":
+                started = job["stage"] not in ("queued", "starting") and args.job_stage in job["stage"]
+                if started or job["status"] != "running":
                     break
                 time.sleep(1)
             time.sleep(args.job_warmup)

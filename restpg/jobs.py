@@ -20,6 +20,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from .store import Store
 
 LOG_NAME = "job.log"
 KIND = "em"
+CPU_JOB_NICENESS = 10  # a CPU job yields to the app's page actions (see bench/app_latency.py)
 START_GRACE_S = 60.0  # a row inserted by start() waits this long for its pid before it counts as dead
 _STEP = re.compile(r"sft|round-(\d+)")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -296,6 +298,10 @@ class JobManager:
             run_dir.mkdir(exist_ok=True)
             command = [self.python, "-m", "restpg", "train", "--run-dir", str(run_dir),
                        "--store", str(Path(self.store.path).resolve()), *args]
+            if device == "cpu" and shutil.which("nice"):
+                # The job shares the CPU with the page: a lower priority keeps the page responsive
+                # (nice execs the job, so the pid and the process group stay the job's own).
+                command = ["nice", "-n", str(CPU_JOB_NICENESS), *command]
             self.store.start_run(run_id, KIND, run_dir, {"device": request.device, "resolved_device": device,
                                                          "request": dataclasses.asdict(request)}, pid=0)
             self.store.update_run(run_id, stage="queued", message=f"starting on {device}")
@@ -338,10 +344,10 @@ class JobManager:
             else:
                 code = f", exit code {exit_codes[run_id]}" if run_id in exit_codes else ""
                 status, message = "failed", f"process {pid} is gone (killed or crashed{code}); finished rounds are kept"
-            with self.store.db.conn:  # only if the job did not write its own final status meanwhile
-                self.store.db.execute("UPDATE runs SET status = ?, message = ?, updated = ? "
-                                      "WHERE run_id = ? AND status = 'running' AND pid IS ?",
-                                      [status, message, time.time(), run_id, pid])
+            with self.store.write() as db:  # only if the job did not write its own final status meanwhile
+                db.execute("UPDATE runs SET status = ?, message = ?, updated = ? "
+                           "WHERE run_id = ? AND status = 'running' AND pid IS ?",
+                           [status, message, time.time(), run_id, pid])
 
     def _rows(self) -> list[dict]:
         return [row for row in self.store.runs() if row["kind"] == KIND]

@@ -210,6 +210,10 @@ def test_start_and_cancel_a_training_job(app):
     assert run_id.endswith("smoke")
     job = next(j for j in json.loads(client.predict(api_name="/jobs")) if j["run_id"] == run_id)
     assert job["status"] == "running" and job["pid"]  # shown at once, before the run itself reports
+    deadline = time.time() + 10  # a CPU job runs at a lower priority than the page
+    while os.getpriority(os.PRIO_PROCESS, job["pid"]) != 10 and time.time() < deadline:
+        time.sleep(0.1)
+    assert os.getpriority(os.PRIO_PROCESS, job["pid"]) == 10
     with pytest.raises(Exception, match="already running"):
         client.predict("cpu-small", "product_review", 2, 1, 2, "preset's value", None, "base", True, "second",
                        api_name="/start_job")
@@ -241,3 +245,16 @@ def test_dataset_summary_lists_skipped_records(tmp_path):
     summary = dataset_summary(load_records(path, "product_review", strict=False))
     assert summary.splitlines() == ["mixed.jsonl: 1 records, 1 users, 1 bad record(s) skipped",
                                     "- 1: field output: empty"]
+
+
+def test_stop_ends_a_streaming_generation(app):
+    client = app.client()
+    job = client.submit("shipped sample", "product_review", "user", "val", VAL_USER, 1, 3, 400, 0.7, "base", None,
+                        api_name="/generate")
+    deadline = time.time() + 60
+    while not job.outputs() and time.time() < deadline:  # wait for the first tokens
+        time.sleep(0.2)
+    client.predict(api_name="/stop")
+    reasoning, response, scores, info = job.result(timeout=60)
+    assert "stopped by you" in info
+    assert int(info.split(" new tokens")[0].split()[-1]) < 400
