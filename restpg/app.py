@@ -245,7 +245,7 @@ def build_app(parts: AppParts):
     from .rate_tab import rate_tab
     from .train_tab import train_tab
 
-    with gr.Blocks(title="restpg: REST-PG explorer") as demo:
+    with gr.Blocks(title="restpg: REST-PG explorer", analytics_enabled=False) as demo:
         gr.Markdown("# restpg: reasoning over a user's profile before writing\n"
                     "**Explore** a LongLaMP user's profile and the model's reasoning path and response beside "
                     "the real text; **Rate** reasoning paths; **Train** REST-PG rounds in the background.")

@@ -140,3 +140,14 @@ def test_streaming_stops_when_asked(tiny_model):
 def test_streaming_refuses_an_overlong_prompt(tiny_model):
     with pytest.raises(PromptTooLongError):
         next(stream_generate(tiny_model, "word " * 100, GenerationSettings(max_input_tokens=20)))
+
+
+@pytest.mark.parametrize("which", ["tiny_model", "real_model"])
+def test_shared_prefill_for_several_samples_matches_separate_runs(which, request):
+    loaded = request.getfixturevalue(which)
+    prompts = ["Write one sentence about tents.", "Summarize this user's style: short, funny, mentions kids often."]
+    greedy = GenerationSettings(max_new_tokens=10, temperature=0.0, batch_size=2)
+    alone = [generate(loaded, [p], greedy)[0][0].text for p in prompts]
+    shared = generate(loaded, prompts, GenerationSettings(max_new_tokens=10, temperature=0.0, batch_size=2,
+                                                          num_samples=3))
+    assert [[g.text for g in samples] for samples in shared] == [[text] * 3 for text in alone]
