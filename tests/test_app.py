@@ -258,3 +258,17 @@ def test_stop_ends_a_streaming_generation(app):
     reasoning, response, scores, info = job.result(timeout=60)
     assert "stopped by you" in info
     assert int(info.split(" new tokens")[0].split()[-1]) < 400
+
+
+def test_compare_two_model_versions_on_the_same_request(app, tiny_model_dir):
+    from helpers import make_adapter
+
+    make_adapter(tiny_model_dir, app.runs_dir / "jobs" / "demo" / "round-1" / "adapter", seed=3)
+    client = app.client()
+    args = ("shipped sample", "product_review", "user", "val", VAL_USER, 0, 3, 6, 0.0, "base", "jobs/demo round-1")
+    client.predict(*args, api_name="/compare_a")
+    reasoning_b, response_b, scores, info = client.predict(*args, api_name="/compare_b")
+    assert [row[0] for row in scores["data"]] == ["base", "jobs/demo round-1"]
+    assert info.startswith("jobs/demo round-1: generation")
+    with pytest.raises(Exception, match="unknown model version"):
+        client.predict(*args[:-1], "jobs/nothing round-9", api_name="/compare_b")
