@@ -41,6 +41,16 @@ def progress_html(row: dict | None) -> str:
             f"<p>{html.escape(row['message'] or '')}</p>")
 
 
+def parse_tau(text: str | float | None) -> float | None:
+    """The threshold field: empty means the preset's rule (1.0 for the judge, the quantile rule for lexical)."""
+    if text is None or str(text).strip() == "":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise JobError(f"tau: {text!r} is not a number (leave it empty for the preset's rule)") from None
+
+
 def metrics_figure(name: str, metrics: dict[int, dict[str, float]]):
     return rounds_figure({name: {r: {"summary": values} for r, values in metrics.items()}} if metrics else {})
 
@@ -57,7 +67,7 @@ def train_tab(parts, version_pickers):
         try:
             request = JobRequest(preset=preset, tasks=task, users=optional(users, int), rounds=optional(rounds, int),
                                  samples=optional(samples, int), reward=optional(reward, str),
-                                 tau=None if tau in (None, "") or float(tau) < 0 else float(tau),
+                                 tau=parse_tau(tau),
                                  init=init, reasoning=bool(reasoning), name=(name or "").strip() or None,
                                  model=service.model_config.model, device=service.model_config.device)
             run_id = jobs.start(request)
@@ -75,23 +85,26 @@ def train_tab(parts, version_pickers):
         except JobError as error:
             raise gr.Error(str(error)) from error
 
-    def refresh(run_id, known_versions):
+    def refresh(run_id, known_versions, shown_metrics):
         rows = jobs.jobs()
         row = next((r for r in rows if r["run_id"] == run_id), None)
         picker = gr.update(choices=[(_job_label(r), r["run_id"]) for r in rows],
                            value=run_id if row else (rows[0]["run_id"] if rows else None))
         log = jobs.log_tail(run_id) if row else ""
-        figure = metrics_figure(_job_label(row).split(" ")[0], jobs.round_metrics(run_id)) if row else None
+        metrics = [run_id, jobs.round_metrics(run_id)] if row else [None, {}]
+        # The plot is redrawn only when its numbers change (the page polls every 2 s).
+        figure = gr.skip() if metrics == shown_metrics else (
+            metrics_figure(_job_label(row).split(" ")[0], metrics[1]) if row else None)
         versions = list(service.versions())
         updates = [gr.update(choices=versions)] * len(version_pickers) if versions != known_versions else \
             [gr.skip()] * len(version_pickers)
-        return (jobs_table(rows), picker, progress_html(row), log, figure, versions, *updates)
+        return (jobs_table(rows), picker, progress_html(row), log, figure, versions, metrics, *updates)
 
     with gr.Row():
         preset = gr.Dropdown(list(PRESETS), value="cpu-small", label="preset")
         task = gr.Dropdown([*PUBLIC_TASKS, "all"], value=PUBLIC_TASKS[0], label="task(s)")
         reward = gr.Dropdown([PRESET_DEFAULT, *REWARDS], value=PRESET_DEFAULT, label="reward")
-        tau = gr.Number(value=None, label="threshold tau (empty: preset rule)")
+        tau = gr.Textbox(value="", label="threshold tau (empty: the preset's rule)", placeholder="e.g. 1.0")
         init = gr.Radio(["base", "previous"], value="base", label="M-step starts from (paper: base)")
     with gr.Row():
         users = gr.Number(value=0, precision=0, label="training users per task (0: preset)")
@@ -109,17 +122,19 @@ def train_tab(parts, version_pickers):
     figure = gr.Plot(label="held-out metrics per EM round (0 = SFT)")
     log = gr.Textbox(label="log (last lines)", lines=14, interactive=False, autoscroll=True)
     known_versions = gr.State([])
+    shown_metrics = gr.State([None, None])  # [run_id, round metrics] of the plot on the page
 
     start_button.click(start, [preset, task, users, rounds, samples, reward, tau, init, reasoning, name],
                        [start_note, job, jobs_frame], api_name="start_job")
     cancel_button.click(cancel, job, start_note, api_name="cancel_job")
-    refresh_outputs = [jobs_frame, job, progress, log, figure, known_versions, *version_pickers]
+    refresh_outputs = [jobs_frame, job, progress, log, figure, known_versions, shown_metrics, *version_pickers]
     timer = gr.Timer(REFRESH_SECONDS)
-    timer.tick(refresh, [job, known_versions], refresh_outputs, api_visibility="private", show_progress="hidden")
-    job.change(refresh, [job, known_versions], refresh_outputs, api_visibility="private", show_progress="hidden")
+    refresh_inputs = [job, known_versions, shown_metrics]
+    timer.tick(refresh, refresh_inputs, refresh_outputs, api_visibility="private", show_progress="hidden")
+    job.change(refresh, refresh_inputs, refresh_outputs, api_visibility="private", show_progress="hidden")
     def list_jobs() -> str:
         """Every job with its state, as JSON (for scripts)."""
         return json.dumps(jobs.jobs(), default=str)
 
     gr.api(list_jobs, api_name="jobs")
-    return refresh, [job, known_versions], refresh_outputs
+    return refresh, refresh_inputs, refresh_outputs

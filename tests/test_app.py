@@ -204,7 +204,7 @@ def test_auth_is_required_when_set(tiny_model_dir, tmp_path):
 
 def test_start_and_cancel_a_training_job(app):
     client = app.client()
-    note, *_ = client.predict("cpu-small", "product_review", 2, 1, 2, "preset's value", None, "base", True, "smoke",
+    note, *_ = client.predict("cpu-small", "product_review", 2, 1, 2, "preset's value", "", "base", True, "smoke",
                               api_name="/start_job")
     run_id = note.removeprefix("started ")
     assert run_id.endswith("smoke")
@@ -215,7 +215,7 @@ def test_start_and_cancel_a_training_job(app):
         time.sleep(0.1)
     assert os.getpriority(os.PRIO_PROCESS, job["pid"]) == 10
     with pytest.raises(Exception, match="already running"):
-        client.predict("cpu-small", "product_review", 2, 1, 2, "preset's value", None, "base", True, "second",
+        client.predict("cpu-small", "product_review", 2, 1, 2, "preset's value", "", "base", True, "second",
                        api_name="/start_job")
     client.predict(run_id, api_name="/cancel_job")
     deadline = time.time() + 60
@@ -227,7 +227,9 @@ def test_start_and_cancel_a_training_job(app):
     assert job["status"] == "cancelled", job
     with pytest.raises(ProcessLookupError):
         os.kill(job["pid"], 0)
-    assert "restpg train" in Path(run_id, "job.log").read_text()
+    command = Path(run_id, "job.log").read_text()
+    assert "restpg train" in command and "--users 2 --rounds 1 --samples 2" in command
+    assert "--tau" not in command and "--reward" not in command  # empty fields: the preset's values
 
 
 def test_profile_table_puts_retrieved_items_first():

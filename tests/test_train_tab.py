@@ -2,7 +2,10 @@
 
 import time
 
-from restpg.train_tab import jobs_table, metrics_figure, progress_html
+import pytest
+
+from restpg.jobs import JobError
+from restpg.train_tab import jobs_table, metrics_figure, parse_tau, progress_html
 
 
 def _row(**changes):
@@ -29,3 +32,9 @@ def test_metrics_figure_plots_every_round_and_metric():
     lines = {axis.get_title(): axis.lines[0].get_ydata().tolist() for axis in figure.axes if axis.lines}
     assert lines["rougeL"] == [0.15, 0.14] and lines["judge"] == [0.1, 0.1]
     assert metrics_figure("demo", {}).axes  # an empty plot, not an error, before the first round
+
+
+def test_an_empty_threshold_means_the_presets_rule():
+    assert parse_tau("") is None and parse_tau(None) is None and parse_tau(" 0.5 ") == 0.5
+    with pytest.raises(JobError, match="tau"):
+        parse_tau("high")
