@@ -97,7 +97,7 @@ def main() -> None:
                 time.sleep(1)
             time.sleep(args.job_warmup)
             job = next(j for j in json.loads(client.predict(api_name="/jobs")) if j["run_id"] == run_id)
-            report(f"save a rating, EM job running", time_saves(client, ids, args.saves, "bench-busy"))
+            report("save a rating, EM job running", time_saves(client, ids, args.saves, "bench-busy"))
             print(f"  (job status while timing: {job['status']}, stage {job['stage']!r})")
             client.predict(run_id, api_name="/cancel_job")
         finally:

@@ -8,6 +8,7 @@ put in text widgets (textboxes, plain-text table cells), never rendered as HTML 
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,14 +66,13 @@ def dataset_summary(loaded: LoadedRecords, shown: int = 5) -> str:
 
 
 def scores_row(version: str, row: dict) -> dict:
-    import json
-
     scores = json.loads(row["scores"])
     return {"version": version, "generation": row["generation_id"],
             **{name: round(scores[name], 4) if name in scores else None for name in SCORE_COLUMNS[2:]}}
 
 
-def explore_tab(parts: AppParts) -> None:
+def explore_tab(parts: AppParts) -> dict:
+    """Builds the Explore tab; returns its page-load handler and the version pickers the Train tab refreshes."""
     import gradio as gr
 
     service = parts.service

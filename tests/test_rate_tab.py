@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from helpers import review_row
-from test_app import App, VAL_USER, generate
+from test_app import App, generate
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
