@@ -49,13 +49,18 @@ class Prediction:
         return self.generation.truncated
 
 
+def prompt_for(record: Record, kind: str, k: int = PAPER_TOP_K,
+               prompt_settings: PromptSettings = PromptSettings()) -> tuple[tuple[RetrievedItem, ...], str]:
+    """The retrieved profile items (none for the plain prompt) and the prompt of ``kind`` for one record."""
+    retrieved = tuple(retrieve(record, k)) if kind != "plain" else ()
+    return retrieved, build_prompt(kind, record.task, record.input, [x.item for x in retrieved], prompt_settings)
+
+
 def predict(loaded: LoadedModel, records: Sequence[Record], kind: str, settings: GenerationSettings,
             k: int = PAPER_TOP_K, prompt_settings: PromptSettings = PromptSettings(),
             on_batch: Callable[[int], None] | None = None) -> list[list[Prediction]]:
     """``settings.num_samples`` predictions per record with the current adapter of ``loaded``."""
-    retrieved = [tuple(retrieve(r, k)) if kind != "plain" else () for r in records]
-    prompts = [build_prompt(kind, r.task, r.input, [x.item for x in items], prompt_settings)
-               for r, items in zip(records, retrieved)]
+    retrieved, prompts = zip(*(prompt_for(r, kind, k, prompt_settings) for r in records)) if records else ((), ())
     outputs = generate(loaded, prompts, settings, on_batch=on_batch)
     return [[Prediction(record.record_id, prompt, items, sample, answer_of(kind, sample.text, sample.truncated))
              for sample in samples]

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from .evaluate import prompt_for, score_predictions
 from .generations import GenerationKey, GenerationStore
 from .jobs import JobError, find_adapters, safe_child
 from .longlamp import DatasetError, LoadedRecords, Record, load_records, sample_path
 from .models import (GenerationSettings, LoadedModel, ModelConfig, ModelError, default_max_new_tokens, load_adapter,
                      load_model, stream_generate, use_adapter)
-from .prompts import PromptSettings, build_prompt, parse_output
-from .retrieval import RetrievedItem, retrieve
+from .prompts import parse_output
 from .store import Store
 
 SAMPLE_DATASET = "shipped sample"
@@ -207,8 +207,7 @@ class ExploreService:
     def stream(self, dataset: str, record: Record, version: str, settings: dict, family: str = "", split: str = "",
                stop: threading.Event | None = None) -> Iterator[StreamUpdate]:
         """Generate reasoning + response token by token, then score and store it."""
-        retrieved: list[RetrievedItem] = retrieve(record, settings["k"])
-        prompt = build_prompt("reasoning", record.task, record.input, [x.item for x in retrieved], PromptSettings())
+        retrieved, prompt = prompt_for(record, "reasoning", settings["k"])
         generation_settings = GenerationSettings(max_new_tokens=settings["max_new_tokens"],
                                                  temperature=settings["temperature"], seed=None)
         with self._generating:  # one generation at a time on the shared model
@@ -233,6 +232,4 @@ class ExploreService:
         yield StreamUpdate(parsed.reasoning, parsed.response, done=True, row=row, note="; ".join(notes))
 
     def score(self, record: Record, response: str) -> dict[str, float]:
-        from .evaluate import score_predictions
-
         return score_predictions([record], [response], self.metrics(), self.judge() if self.use_judge else None)[0]
