@@ -82,6 +82,11 @@ class GenerationStore:
             raise KeyError(f"no generation {generation_id!r}")
         return rows[0]
 
+    def model_versions(self) -> list[str]:
+        """The model versions that have generations, sorted (one small query, not every row)."""
+        rows = self.store.db.execute("SELECT DISTINCT model_version FROM generations ORDER BY model_version")
+        return [row[0] for row in rows.fetchall()]
+
     def list(self, **where: str) -> list[dict]:
         """Generations in the order they were made, filtered by equality on any of their columns."""
         clause = " AND ".join(f"[{name}] = ?" for name in where) or None

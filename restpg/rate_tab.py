@@ -47,8 +47,7 @@ def rate_tab(parts):
     ratings, generations = parts.ratings, parts.service.generations
 
     def version_choices():
-        versions = sorted({row["model_version"] for row in generations.list()})
-        return [ANY_VERSION, *versions]
+        return [ANY_VERSION, *generations.model_versions()]
 
     def scope(version):
         return None if version in (None, ANY_VERSION) else {"model_version": version}

@@ -27,6 +27,8 @@ def test_same_request_and_settings_share_a_key_and_ids_never_change(tmp_path):
     assert generations.latest(key)["reasoning"] == "second"
     assert generations.get(first["generation_id"])["reasoning"] == "first"  # regenerating overwrote nothing
     assert generations.get(first["generation_id"])["reference"] == record.output
+    _save(generations, GenerationKey.of("sample", record.record_id, "a + round-1", k=5), record)
+    assert generations.model_versions() == ["a + round-1", "m"]
 
 
 def test_a_stopped_generation_is_stored_but_not_shown_as_the_cached_answer(tmp_path):
