@@ -1,16 +1,20 @@
-"""Take the README's screenshots of the app: starts demo_app.py, generates once (assets/app.png), then
-rates that generation from the keyboard on the Rate tab (assets/app-rate.png).
+"""Take the README's screenshots of the app: starts demo_app.py with a fresh runs folder, as a new
+user would see it, shoots the first page as it opens (the best shipped version's stored generation,
+no click: assets/app.png), then the Rate tab while rating that generation from the keyboard
+(assets/app-rate.png).
 
 Needs Debian's chromium (/usr/bin/chromium) and playwright (in requirements-dev.txt):
-    .venv/bin/python assets/screenshot.py [--max-new-tokens 160]
+    .venv/bin/python assets/screenshot.py
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,11 +28,11 @@ def main() -> None:
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=7901)
-    parser.add_argument("--max-new-tokens", type=int, default=160)
     parser.add_argument("--out", default=str(ROOT / "assets" / "app.png"))
     parser.add_argument("--rate-out", default=str(ROOT / "assets" / "app-rate.png"))
     args = parser.parse_args()
-    app = subprocess.Popen([sys.executable, "demo_app.py", "--port", str(args.port)], cwd=ROOT)
+    runs = tempfile.mkdtemp(prefix="restpg-screenshot-")
+    app = subprocess.Popen([sys.executable, "demo_app.py", "--port", str(args.port), "--runs-dir", runs], cwd=ROOT)
     try:
         for _ in range(240):
             try:
@@ -40,12 +44,9 @@ def main() -> None:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS)
             page = browser.new_page(viewport={"width": 1500, "height": 1900})
             page.goto(f"http://127.0.0.1:{args.port}/")
-            page.wait_for_timeout(3000)  # the first user and request load
-            page.get_by_label("max new tokens (0: 1536 on GPU, 256 on CPU)").fill(str(args.max_new_tokens))
-            page.get_by_role("button", name="Generate", exact=True).click()
-            page.wait_for_function("() => /new tokens/.test((document.querySelector('#explore-status textarea') || "
-                                   "{}).value)", timeout=600_000)
-            page.wait_for_timeout(1000)
+            page.wait_for_function("() => ['#reasoning-a', '#response-a'].every(id => ((document.querySelector("
+                                   "id + ' textarea') || {}).value || '').trim())", timeout=120_000)
+            page.wait_for_timeout(1500)
             page.screenshot(path=args.out, full_page=True)
             page.get_by_role("tab", name="Rate").click()
             page.locator("#rate-annotator textarea, #rate-annotator input").first.fill("demo")
@@ -63,6 +64,7 @@ def main() -> None:
     finally:
         app.terminate()
         app.wait(timeout=30)
+        shutil.rmtree(runs, ignore_errors=True)
 
 
 if __name__ == "__main__":

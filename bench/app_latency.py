@@ -86,7 +86,7 @@ def main() -> None:
             print(f"app on 127.0.0.1:{port}, model {args.model}, {os.cpu_count()} CPU core(s)")
             report("save a rating, no job running", time_saves(client, ids, args.saves, "bench-idle"))
             note, *_ = client.predict("cpu-small", "product_review", 0, 0, 0, "preset's value", "", "base", True,
-                                      "bench-job", api_name="/start_job")
+                                      "bench-job", "train SFT in this job (stages 1-2)", api_name="/start_job")
             run_id = note.removeprefix("started ")
             deadline = time.time() + 900
             while time.time() < deadline:

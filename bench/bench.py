@@ -26,6 +26,18 @@ from restpg.train import TrainConfig, TrainingExample, train_lora
 from restpg.retrieval import retrieve
 
 
+def machine_summary(device: str) -> str:
+    """The CPU, its bf16 flags, threads, and what dtype "auto" picks here and why."""
+    from restpg.hardware import NATIVE_BF16_FLAGS, choose_precision, cpu_flags, pick_device
+
+    flags = cpu_flags()
+    shown = [f for f in ("avx2", "avx512f", *NATIVE_BF16_FLAGS) if f in flags]
+    precision = choose_precision("auto", pick_device(device))
+    return (f"{platform.processor() or platform.machine()}, CPU flags: {' '.join(shown) or 'none of avx2/avx512'}; "
+            f"{torch.get_num_threads()} torch threads, torch {torch.__version__}\n"
+            f"dtype auto -> {precision.name}: {precision.reason}")
+
+
 def sample_records(n: int):
     return load_records(sample_path("product_review", "user", "train"), "product_review").records[:n]
 
@@ -83,12 +95,13 @@ def bench_training(args) -> None:
                                 reasoning_target("- writes short sentences\n- mentions her kids", r.output))
                 for r in sample_records(8)]
     for dtype in args.dtypes:
-        config = TrainConfig(learning_rate=1e-4, warmup_steps=0, max_steps=2, batch_size=4, per_device_batch_size=4,
-                             save_steps=100, lora_r=8, lora_alpha=16, device=args.device, dtype=dtype)
-        with tempfile.TemporaryDirectory() as folder:
-            result = train_lora(ModelConfig(), examples, config, Path(folder))
-        print(f"M-step training ({dtype}, LoRA r = 8, batch 4): {result.tokens_per_second:.0f} tokens/s "
-              f"({result.train_tokens} tokens, {result.seconds:.1f} s)")
+        for micro in args.micro_batches:
+            config = TrainConfig(learning_rate=1e-4, warmup_steps=0, max_steps=2, batch_size=4,
+                                 per_device_batch_size=micro, save_steps=100, lora_r=8, lora_alpha=16)
+            with tempfile.TemporaryDirectory() as folder:
+                result = train_lora(ModelConfig(device=args.device, dtype=dtype), examples, config, Path(folder))
+            print(f"M-step training ({dtype}, LoRA r = 8, batch 4 = {4 // micro} x {micro}): "
+                  f"{result.tokens_per_second:.0f} tokens/s ({result.train_tokens} tokens, {result.seconds:.1f} s)")
 
 
 def bench_metrics(args) -> None:
@@ -123,13 +136,15 @@ def main() -> None:
     parser.add_argument("--batch-rows", type=int, default=32, help="sequences per generate() batch")
     parser.add_argument("--max-item-words", type=int, default=25, help="cpu-small: 25")
     parser.add_argument("--judge-pairs", type=int, default=16)
+    parser.add_argument("--micro-batches", type=int, nargs="+", default=[1, 4],
+                        help="per-device micro-batch sizes to train with (batch 4 in all)")
     parser.add_argument("--only", nargs="+", choices=["metrics", "sampling", "judge", "training"],
                         help="run only these sections (default: all)")
     parser.add_argument("--single-prompts", type=int, default=2, help="prompts in the one-at-a-time run")
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--metric-seconds", type=float, default=3.0)
     args = parser.parse_args()
-    print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}")
+    print(machine_summary(args.device))
     sections = {"metrics": bench_metrics, "sampling": bench_generation, "judge": bench_judge, "training": bench_training}
     for name in args.only or list(sections):
         sections[name](args)

@@ -21,6 +21,8 @@ from .longlamp import (PUBLIC_TASKS, SPLIT_FAMILIES, SPLITS, TASKS, DatasetError
 from .models import (DEFAULT_MODEL, PAPER_INFERENCE_TEMPERATURE, GenerationSettings, ModelConfig,
                      ModelError, PromptTooLongError, default_max_new_tokens, load_adapter, load_model)
 from .em import Cancelled, RunError
+from .hardware import PrecisionError
+from .ship import ShipError
 from .ratings import RatingError
 from .prompts import PromptSettings
 from .retrieval import PAPER_TOP_K, item_text
@@ -74,7 +76,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
                               prompt_settings=PromptSettings(max_item_words=args.max_item_words),
                               on_batch=bar.update)
     print(f"model: {loaded.name}{' + adapter ' + args.adapter if args.adapter else ''} "
-          f"on {loaded.device} ({str(loaded.dtype).replace('torch.', '')})")
+          f"on {loaded.device} ({loaded.precision.name}: {loaded.precision.reason})")
     print(f"metrics: {metrics.variant}")
     for out in outputs:
         print("\n" + "=" * 100)
@@ -100,6 +102,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
           f"{len(loaded.users())} user(s)")
     for problem in loaded.problems:
         print(f"  {problem}")
+    for note in loaded.notes:
+        print(f"  note: {note}")
     return 1 if loaded.problems else 0
 
 
@@ -136,11 +140,9 @@ def em_config_from_args(args: argparse.Namespace):
     """The preset, with every option the user gave on top of it."""
     import dataclasses
 
-    import torch
+    from .em import PRESETS, default_preset
 
-    from .em import PRESETS
-
-    preset = args.preset or ("paper" if torch.cuda.is_available() else "cpu-small")
+    preset = args.preset or default_preset()
     config = PRESETS[preset]
     changes = {"device": args.device, "dtype": args.dtype}
     if args.task:
@@ -149,12 +151,15 @@ def em_config_from_args(args: argparse.Namespace):
                          ("eval_users", "eval_users"), ("rounds", "rounds"), ("samples", "samples_per_input"),
                          ("reward", "reward"), ("tau", "tau"), ("init", "init"), ("model", "model"),
                          ("teacher_model", "teacher_model"), ("judge_model", "judge_model"),
-                         ("max_new_tokens", "max_new_tokens"), ("max_item_words", "max_item_words")]:
+                         ("max_new_tokens", "max_new_tokens"), ("max_item_words", "max_item_words"),
+                         ("reasoning_from", "reasoning_from"), ("sft_adapter", "sft_adapter")]:
         value = getattr(args, option, None)
         if value is not None:
             changes[name] = value
     if getattr(args, "no_reasoning", False):
         changes["reasoning"] = False
+    if getattr(args, "keep_truncated", False):
+        changes["keep_truncated"] = True
     return preset, dataclasses.replace(config, **changes)
 
 
@@ -208,11 +213,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         _print_round(round_index, metrics)
         store.record_metrics(run_id, round_index, metrics["summary"], metrics.get("selection"))
 
+    from .em import reasoning_source
+    from .hardware import choose_precision, pick_device
+
+    device = pick_device(config.device)
+    precision = choose_precision(config.dtype, device)
     print(f"preset {preset}; run folder {run_dir}; judge (metric{' and reward' if config.reward == 'judge' else ''}): "
           f"{config.judge_model or config.model}"
-          f"{' (the base model: a weak judge)' if config.judge_model in (None, config.model) else ''}", flush=True)
+          f"{' (the base model: a weak judge)' if config.judge_model in (None, config.model) else ''}; "
+          f"reasoning by: {reasoning_source(config)}", flush=True)
+    print(f"device {device}, {precision.name} ({precision.reason}), {torch_threads()} CPU thread(s)", flush=True)
     control = RunControl(on_progress=on_progress, on_round=on_round)
-    # SIGTERM (the app's cancel button) stops the run at the next batch or training step.
+    # SIGTERM (the app's cancel button) stops the run at the next generated token or decoder layer.
     signal.signal(signal.SIGTERM, lambda signum, frame: control.cancel.set())
     try:
         run_em(config, run_dir, control)
@@ -227,6 +239,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         progress.close()
     store.update_run(run_id, status="finished", progress=1.0, stage="done")
     return 0
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -249,6 +267,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ship(args: argparse.Namespace) -> int:
+    from .models import ModelConfig
+    from .ship import ship_run
+
+    progress = _TqdmProgress()
+    try:
+        report = ship_run(Path(args.run_dir), args.name, Path(args.out) if args.out else ship_root(),
+                          model_config=ModelConfig(device=args.device, dtype=args.dtype) if args.dtype != "auto" or
+                          args.device != "auto" else None, on_progress=progress)
+    finally:
+        progress.close()
+    print(f"shipped {', '.join(report.steps)} to {report.out_dir} ({report.adapter_bytes / 2**20:.1f} MiB of adapters, "
+          f"{report.generations} stored generations)")
+    for row in report.quality:
+        print(f"  {row['version']:<50} {row['split']:<5} final answer {row['answered']:4.0%}  "
+              f"rougeL {row['rougeL']:.4f}  meteor {row['meteor']:.4f}  judge {row['judge']:.3f}")
+    return 0
+
+
+def ship_root() -> Path:
+    from .versions import SHIPPED_DIR
+
+    return SHIPPED_DIR
+
+
 def _em_args(parser: argparse.ArgumentParser) -> None:
     from .em import PRESETS, REWARDS
 
@@ -265,13 +308,27 @@ def _em_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tau", type=float, help="keep threshold (judge: 1.0; lexical: per-input quantile rule)")
     parser.add_argument("--init", choices=["base", "previous"], help="M-step start (paper: base)")
     parser.add_argument("--no-reasoning", action="store_true", help="ReST-EM without reasoning (baseline)")
+    parser.add_argument("--keep-truncated", action="store_true",
+                        help="let the E-step keep samples cut at the token limit (default: dropped, counted)")
     parser.add_argument("--model", help="generator base model: default, hub id or folder")
     parser.add_argument("--teacher-model", help="stage-1 teacher (default: the base model)")
     parser.add_argument("--judge-model", help="LLM judge (default: the base model)")
     parser.add_argument("--max-new-tokens", type=int)
     parser.add_argument("--max-item-words", type=int)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--reasoning-from",
+                        help="stage-1 reasoning: teacher (the teacher model writes it, the paper), sample (the "
+                             "hand-written paths shipped with the sample) or a .jsonl file of "
+                             "{record_id, reasoning, teacher} rows")
+    parser.add_argument("--sft-adapter", help="skip stages 1-2: start the EM rounds from this SFT adapter folder")
+    _device_args(parser)
+
+
+def _device_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="auto (CUDA where there is one), cpu, cuda, cuda:N")
+    parser.add_argument("--dtype", default="auto",
+                        help="auto (bf16 on CUDA; on a CPU bf16 only where it is native and measures faster, "
+                             "else float32), float32, bfloat16, float16")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: one per core)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -285,8 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--request", type=int, help="only the user's N-th request (0-based)")
     gen.add_argument("--model", default=DEFAULT_MODEL, help="default model name, hub id or local folder")
     gen.add_argument("--adapter", help="LoRA adapter folder to attach")
-    gen.add_argument("--device", default="auto", help="auto, cpu, cuda")
-    gen.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16")
+    _device_args(gen)
     gen.add_argument("--k", type=int, default=PAPER_TOP_K, help="profile items retrieved (paper: 5)")
     gen.add_argument("--max-new-tokens", type=int,
                      help="default: 1536 on CUDA (paper), 256 on CPU (CPU-forced)")
@@ -306,6 +362,13 @@ def build_parser() -> argparse.ArgumentParser:
     _em_args(evaluate)
     evaluate.add_argument("--split", default="test", choices=SPLITS, help="held-out split")
     evaluate.set_defaults(run=cmd_evaluate)
+
+    ship = commands.add_parser("ship", help="copy a finished run into assets/models with its demo generations")
+    ship.add_argument("--run-dir", required=True, help="a finished run folder (every round evaluated)")
+    ship.add_argument("--name", default="restpg-sample", help="folder name under the shipped models")
+    ship.add_argument("--out", help="shipped models folder (default: the project's assets/models)")
+    _device_args(ship)
+    ship.set_defaults(run=cmd_ship)
 
     val = commands.add_parser("validate", help="check a dataset file and list its bad records")
     val.add_argument("path")
@@ -334,7 +397,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "threads", None) is not None:
+            from .hardware import set_threads
+
+            set_threads(args.threads)
         return args.run(args)
-    except (DatasetError, ModelError, PromptTooLongError, RunError, RatingError) as error:
+    except (DatasetError, ModelError, PromptTooLongError, RunError, RatingError, PrecisionError, ShipError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -29,28 +29,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from .cancel import Cancelled
 from .evaluate import inference_settings, predict, score_predictions, summarize
 from .jsonl import append_jsonl, read_jsonl, write_jsonl
 from .longlamp import PUBLIC_TASKS, Record, load_records, sample_path, task_spec
 from .metrics import LexicalMetrics, LexicalReward
-from .models import (DEFAULT_MODEL, GenerationSettings, LoadedModel, ModelConfig, load_adapter, load_model,
-                     use_adapter)
+from .models import (DEFAULT_MODEL, GenerationSettings, LoadedModel, ModelConfig, ModelError, load_adapter,
+                     load_model, use_adapter)
 from .prompts import PromptSettings, build_prompt, reasoning_target
-from .reasoning import ReasoningSettings, reasoning_paths
+from .reasoning import (SAMPLE_REASONING_FILE, ReasoningFileError, ReasoningSettings, file_teachers,
+                        reasoning_from_file, reasoning_paths)
 from .retrieval import PAPER_TOP_K, retrieve
 from .reward import PAPER_JUDGE_TAU, LexicalRewardModel, LLMJudge, Reward
 from .train import TrainConfig, TrainingExample, train_lora
 
 MANIFEST_VERSION = 1
+# What an adapter learned to read and write: a model sampled with other values sees another prompt.
+PROMPT_FIELDS = ("model", "reasoning", "k", "max_item_words")
 REWARDS = ("judge", "rouge1", "rougeL", "meteor", "lexical-mix")
 
 
 class RunError(RuntimeError):
     """A run that cannot go on: incompatible folder, no data, nothing kept. Names the culprit."""
-
-
-class Cancelled(RuntimeError):
-    """The run was cancelled between two steps; finished steps are intact."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,13 @@ class EMConfig:
     eval_users: int | None = None
     model: str = DEFAULT_MODEL  # the generator's base checkpoint
     teacher_model: str | None = None  # stage 1; None: the base model (the paper: an instruction-tuned 7B)
+    # Where stage 1's reasoning paths come from: "teacher" (teacher_model writes them, the paper),
+    # "sample" (the hand-written reference paths shipped with the sample, REASONING_FILE in
+    # data/longlamp_sample/), or a JSONL file of {"record_id", "reasoning", "teacher"} rows, e.g. from
+    # a 7B teacher run elsewhere.
+    reasoning_from: str = "teacher"
+    # Skip stages 1 and 2: start the EM rounds from this SFT adapter folder (e.g. the shipped one).
+    sft_adapter: str | None = None
     judge_model: str | None = None  # reward and metric; None: the base model (a weak judge, said in the output)
     reasoning: bool = True  # False: ReST-EM without reasoning (baseline)
     rounds: int = 3  # paper: T = 3
@@ -76,6 +83,7 @@ class EMConfig:
     tau: float | None = None  # None: 1.0 for the judge (paper); the quantile rule for lexical rewards
     tau_quantile: float = 0.75  # lexical rewards: keep samples at or above this per-input quantile
     max_kept_per_input: int = 10  # paper
+    keep_truncated: bool = False  # keep E-step samples cut at max_new_tokens (the paper does not say; ours: no)
     init: str = "base"  # paper: every M-step restarts from the base checkpoint; "previous" continues
     k: int = PAPER_TOP_K  # paper: 5 retrieved items
     max_item_words: int | None = None  # paper: whole items
@@ -96,6 +104,8 @@ class EMConfig:
             raise RunError(f"unknown reward {self.reward!r}; known: {', '.join(REWARDS)}")
         if self.init not in ("base", "previous"):
             raise RunError(f"init must be 'base' or 'previous', got {self.init!r}")
+        if self.reasoning_from not in ("teacher", "sample") and not self.reasoning_from.endswith(".jsonl"):
+            raise RunError(f"reasoning_from must be 'teacher', 'sample' or a .jsonl file, got {self.reasoning_from!r}")
         if self.rounds < 0 or self.samples_per_input < 1 or self.max_kept_per_input < 1:
             raise RunError("rounds >= 0, samples_per_input >= 1 and max_kept_per_input >= 1 are required")
 
@@ -115,31 +125,38 @@ class EMConfig:
         return cls(**values)
 
 
-# CPU-forced training: a few dozen examples for minutes, not 10,000 steps of 64 for a day. bf16
-# weights train about 1.8x faster than fp32 on this CPU (the LoRA weights stay fp32).
+# CPU-forced training: a few dozen examples for minutes, not 10,000 steps of 64 for a day.
+# Micro-batches of one example (no padding; a cancel waits for at most one example's layer), four
+# per optimizer step. Precision is the run's (restpg.hardware: fp32 unless the CPU has native bf16).
 _CPU_SFT = TrainConfig(learning_rate=2e-3, optimizer="adamw_torch",  # CPU-forced: few steps need AdamW's fast start
-                       warmup_steps=2, num_epochs=5.0, batch_size=4, per_device_batch_size=4,
-                       max_input_tokens=768, max_output_tokens=320, save_steps=10, lora_r=8, lora_alpha=16,
-                       dtype="bfloat16")
+                       warmup_steps=2, num_epochs=5.0, batch_size=4, per_device_batch_size=1,
+                       max_input_tokens=768, max_output_tokens=320, save_steps=5, lora_r=8, lora_alpha=16)
 _CPU_MSTEP = dataclasses.replace(_CPU_SFT, num_epochs=2.0)
 
 PRESETS: dict[str, EMConfig] = {
     "paper": EMConfig(),
     "cpu-small": EMConfig(
-        tasks=("product_review",),  # CPU-forced: one task (the paper: all tasks together)
-        train_users=8,  # CPU-forced: 8 users
-        eval_users=2,  # CPU-forced
+        tasks=PUBLIC_TASKS,  # paper: one model on all tasks
+        train_users=8,  # CPU-forced: 8 users per task (the sample's training users)
+        eval_users=2,  # CPU-forced: 2 held-out users per task
         rounds=2,  # CPU-forced: paper T = 3
         samples_per_input=4,  # CPU-forced: paper m = 32
         max_item_words=25,  # CPU-forced: paper uses whole profile items
-        max_new_tokens=192,  # CPU-forced: paper 1,536 (reasoning + answer)
-        reasoning_max_tokens=64,  # CPU-forced: a short bullet list
-        reasoning_max_words=30,  # CPU-forced: reasoning + answer must fit in 192 new tokens
+        max_new_tokens=256,  # CPU-forced: paper 1,536 (reasoning + answer)
+        reasoning_from="sample",  # CPU-forced: the 135M base model is too weak a teacher (hand-written paths)
+        reasoning_max_tokens=96,  # CPU-forced: a short bullet list (when a teacher writes them)
+        reasoning_max_words=60,  # CPU-forced: reasoning + answer must fit in 256 new tokens
         reward="rougeL",  # CPU-forced: the 135M base model is a weak judge; --reward judge uses it anyway
-        dtype="bfloat16",  # CPU-forced: 2x faster batched sampling than fp32 here
         sft=_CPU_SFT, mstep=_CPU_MSTEP,
     ),
 }
+
+
+def default_preset() -> str:
+    """paper on CUDA, cpu-small on a CPU."""
+    import torch
+
+    return "paper" if torch.cuda.is_available() else "cpu-small"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -196,7 +213,7 @@ def check_manifest(run_dir: Path, config: EMConfig, data_hash: str) -> dict:
     path = run_dir / "manifest.json"
     manifest = {"manifest_version": MANIFEST_VERSION, "config": config.to_dict(), "config_hash": _config_hash(config),
                 "data_hash": data_hash, "models": {"base": config.model,
-                                                   "teacher": config.teacher_model or config.model,
+                                                   "teacher": reasoning_source(config),
                                                    "judge": config.judge_model or config.model},
                 "versions": _versions(), "created": time.time()}
     if path.exists():
@@ -271,8 +288,8 @@ class _Counter:
 
 
 def select_samples(samples: list[dict], config: EMConfig) -> list[dict]:
-    """The E-step's keep rule: reward >= tau, non-empty answer (and reasoning, for REST-PG), at most
-    max_kept_per_input per input.
+    """The E-step's keep rule: reward >= tau, non-empty answer (and reasoning, for REST-PG), not cut
+    at the token limit (unless ``keep_truncated``), at most max_kept_per_input per input.
 
     tau: for the judge, config.tau or the paper's 1.0 (only top-score outputs). For lexical
     rewards (continuous in [0, 1]): config.tau as an absolute threshold when given, else each
@@ -281,7 +298,10 @@ def select_samples(samples: list[dict], config: EMConfig) -> list[dict]:
     """
     by_input: dict[str, list[dict]] = {}
     for sample in samples:
-        # REST-PG trains on reasoning + answer: a sample that skipped the reasoning is not kept.
+        # REST-PG trains on reasoning + answer: a sample that skipped the reasoning is not kept. A
+        # sample cut at the token limit would teach the model to stop mid-sentence.
+        if sample.get("truncated") and not config.keep_truncated:
+            continue
         if sample["answer"].strip() and (sample["reasoning"].strip() or not config.reasoning):
             by_input.setdefault(sample["record_id"], []).append(sample)
     kept = []
@@ -350,18 +370,25 @@ class Models:
 
 
 def clip_reasoning(reasoning: str, max_words: int | None) -> str:
-    """The reasoning's first sentences (or lines) within max_words; at least one, cut if it is longer."""
-    if max_words is None:
-        return reasoning
-    pieces = [p for p in re.split(r"(?<=[.!?])\s+|\n+", reasoning.strip()) if p.strip()]
+    """The reasoning within max_words: whole when it fits, else its first lines (bullets), the last
+    of them cut to its first sentences; at least one piece, cut if it is longer. Lines stay lines."""
+    if max_words is None or len(reasoning.split()) <= max_words:
+        return reasoning.strip()
     kept, count = [], 0
-    for piece in pieces:
-        words = len(piece.split())
-        if kept and count + words > max_words:
+    for line in (line for line in reasoning.strip().splitlines() if line.strip()):
+        sentences = [p for p in re.split(r"(?<=[.!?])\s+", line.strip()) if p.strip()]
+        parts = []
+        for sentence in sentences:
+            words = len(sentence.split())
+            if (kept or parts) and count + words > max_words:
+                break
+            parts.append(sentence if words <= max_words else " ".join(sentence.split()[:max_words]))
+            count += min(words, max_words)
+        if parts:
+            kept.append(" ".join(parts))
+        if len(parts) < len(sentences) or count >= max_words:
             break
-        kept.append(piece if words <= max_words else " ".join(piece.split()[:max_words]))
-        count += words
-    return " ".join(kept)
+    return "\n".join(kept)
 
 
 def _sft_examples(config: EMConfig, records: Sequence[Record], reasoning: dict | None) -> list[TrainingExample]:
@@ -428,7 +455,8 @@ def e_step(models: Models, config: EMConfig, records: Sequence[Record], adapter:
         settings = GenerationSettings(max_new_tokens=config.max_new_tokens, temperature=config.temperature,
                                       top_p=config.top_p, num_samples=config.samples_per_input,
                                       batch_size=per_batch, seed=config.seed + 100_003 * round_index + index)
-        predictions = predict(loaded, batch, config.prompt_kind, settings, config.k, prompt_settings)
+        predictions = predict(loaded, batch, config.prompt_kind, settings, config.k, prompt_settings,
+                              cancel=control.cancel)
         flat = [(record, i, p) for record, preds in zip(batch, predictions) for i, p in enumerate(preds)]
         rewards = reward([r.input for r, _, _ in flat], [r.output for r, _, _ in flat], [p.answer for _, _, p in flat])
         rows = [{"sample_id": f"{round_dir.name}:{p.record_id}:{i}", "record_id": p.record_id, "task": record.task,
@@ -449,7 +477,7 @@ def evaluate_round(models: Models, config: EMConfig, records: Sequence[Record], 
     settings = inference_settings(config.max_new_tokens, config.generation_batch_size, config.seed)
     counter = _Counter(control, f"{stage}: evaluation", len(records))
     predictions = predict(loaded, records, config.prompt_kind, settings, config.k,
-                          PromptSettings(max_item_words=config.max_item_words), on_batch=counter)
+                          PromptSettings(max_item_words=config.max_item_words), on_batch=counter, cancel=control.cancel)
     answers = [p[0].answer for p in predictions]
     judge = models.judge(cache_file)
     rows = score_predictions(records, answers, models.metrics(), judge)
@@ -466,7 +494,8 @@ def reward_stats(samples: Sequence[dict], kept: Sequence[dict]) -> dict:
     bins = [0] * 10
     for value in rewards:
         bins[min(9, int(value * 10))] += 1
-    return {"samples": len(samples), "kept": len(kept), "reward_mean": sum(rewards) / max(1, len(rewards)),
+    return {"samples": len(samples), "kept": len(kept), "truncated": sum(1 for s in samples if s.get("truncated")),
+            "reward_mean": sum(rewards) / max(1, len(rewards)),
             "kept_reward_mean": sum(s["reward"] for s in kept) / max(1, len(kept)),
             "reward_histogram": bins, "inputs_with_kept": len({s["record_id"] for s in kept})}
 
@@ -493,34 +522,44 @@ def run_em(config: EMConfig, run_dir: Path, control: RunControl | None = None) -
     judge_cache = run_dir / "judge_cache.jsonl"
     results: dict[int, dict] = {}
 
-    # Stage 1: reasoning paths (REST-PG only)
+    # Stage 1: reasoning paths (REST-PG only), from a teacher model or a file
     reasoning = None
-    if config.reasoning:
-        teacher = (models.generator(None) if config.teacher_model in (None, config.model)
-                   else load_model(models.model_config(config.teacher_model)))
-        settings = ReasoningSettings(k=config.k, prompt=PromptSettings(max_item_words=config.max_item_words),
-                                     generation=GenerationSettings(max_new_tokens=config.reasoning_max_tokens,
-                                                                   temperature=0.0,
-                                                                   batch_size=config.generation_batch_size))
-        with _main_process_first(), _timed(run_dir, "stage1_reasoning"):
-            reasoning = reasoning_paths(teacher, train, run_dir / "reasoning.jsonl", settings,
-                                        on_batch=_Counter(control, "stage 1: reasoning paths", len(train)))
-
-    # Stage 2: SFT (round 0)
     sft_dir = run_dir / "sft"
-    if not (sft_dir / "adapter" / "adapter_config.json").exists():
-        control.check()
-        examples = _sft_examples(config, train, reasoning)
-        control.on_progress("stage 2: SFT", 0, 1)
-        with _timed(run_dir, "stage2_sft"):
-            train_lora(models.model_config(), examples, config.sft, sft_dir,
-                       on_step=lambda step, total, logs: (control.on_progress("stage 2: SFT", step, total),
-                                                          control.check()))
-    results[0] = _evaluate_once(models, config, held_out, sft_dir, judge_cache, control, "SFT")
+    if config.sft_adapter is not None:  # stages 1-2 done elsewhere (e.g. the shipped SFT adapter)
+        previous = Path(config.sft_adapter)
+        results[0] = _start_metrics(models, config, held_out, previous, judge_cache, control, run_dir)
+    else:
+        if config.reasoning and reasoning_file(config) is not None:
+            try:
+                reasoning = reasoning_from_file(reasoning_file(config), train)
+            except ReasoningFileError as error:
+                raise RunError(str(error)) from None
+        elif config.reasoning:
+            teacher = (models.generator(None) if config.teacher_model in (None, config.model)
+                       else load_model(models.model_config(config.teacher_model)))
+            settings = ReasoningSettings(k=config.k, prompt=PromptSettings(max_item_words=config.max_item_words),
+                                         generation=GenerationSettings(max_new_tokens=config.reasoning_max_tokens,
+                                                                       temperature=0.0,
+                                                                       batch_size=config.generation_batch_size))
+            with _main_process_first(), _timed(run_dir, "stage1_reasoning"):
+                reasoning = reasoning_paths(teacher, train, run_dir / "reasoning.jsonl", settings,
+                                            on_batch=_Counter(control, "stage 1: reasoning paths", len(train)),
+                                            cancel=control.cancel)
+
+        # Stage 2: SFT (round 0)
+        if not (sft_dir / "adapter" / "adapter_config.json").exists():
+            control.check()
+            examples = _sft_examples(config, train, reasoning)
+            control.on_progress("stage 2: SFT", 0, 1)
+            with _timed(run_dir, "stage2_sft"):
+                train_lora(models.model_config(), examples, config.sft, sft_dir,
+                           on_step=lambda step, total, logs: control.on_progress("stage 2: SFT", step, total),
+                           cancel=control.cancel)
+        results[0] = _evaluate_once(models, config, held_out, sft_dir, judge_cache, control, "SFT")
+        previous = sft_dir / "adapter"
     control.on_round(0, results[0])
 
     # Stage 3: EM rounds
-    previous = sft_dir / "adapter"
     for t in range(1, config.rounds + 1):
         round_dir = run_dir / f"round-{t}"
         if not (round_dir / "adapter" / "adapter_config.json").exists():
@@ -540,13 +579,61 @@ def run_em(config: EMConfig, run_dir: Path, control: RunControl | None = None) -
             control.on_progress(f"round-{t}: M-step", 0, 1)
             with _timed(run_dir, f"round{t}_mstep"):
                 train_lora(models.model_config(), examples, config.mstep, round_dir, init_adapter=init,
-                           on_step=lambda step, total, logs, t=t: (control.on_progress(f"round-{t}: M-step", step, total),
-                                                                   control.check()))
+                           on_step=lambda step, total, logs, t=t: control.on_progress(f"round-{t}: M-step", step, total),
+                           cancel=control.cancel)
         results[t] = _evaluate_once(models, config, held_out, round_dir, judge_cache, control, f"round-{t}")
         results[t]["selection"] = json.loads((round_dir / "selection.json").read_text())
         control.on_round(t, results[t])
         previous = round_dir / "adapter"
     return results
+
+
+def reasoning_file(config: EMConfig) -> Path | None:
+    """The file stage 1 reads its reasoning paths from; None when a teacher model writes them."""
+    if config.reasoning_from == "teacher":
+        return None
+    return SAMPLE_REASONING_FILE if config.reasoning_from == "sample" else Path(config.reasoning_from)
+
+
+def reasoning_source(config: EMConfig) -> str:
+    """Who wrote the stage-1 reasoning, in words (run manifest, the page)."""
+    if not config.reasoning:
+        return "none (no reasoning)"
+    if config.sft_adapter is not None:
+        return f"as in the SFT adapter's run ({config.sft_adapter})"
+    path = reasoning_file(config)
+    if path is None:
+        return f"teacher model {config.teacher_model or config.model}"
+    return f"{file_teachers(path) or 'unknown'} (file {path.name})"
+
+
+def _start_metrics(models: Models, config: EMConfig, held_out, adapter: Path, judge_cache: Path,
+                   control: RunControl, run_dir: Path) -> dict:
+    """Round 0 of a run started from an existing SFT adapter: the adapter's own metrics when they
+    were taken on these held-out records, else an evaluation (saved in run_dir/sft/metrics.json)."""
+    from .models import check_adapter_folder
+
+    try:
+        check_adapter_folder(adapter)
+    except ModelError as error:
+        raise RunError(f"sft_adapter: {error}") from None
+    manifest_file = adapter.parent.parent / "manifest.json"
+    if manifest_file.exists():  # the adapter must have learned the prompt this run samples with
+        trained = json.loads(manifest_file.read_text()).get("config", {})
+        for name in PROMPT_FIELDS:
+            if name in trained and trained[name] != getattr(config, name):
+                raise RunError(f"sft_adapter {adapter} was trained with {name} = {trained[name]!r}, this run has "
+                               f"{getattr(config, name)!r}: use the same setting")
+    own = adapter.parent / "metrics.json"
+    if own.exists():
+        metrics = json.loads(own.read_text())
+        if sorted(row["record_id"] for row in metrics.get("per_record", [])) == sorted(r.record_id for r in held_out):
+            _write_json(run_dir / "sft" / "metrics.json", metrics)
+    metrics_file = run_dir / "sft" / "metrics.json"
+    if not metrics_file.exists():
+        with _timed(run_dir, "sft_evaluation"):
+            _write_json(metrics_file, evaluate_round(models, config, held_out, adapter, judge_cache, control, "SFT"))
+    return json.loads(metrics_file.read_text())
 
 
 def _evaluate_once(models: Models, config: EMConfig, records, step_dir: Path, judge_cache: Path,

@@ -58,10 +58,11 @@ def prompt_for(record: Record, kind: str, k: int = PAPER_TOP_K,
 
 def predict(loaded: LoadedModel, records: Sequence[Record], kind: str, settings: GenerationSettings,
             k: int = PAPER_TOP_K, prompt_settings: PromptSettings = PromptSettings(),
-            on_batch: Callable[[int], None] | None = None) -> list[list[Prediction]]:
-    """``settings.num_samples`` predictions per record with the current adapter of ``loaded``."""
+            on_batch: Callable[[int], None] | None = None, cancel=None) -> list[list[Prediction]]:
+    """``settings.num_samples`` predictions per record with the current adapter of ``loaded``;
+    ``cancel`` (a threading.Event) stops at the next token (see :func:`restpg.models.generate`)."""
     retrieved, prompts = zip(*(prompt_for(r, kind, k, prompt_settings) for r in records)) if records else ((), ())
-    outputs = generate(loaded, prompts, settings, on_batch=on_batch)
+    outputs = generate(loaded, prompts, settings, on_batch=on_batch, cancel=cancel)
     return [[Prediction(record.record_id, prompt, items, sample, answer_of(kind, sample.text, sample.truncated))
              for sample in samples]
             for record, items, prompt, samples in zip(records, retrieved, prompts, outputs)]

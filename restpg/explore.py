@@ -8,6 +8,7 @@ same library functions as the CLI (``load_records``, ``retrieve``, ``build_promp
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import threading
@@ -15,28 +16,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from .evaluate import prompt_for, score_predictions
+from .evaluate import predict, prompt_for, score_predictions
 from .generations import GenerationKey, GenerationStore
-from .jobs import JobError, find_adapters, safe_child
-from .longlamp import DatasetError, LoadedRecords, Record, load_records, sample_path
+from .hardware import set_threads
+from .jobs import JobError, safe_child
+from .longlamp import PUBLIC_TASKS, DatasetError, LoadedRecords, Record, load_records, sample_path
 from .models import (GenerationSettings, LoadedModel, ModelConfig, ModelError, default_max_new_tokens, load_adapter,
                      load_model, stream_generate, use_adapter)
-from .prompts import parse_output
+from .prompts import PromptSettings, answer_of
 from .store import Store
+from .versions import BASE_VERSION, SHIPPED_DIR, ModelVersion, best_shipped, find_versions
 
 SAMPLE_DATASET = "shipped sample"
 UPLOAD_FOLDER = "uploads"
 DATA_SUFFIXES = (".json", ".jsonl", ".parquet")
-BASE_VERSION = "base"
 MAX_UPLOAD_BYTES = 200 * 1024 * 1024
+SHIPPED_GENERATIONS = "generations.jsonl"  # beside each shipped run: its stored generations for the demo
 
 
 @dataclass(frozen=True)
 class AppPaths:
-    """The only places the page reads datasets from and writes to."""
+    """The only places the page reads datasets from and writes to (and the shipped versions it reads)."""
 
     data_dir: Path = Path("data")
     runs_dir: Path = Path("runs")
+    shipped_dir: Path = SHIPPED_DIR
 
     @property
     def store(self) -> Path:
@@ -76,6 +80,11 @@ class ExploreService:
     def __post_init__(self) -> None:
         self.store = Store(self.paths.store)
         self.generations = GenerationStore(self.store)
+        for path in sorted(Path(self.paths.shipped_dir).glob(f"*/{SHIPPED_GENERATIONS}")):
+            manifest = path.parent / "manifest.json"
+            trained_on = json.loads(manifest.read_text()).get("config", {}).get("model") if manifest.exists() else None
+            if trained_on == self.model_config.model:  # versions of another base model are not shown either
+                self.generations.import_jsonl(path)  # the shipped versions' outputs, once (ids are kept)
 
     # -- datasets --------------------------------------------------------------------------
     def dataset_choices(self) -> list[str]:
@@ -119,7 +128,10 @@ class ExploreService:
         staged = temp_file.with_name(stem)  # the loader reads by suffix
         if staged != temp_file:
             shutil.copyfile(temp_file, staged)
-        load_records(staged, task, family, strict=False)  # zero usable records raises, naming the file
+        try:
+            load_records(staged, task, family, strict=False)  # zero usable records raises, naming the file
+        except DatasetError as error:  # name the file the user chose, not the server's temporary copy
+            raise DatasetError(str(error).replace(str(staged), original_name)) from None
         self.paths.uploads.mkdir(parents=True, exist_ok=True)
         target = safe_child(self.paths.uploads, stem)
         shutil.copyfile(staged, target.with_suffix(target.suffix + ".tmp"))
@@ -135,9 +147,59 @@ class ExploreService:
         return records[request_index]  # the loader already skipped records with an empty profile
 
     # -- models ----------------------------------------------------------------------------
-    def versions(self) -> dict[str, Path | None]:
-        """Model versions for the picker: the base model and every finished adapter under runs/."""
-        return {BASE_VERSION: None, **{label: path for label, path in find_adapters(self.paths.runs_dir)}}
+    def versions(self) -> dict[str, ModelVersion]:
+        """Model versions for the picker: base, the shipped ones, every finished adapter under runs/."""
+        from .em import PRESETS, default_preset
+
+        base_item_words = PRESETS[default_preset()].max_item_words  # the prompt the shipped versions read
+        return find_versions(self.paths.runs_dir, self.model_config.model, base_item_words, self.paths.shipped_dir)
+
+    def version(self, label: str) -> ModelVersion:
+        versions = self.versions()
+        if label not in versions:
+            raise ModelError(f"unknown model version {label!r}; known: {', '.join(versions)}")
+        return versions[label]
+
+    def default_version(self) -> str:
+        """The version the page opens on: the best shipped one on held-out ROUGE-L, else base."""
+        return best_shipped(self.versions())
+
+    def demo_start(self) -> dict | None:
+        """Where the page opens: the first test (else validation) request of the sample whose stored
+        generation by the default version has both a reasoning path and a response; None when the
+        store has none (the page then opens on the first request)."""
+        version = self.default_version()
+        rows = [row for row in self.generations.list(dataset=SAMPLE_DATASET, model_version=self.version_id(version))
+                if row["reasoning"].strip() and row["response"].strip() and row["split"] in ("test", "val")]
+        if not rows:
+            return None
+        order = {task: n for n, task in enumerate(PUBLIC_TASKS)}
+        row = min(rows, key=lambda r: (r["split"] != "test", order.get(r["task"], 99), r["created"]))
+        records = self.dataset(SAMPLE_DATASET, row["task"], row["family"], row["split"]).for_user(row["user_id"])
+        ids = [r.record_id for r in records]
+        if row["record_id"] not in ids:
+            return None
+        return {"version": version, "task": row["task"], "family": row["family"], "split": row["split"],
+                "user": row["user_id"], "request": ids.index(row["record_id"])}
+
+    def describe(self, label: str) -> str:
+        """One paragraph on a version for the page: what it is, its prompt, who wrote its reasoning data,
+        its held-out scores."""
+        version = self.version(label)
+        if version.adapter is None:
+            return (f"{label}: {self.model_config.model} without any training (it has not learned the "
+                    "reasoning-then-answer format, so it often never reaches a final answer)")
+        parts = [f"{label}: LoRA adapter {version.adapter.parent.parent.name}/{version.step}",
+                 "reasons first, then answers" if version.prompt_kind == "reasoning" else "answers directly (no reasoning)",
+                 f"profile items cut to {version.max_item_words} words" if version.max_item_words else "whole profile items"]
+        if version.reasoning_by:
+            parts.append(f"stage-1 reasoning by: {version.reasoning_by}")
+        if version.held_out:
+            shown = ", ".join(f"{name} {version.held_out[name]:.3f}" for name in ("rougeL", "meteor", "judge")
+                              if name in version.held_out)
+            answered = 1 - version.held_out.get("empty_answers", 0.0)
+            parts.append(f"held-out: {shown}, final answer in {answered:.0%}")
+        return "; ".join(parts)
 
     def model(self) -> LoadedModel:
         with self._lock:
@@ -145,19 +207,16 @@ class ExploreService:
                 self._model = load_model(self.model_config)
             return self._model
 
-    def activate(self, version: str) -> LoadedModel:
-        """The model with ``version``'s adapter active (attached once, then switched)."""
-        versions = self.versions()
-        if version not in versions:
-            raise ModelError(f"unknown model version {version!r}; known: {', '.join(versions)}")
+    def activate(self, label: str) -> LoadedModel:
+        """The model with version ``label``'s adapter active (attached once, then switched)."""
+        adapter = self.version(label).adapter
         loaded = self.model()
-        adapter = versions[version]
         if adapter is None:
             use_adapter(loaded, None)
             return loaded
         name = next((n for n, path in loaded.adapters.items() if path == adapter), None)
         if name is None:
-            name = load_adapter(loaded, adapter, re.sub(r"\W", "_", version) + f"_{len(loaded.adapters)}")
+            name = load_adapter(loaded, adapter, re.sub(r"\W", "_", label) + f"_{len(loaded.adapters)}")
         use_adapter(loaded, name)
         return loaded
 
@@ -202,27 +261,35 @@ class ExploreService:
         return GenerationKey.of(dataset, record.record_id, self.version_id(version), **settings)
 
     def stored(self, dataset: str, record: Record, version: str, settings: dict) -> dict | None:
-        return self.generations.latest(self.key(dataset, record, version, settings))
+        """The newest stored generation for these settings; else the newest for the record and version
+        with any settings (its own settings are in the row), so stored work shows at once."""
+        key = self.key(dataset, record, version, settings)
+        return self.generations.latest(key) or self.generations.latest_for(dataset, record.record_id, key.model_version)
+
+    def prompt(self, record: Record, version: ModelVersion, k: int):
+        """The retrieved items and the prompt ``version`` was trained to read."""
+        return prompt_for(record, version.prompt_kind, k, PromptSettings(max_item_words=version.max_item_words))
 
     def stream(self, dataset: str, record: Record, version: str, settings: dict, family: str = "", split: str = "",
-               stop: threading.Event | None = None) -> Iterator[StreamUpdate]:
-        """Generate reasoning + response token by token, then score and store it."""
-        retrieved, prompt = prompt_for(record, "reasoning", settings["k"])
+               stop: threading.Event | None = None, threads: int | None = None) -> Iterator[StreamUpdate]:
+        """Generate reasoning + response token by token, then score and store it.
+
+        ``threads``: torch threads for this generation (the page passes fewer while a CPU job runs).
+        """
+        described = self.version(version)
+        retrieved, prompt = self.prompt(record, described, settings["k"])
         generation_settings = GenerationSettings(max_new_tokens=settings["max_new_tokens"],
                                                  temperature=settings["temperature"], seed=None)
         with self._generating:  # one generation at a time on the shared model
             loaded = self.activate(version)
+            set_threads(threads)
             final = None
             for final in stream_generate(loaded, prompt, generation_settings, stop):
-                parsed = parse_output(final.text, truncated=False)
-                yield StreamUpdate(parsed.reasoning or final.text, parsed.response, done=False)
-        parsed = parse_output(final.text, final.truncated)
-        scores = self.score(record, parsed.response)
-        row = self.generations.save(self.key(dataset, record, version, settings), record, prompt=prompt,
-                                    retrieved_ids=[x.item_id for x in retrieved], reasoning=parsed.reasoning,
-                                    response=parsed.response, text=final.text, new_tokens=final.new_tokens,
-                                    truncated=final.truncated, stopped=final.stopped, scores=scores,
-                                    family=family, split=split)
+                # Unfinished text: before the transition phrase, all of it is reasoning so far.
+                parsed = answer_of(described.prompt_kind, final.text, truncated=True)
+                yield StreamUpdate(parsed.reasoning, parsed.response, done=False)
+        parsed = answer_of(described.prompt_kind, final.text, final.truncated)
+        row = self._save(dataset, record, version, settings, prompt, retrieved, final, parsed, family, split)
         notes = [f"{final.new_tokens} new tokens"]
         if final.stopped:
             notes.append("stopped by you")
@@ -230,6 +297,29 @@ class ExploreService:
             notes.append("cut at the token limit")
         notes += [f"parse: {problem}" for problem in parsed.problems]
         yield StreamUpdate(parsed.reasoning, parsed.response, done=True, row=row, note="; ".join(notes))
+
+    def generate_stored(self, dataset: str, records: list[Record], version: str, settings: dict, family: str = "",
+                        split: str = "", seed: int = 0, on_batch=None) -> list[dict]:
+        """The same as :meth:`stream` for many records at once (batched, not streamed): generate,
+        score and store one generation per record; returns the stored rows."""
+        described = self.version(version)
+        generation_settings = GenerationSettings(max_new_tokens=settings["max_new_tokens"],
+                                                 temperature=settings["temperature"], seed=seed)
+        with self._generating:
+            loaded = self.activate(version)
+            predictions = predict(loaded, records, described.prompt_kind, generation_settings, settings["k"],
+                                  PromptSettings(max_item_words=described.max_item_words), on_batch=on_batch)
+        return [self._save(dataset, record, version, settings, p[0].prompt, p[0].retrieved, p[0].generation,
+                           p[0].parsed, family, split)
+                for record, p in zip(records, predictions)]
+
+    def _save(self, dataset, record, version, settings, prompt, retrieved, generation, parsed, family, split) -> dict:
+        scores = self.score(record, parsed.response)
+        return self.generations.save(self.key(dataset, record, version, settings), record, prompt=prompt,
+                                     retrieved_ids=[x.item_id for x in retrieved], reasoning=parsed.reasoning,
+                                     response=parsed.response, text=generation.text,
+                                     new_tokens=generation.new_tokens, truncated=generation.truncated,
+                                     stopped=generation.stopped, scores=scores, family=family, split=split)
 
     def score(self, record: Record, response: str) -> dict[str, float]:
         return score_predictions([record], [response], self.metrics(), self.judge() if self.use_judge else None)[0]

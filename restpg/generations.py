@@ -13,6 +13,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .prompts import PROMPT_VERSION
@@ -75,6 +76,26 @@ class GenerationStore:
         rows = list(self.store.db["generations"].rows_where(
             "cache_key = ? AND stopped = 0", [key.digest], order_by="created desc", limit=1))
         return rows[0] if rows else None
+
+    def latest_for(self, dataset: str, record_id: str, model_version: str) -> dict | None:
+        """The newest finished generation of a record by a model version, whatever its settings."""
+        rows = list(self.store.db["generations"].rows_where(
+            "dataset = ? AND record_id = ? AND model_version = ? AND stopped = 0", [dataset, record_id, model_version],
+            order_by="created desc", limit=1))
+        return rows[0] if rows else None
+
+    def import_jsonl(self, path: Path) -> int:
+        """Add the generations in a JSONL file (rows as :meth:`save` writes them) that the store does
+        not hold yet, keeping their ids; returns how many were added. Importing twice adds nothing."""
+        from .jsonl import read_jsonl
+
+        rows = read_jsonl(Path(path))
+        columns = set(self.store.db["generations"].columns_dict)
+        with self.store.write() as db:
+            before = db.execute("SELECT count(*) FROM generations").fetchone()[0]
+            db["generations"].insert_all(({k: v for k, v in row.items() if k in columns} for row in rows
+                                          if isinstance(row, dict) and row.get("generation_id")), ignore=True)
+            return db.execute("SELECT count(*) FROM generations").fetchone()[0] - before
 
     def get(self, generation_id: str) -> dict:
         rows = list(self.store.db["generations"].rows_where("generation_id = ?", [generation_id]))

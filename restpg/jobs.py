@@ -30,13 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .hardware import job_threads
 from .store import Store
 
 LOG_NAME = "job.log"
 KIND = "em"
 CPU_JOB_NICENESS = 10  # a CPU job yields to the app's page actions (see bench/app_latency.py)
 START_GRACE_S = 60.0  # a row inserted by start() waits this long for its pid before it counts as dead
-_STEP = re.compile(r"sft|round-(\d+)")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
@@ -63,31 +63,6 @@ def safe_child(root: Path, name: str | Path) -> Path:
     if target == base or not target.is_relative_to(base):
         raise JobError(f"{text!r}: resolves outside {root}")
     return target
-
-
-def find_adapters(runs_root: Path) -> list[tuple[str, Path]]:
-    """Every finished step's adapter under runs_root (run folders 1 or 2 levels deep), as (label, folder).
-
-    Labels read "jobs/myrun round-2" or "cpu-small sft"; only folders holding adapter_config.json count.
-    """
-    base = Path(runs_root).resolve()
-    if not base.is_dir():
-        return []
-    found: dict[tuple, tuple[str, Path]] = {}
-    for pattern in ("*/*/adapter/adapter_config.json", "*/*/*/adapter/adapter_config.json"):
-        for config in base.glob(pattern):
-            adapter = config.parent
-            step = adapter.parent.name
-            match = _STEP.fullmatch(step)
-            run = adapter.parent.parent.relative_to(base)
-            if not match or any(part.startswith(".") for part in run.parts) or not config.is_file():
-                continue
-            real = adapter.resolve()
-            if not real.is_relative_to(base):
-                continue
-            key = (run.as_posix(), int(match.group(1)) if match.group(1) else -1)
-            found[key] = (f"{run.as_posix()} {step}", real)
-    return [found[key] for key in sorted(found)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -168,8 +143,10 @@ class JobRequest:
     reasoning: bool = True
     model: str | None = None  # trusted: the app's own model setting, passed as given
     device: str = "auto"
+    dtype: str = "auto"  # the app's own --dtype, passed on (restpg.hardware chooses for "auto")
     data: str | None = None  # the hub id, or a path inside the manager's data_root
     name: str | None = None  # run folder name; an existing job's name resumes it
+    sft_adapter: str | None = None  # start EM from this SFT adapter (skips stages 1-2); checked by the manager
 
     def cli_args(self) -> list[str]:
         """The ``train`` flags (without --run-dir and --store); raises JobError naming a bad field."""
@@ -189,7 +166,9 @@ class JobRequest:
             raise JobError(f"tau: must be between 0 and 1, got {self.tau!r}")
         if not isinstance(self.device, str) or not _DEVICE.fullmatch(self.device):
             raise JobError(f"device: must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        for name in ("model", "data"):
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise JobError(f"dtype: must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
+        for name in ("model", "data", "sft_adapter"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip() or "\x00" in value):
                 raise JobError(f"{name}: must be a non-empty string, got {value!r}")
@@ -200,12 +179,12 @@ class JobRequest:
             if value is not None:
                 args += [flag, str(value)]
         for flag, value in [("--reward", self.reward), ("--tau", self.tau), ("--init", self.init),
-                            ("--model", self.model), ("--data", self.data)]:
+                            ("--model", self.model), ("--data", self.data), ("--sft-adapter", self.sft_adapter)]:
             if value is not None:
                 args += [flag, str(value)]
         if not self.reasoning:
             args.append("--no-reasoning")
-        return args + ["--device", self.device]
+        return args + ["--device", self.device, "--dtype", self.dtype]
 
 
 @dataclass
@@ -262,6 +241,20 @@ class JobManager:
                 raise JobError(f"data: {data!r} is outside the data folder {self.data_root}")
         return data if Path(data).is_absolute() else str(root / data)
 
+    def _sft_adapter(self, adapter: str | None) -> str | None:
+        """An SFT adapter folder the page may start from: a shipped one or one under the runs folder."""
+        from .versions import SHIPPED_DIR
+
+        if adapter is None:
+            return None
+        path = Path(adapter).resolve()
+        roots = [Path(SHIPPED_DIR).resolve(), self.runs_root.resolve()]
+        if not any(path.is_relative_to(root) for root in roots) or path.name != "adapter" or path.parent.name != "sft":
+            raise JobError(f"sft_adapter: {adapter!r} is not an SFT adapter folder of a shipped or app run")
+        if not (path / "adapter_config.json").is_file():
+            raise JobError(f"sft_adapter: {adapter!r} holds no finished adapter (no adapter_config.json)")
+        return str(path)
+
     def _new_name(self) -> str:
         stamp = time.strftime("job-%Y%m%d-%H%M%S")
         name, n = stamp, 1
@@ -274,8 +267,9 @@ class JobManager:
         """Launch a job (or resume the named one) in the background; returns its run_id."""
         if request.name is not None and not isinstance(request.name, str):
             raise JobError(f"name: must be text, got {request.name!r}")
-        request.cli_args()  # field checks first, then the data path
-        request = dataclasses.replace(request, data=self._data_source(request.data))
+        request.cli_args()  # field checks first, then the data path and the adapter
+        request = dataclasses.replace(request, data=self._data_source(request.data),
+                                      sft_adapter=self._sft_adapter(request.sft_adapter))
         args = request.cli_args()
         device = self.resolve_device(request.device)
         if device == "cuda" and not self.cuda_available():
@@ -298,6 +292,8 @@ class JobManager:
             run_dir.mkdir(exist_ok=True)
             command = [self.python, "-m", "restpg", "train", "--run-dir", str(run_dir),
                        "--store", str(Path(self.store.path).resolve()), *args]
+            if device == "cpu":
+                command += ["--threads", str(job_threads())]  # the rest stay with the page's generation
             if device == "cpu" and shutil.which("nice"):
                 # The job shares the CPU with the page: a lower priority keeps the page responsive
                 # (nice execs the job, so the pid and the process group stay the job's own).
@@ -357,6 +353,11 @@ class JobManager:
         self.reconcile()
         return [{**row, "name": Path(row["run_dir"]).name, "device": self._device_of(row)} for row in self._rows()]
 
+    def running_on(self, device: str) -> bool:
+        """Whether a job is running on ``device`` ("cpu" or "cuda") now (the page's generation yields cores to it)."""
+        self.reconcile()
+        return any(row["status"] == "running" and self._device_of(row) == device for row in self._rows())
+
     def _row(self, run_id: str) -> dict:
         row = self.store.run(run_id) if isinstance(run_id, str) else None
         if row is None or row["kind"] != KIND:
@@ -389,9 +390,6 @@ class JobManager:
         self._row(run_id)
         return self.store.metrics(run_id)
 
-    def adapters(self) -> list[tuple[str, Path]]:
-        """Model versions for the picker: every finished step's adapter under runs_root."""
-        return find_adapters(self.runs_root)
 
     # -- stopping ------------------------------------------------------------------------------
     def _live_pid(self, run_id: str) -> int:

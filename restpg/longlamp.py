@@ -33,7 +33,8 @@ class TaskSpec:
     name: str
     title: str
     user_field: str
-    item_fields: tuple[str, ...]  # fields every profile item must have (after aliases)
+    item_fields: tuple[str, ...]  # the published fields of a profile item (after aliases)
+    text_fields: tuple[str, ...]  # the ones the method reads (retrieval and prompt context), in order: required
     item_id_field: str | None  # None: the task's items carry no id, their position is used
     numeric_fields: tuple[str, ...] = ()  # fields that may be numbers rather than text
     item_aliases: dict[str, str] = field(default_factory=dict)  # older name -> published name
@@ -48,6 +49,7 @@ TASKS: dict[str, TaskSpec] = {
             title="Personalized product review writing",
             user_field="reviewerId",
             item_fields=("overall", "summary", "description", "reviewText"),
+            text_fields=("overall", "summary", "description", "reviewText"),
             item_id_field=None,
             numeric_fields=("overall",),
         ),
@@ -56,6 +58,7 @@ TASKS: dict[str, TaskSpec] = {
             title="Personalized abstract generation",
             user_field="name",
             item_fields=("id", "title", "abstract", "year"),
+            text_fields=("title", "abstract"),
             item_id_field="id",
             numeric_fields=("year",),
         ),
@@ -64,6 +67,7 @@ TASKS: dict[str, TaskSpec] = {
             title="Personalized topic writing",
             user_field="author",
             item_fields=("id", "summary", "content"),
+            text_fields=("summary", "content"),
             item_id_field="id",
             # The benchmark authors' code calls these input/output; the hub release renamed them.
             item_aliases={"input": "summary", "output": "content"},
@@ -75,6 +79,7 @@ TASKS: dict[str, TaskSpec] = {
             title="Personalized email completion",
             user_field="user_id",
             item_fields=("title", "text"),
+            text_fields=("title", "text"),
             item_id_field=None,
             public=False,
         ),
@@ -120,12 +125,14 @@ class Record:
 
 @dataclass
 class LoadedRecords:
-    """The records that passed validation, and the problems of those that did not."""
+    """The records that passed validation, the problems of those that did not, and notes on what
+    was accepted but is worth knowing (optional fields missing)."""
 
     source: str
     task: str
     records: list[Record]
     problems: list[RecordProblem]
+    notes: list[str] = field(default_factory=list)
 
     def users(self) -> list[str]:
         return sorted({r.user_id for r in self.records})
@@ -276,14 +283,21 @@ def _number(value: Any) -> bool:
 
 
 def _validate_item(spec: TaskSpec, raw: Any, position: int) -> tuple[ProfileItem | None, str | None, str | None]:
-    """(item, None, None) when valid, else (None, field, message)."""
+    """(item, None, None) when valid, else (None, field, message).
+
+    Required: the fields the method reads (``spec.text_fields``) and the item id. The other
+    published fields (a year, say) may be missing: LoadedRecords notes it.
+    """
     where = f"profile[{position}]"
     if not isinstance(raw, dict):
         return None, where, f"expected an object with {', '.join(spec.item_fields)}, found {type(raw).__name__}"
     fields = {spec.item_aliases.get(name, name): value for name, value in raw.items()}
+    required = {*spec.text_fields, *([spec.item_id_field] if spec.item_id_field else [])}
     for name in spec.item_fields:
         if name not in fields:
-            return None, f"{where}.{name}", "missing"
+            if name in required:
+                return None, f"{where}.{name}", "missing"
+            continue
         value = fields[name]
         allowed = _text(value) or (name in spec.numeric_fields and (_number(value) or value is None))
         if not allowed:
@@ -358,7 +372,13 @@ def validate_rows(rows: Iterable[Any], task: str, source: str) -> LoadedRecords:
             record = Record(f"{record.record_id}-{repeat}", record.task, record.user_id,
                             record.input, record.output, record.profile)
         records.append(record)
-    return LoadedRecords(source=source, task=task, records=records, problems=problems)
+    notes = []
+    for name in spec.item_fields:
+        lacking = sum(1 for r in records if any(name not in item.fields for item in r.profile))
+        if lacking:
+            notes.append(f"{lacking} record(s) have profile items without the optional field {name!r} "
+                         "(the method does not read it)")
+    return LoadedRecords(source=source, task=task, records=records, problems=problems, notes=notes)
 
 
 def load_records(source: str | Path, task: str, family: str = "user", split: str | None = None,

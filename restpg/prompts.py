@@ -19,7 +19,7 @@ from .longlamp import ProfileItem, task_spec
 from .retrieval import ITEM_TEXT_FIELDS
 
 # Bump when any template below changes: caches of teacher reasoning are keyed on it.
-PROMPT_VERSION = "1"
+PROMPT_VERSION = "2"  # 2: cut items keep their last words too
 
 ITEM_SEPARATOR = " | "  # paper: profile documents joined with "|"
 OPENING = "To summarize the user's writing style, consider these aspects:"
@@ -53,11 +53,21 @@ class PromptSettings:
     max_item_words: int | None = None
 
 
+TAIL_SHARE = 1 / 3  # of a cut field's word budget, spent on its last words
+
+
 def _clip_words(text: str, limit: int | None) -> str:
+    """``text`` within ``limit`` words: its first two thirds of the budget, " ... ", and its last
+    third. Openings and sign-offs carry much of a writer's style, so both ends are kept."""
     if limit is None:
         return text
     words = text.split()
-    return text if len(words) <= limit else " ".join(words[:limit]) + " ..."
+    if len(words) <= limit:
+        return text
+    tail = int(limit * TAIL_SHARE)
+    head = limit - tail
+    return " ".join(words[:head]) + " ... " + " ".join(words[len(words) - tail:]) if tail else \
+        " ".join(words[:head]) + " ..."
 
 
 def format_item(task: str, item: ProfileItem, settings: PromptSettings = PromptSettings()) -> str:

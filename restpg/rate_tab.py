@@ -73,12 +73,14 @@ def rate_tab(parts):
                 row["reference"], *values, counter, status)
 
     def load(annotator, which, version):
+        name, note = (annotator or "").strip(), ""
+        if not name and which in ("unrated", "mine"):  # a first visit: show the items, ask for a name to rate
+            which, note = "all", "showing every item; enter your annotator name (then Enter) to rate and to see your own list"
         try:
-            ids = ratings.queue(_annotator(annotator) if which in ("unrated", "mine") else (annotator or "").strip(),
-                                which, scope(version))
+            ids = ratings.queue(_annotator(name) if which in ("unrated", "mine") else name, which, scope(version))
         except RatingError as error:
             return [], 0, *show([], 0, annotator, version, str(error)), gr.update(choices=version_choices())
-        return ids, 0, *show(ids, 0, annotator, version), gr.update(choices=version_choices())
+        return ids, 0, *show(ids, 0, annotator, version, note), gr.update(choices=version_choices())
 
     def move(ids, index, annotator, version, step):
         index = max(0, min(index + step, len(ids) - 1)) if ids else 0

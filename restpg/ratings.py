@@ -126,13 +126,13 @@ class RatingStore:
         if not table.exists():
             return None
         columns = set(table.columns_dict)
-        clauses, params = [], []
+        clauses, params = ["g.reasoning != ''"], []  # only reasoning paths are rated
         for column, value in (generation_filter or {}).items():
             if column not in columns:
                 raise RatingError(f"generation_filter column {column!r} is not in the generations table")
             clauses.append(f"g.[{column}] = ?")
             params.append(value)
-        return " AND ".join(clauses) or "1", params
+        return " AND ".join(clauses), params
 
     def queue(self, annotator: str, which: str, generation_filter: dict | None = None,
               low_threshold: int = 2) -> list[str]:

@@ -1,11 +1,16 @@
-"""Stage 1: a teacher model writes the reasoning path for each training record (paper's Figure 7).
+"""Stage 1: the reasoning path of each training record (paper's Figure 7), from a teacher model or a file.
 
-The teacher sees the retrieved profile items (joined with "|"), the request and the user's real
+From a teacher (:func:`reasoning_paths`): the teacher sees the retrieved profile items (joined with "|"), the request and the user's real
 output, and writes a bullet list on the user's style and preferences. The reasoning may not copy
 the output: lines that share a long word sequence with it are dropped.
 
 Results are cached in a JSONL file, one line per record, keyed by record id + teacher + prompt
 version, appended (and flushed) after every batch: a rerun or a crash never redoes finished records.
+
+From a file (:func:`reasoning_from_file`): precomputed paths keyed by record id, one JSON object per
+line with ``record_id``, ``reasoning`` and ``teacher`` (who wrote it): what a researcher brings
+from a 7B teacher run elsewhere, or the hand-written reference paths shipped with the sample
+(``SAMPLE_REASONING_FILE``). The same copy check applies.
 """
 
 from __future__ import annotations
@@ -16,12 +21,17 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .jsonl import append_jsonl, read_jsonl
-from .longlamp import Record
+from .longlamp import SAMPLE_DIR, Record
 from .models import GenerationSettings, LoadedModel, generate
 from .prompts import PROMPT_VERSION, PromptSettings, teacher_prompt
 from .retrieval import PAPER_TOP_K, retrieve
 
 COPY_NGRAM = 8  # a reasoning line sharing this many consecutive words with the output is a copy
+SAMPLE_REASONING_FILE = SAMPLE_DIR / "reasoning.jsonl"  # hand-written for every training record of the sample
+
+
+class ReasoningFileError(ValueError):
+    """A reasoning file that cannot be read, a bad row, or training records it does not cover."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +86,7 @@ def read_cache(cache_file: Path) -> dict[str, ReasoningPath]:
 
 def reasoning_paths(teacher: LoadedModel, records: Sequence[Record], cache_file: Path,
                     settings: ReasoningSettings = ReasoningSettings(),
-                    on_batch: Callable[[int], None] | None = None) -> dict[str, ReasoningPath]:
+                    on_batch: Callable[[int], None] | None = None, cancel=None) -> dict[str, ReasoningPath]:
     """The reasoning path of every record (record_id -> path), generating only the missing ones."""
     cached = read_cache(cache_file)
     todo = [r for r in records if cache_key(r.record_id, teacher.name) not in cached]
@@ -87,7 +97,7 @@ def reasoning_paths(teacher: LoadedModel, records: Sequence[Record], cache_file:
         batch = todo[start:start + step]
         prompts = [teacher_prompt(r.task, r.input, r.output, [x.item for x in retrieve(r, settings.k)], settings.prompt)
                    for r in batch]
-        outputs = generate(teacher, prompts, settings.generation)
+        outputs = generate(teacher, prompts, settings.generation, cancel=cancel)
         rows = []
         for record, samples in zip(batch, outputs):
             text = samples[0].text
@@ -101,3 +111,49 @@ def reasoning_paths(teacher: LoadedModel, records: Sequence[Record], cache_file:
         if on_batch is not None:
             on_batch(len(batch))
     return {r.record_id: cached[cache_key(r.record_id, teacher.name)] for r in records}
+
+
+def reasoning_from_file(path: Path, records: Sequence[Record]) -> dict[str, ReasoningPath]:
+    """The reasoning path of every record from a JSONL file keyed by record id.
+
+    A malformed line or row is an error naming the file and line; so is a training record the file
+    does not cover (the first few are named). Lines that copy the record's real output are dropped.
+    """
+    import json
+
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise ReasoningFileError(f"{path}: cannot read the reasoning file ({error.strerror or error})") from None
+    rows: dict[str, dict] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ReasoningFileError(f"{path}: line {number}: not JSON ({error.msg})") from None
+        for name in ("record_id", "reasoning", "teacher"):
+            if not isinstance(row, dict) or not isinstance(row.get(name), str) or not row[name].strip():
+                raise ReasoningFileError(f"{path}: line {number}: field {name!r} missing or not a non-empty string")
+        rows[row["record_id"]] = row
+    missing = [r.record_id for r in records if r.record_id not in rows]
+    if missing:
+        raise ReasoningFileError(f"{path}: no reasoning path for {len(missing)} of {len(records)} training records "
+                                 f"(e.g. {', '.join(missing[:3])}); pass --reasoning-from teacher, or a file "
+                                 "that covers them")
+    paths = {}
+    for record in records:
+        row = rows[record.record_id]
+        text, dropped = drop_copied_lines(row["reasoning"], record.output)
+        paths[record.record_id] = ReasoningPath(record.record_id, row["teacher"], text, dropped, truncated=False)
+    return paths
+
+
+def file_teachers(path: Path) -> str:
+    """Who wrote the paths in a reasoning file, for the run manifest and the page ("" when unreadable)."""
+    from .jsonl import read_jsonl
+
+    names = sorted({row.get("teacher", "?") for row in read_jsonl(Path(path)) if isinstance(row, dict)})
+    return ", ".join(names)

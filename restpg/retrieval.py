@@ -12,19 +12,14 @@ from dataclasses import dataclass
 
 from rank_bm25 import BM25Okapi
 
-from .longlamp import ProfileItem, Record, task_spec
+from .longlamp import TASKS, ProfileItem, Record, task_spec
 
 PAPER_TOP_K = 5  # paper: k = 5 retrieved profile items
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 # Fields that describe the user's document (retrieval text and prompt context), per task, in order.
-ITEM_TEXT_FIELDS: dict[str, tuple[str, ...]] = {
-    "product_review": ("overall", "summary", "description", "reviewText"),
-    "abstract_generation": ("title", "abstract"),
-    "topic_writing": ("summary", "content"),
-    "email_completion": ("title", "text"),
-}
+ITEM_TEXT_FIELDS: dict[str, tuple[str, ...]] = {name: spec.text_fields for name, spec in TASKS.items()}
 
 
 def item_text(task: str, item: ProfileItem) -> str:

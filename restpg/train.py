@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,9 @@ from typing import Callable, Sequence
 
 import torch
 
-from .models import ModelConfig, chat_text, load_tokenizer, pick_device, pick_dtype, resolve_model
+from .cancel import cancel_hooks
+from .hardware import Precision, choose_precision, pick_device
+from .models import ModelConfig, chat_text, load_tokenizer, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +55,6 @@ class TrainConfig:
     lora_dropout: float = 0.05
     save_steps: int = 1000  # paper validates every 1,000 steps
     seed: int = 0
-    device: str = "auto"
-    dtype: str = "auto"
 
     @property
     def gradient_accumulation_steps(self) -> int:
@@ -83,7 +84,10 @@ def tokenize_examples(tokenizer, examples: Sequence[TrainingExample], config: Tr
     for example in examples:
         prompt_ids = tokenizer(chat_text(tokenizer, example.prompt), add_special_tokens=False)["input_ids"]
         completion_ids = tokenizer(example.completion, add_special_tokens=False)["input_ids"]
-        completion_ids = completion_ids[: config.max_output_tokens - 1] + [tokenizer.eos_token_id]
+        if len(completion_ids) < config.max_output_tokens:
+            completion_ids = completion_ids + [tokenizer.eos_token_id]  # the model learns to stop here
+        else:  # cut at the limit: no end-of-sequence, the text goes on
+            completion_ids = completion_ids[: config.max_output_tokens]
         if len(prompt_ids) > config.max_input_tokens:
             prompt_ids = prompt_ids[-config.max_input_tokens:]
             clipped += 1
@@ -113,14 +117,24 @@ class WeightedCollator:
         }
 
 
-def weighted_completion_loss(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """mean over the batch of weight * (mean token cross-entropy of the example's completion)."""
-    shift_logits = logits[:, :-1, :].float()
-    shift_labels = labels[:, 1:]
+def predicted_positions(labels: torch.Tensor) -> torch.Tensor:
+    """Positions whose next token is a completion token in any row: the only logits the loss needs.
+
+    The prompt (most of each example) gets no logits at all, which saves the vocabulary projection
+    there (49k x 576 per token for SmolLM2, 256k x 2048 for Gemma) and its memory.
+    """
+    return torch.nonzero((labels[:, 1:] != -100).any(dim=0)).flatten()
+
+
+def weighted_completion_loss(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """mean over the batch of weight * (mean token cross-entropy of the example's completion).
+
+    ``logits[:, i]`` predicts ``targets[:, i]``; targets of -100 (prompt, padding) are ignored.
+    """
     token_loss = torch.nn.functional.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=-100,
-        reduction="none").view(shift_labels.shape)
-    mask = (shift_labels != -100).float()
+        logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100,
+        reduction="none").view(targets.shape)
+    mask = (targets != -100).float()
     per_example = (token_loss * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
     return (per_example * weight.to(per_example.device)).mean()
 
@@ -129,13 +143,21 @@ def _trainer_class():
     from transformers import Trainer
 
     class WeightedTrainer(Trainer):
-        """Trainer whose loss weights each example (reward-weighted likelihood for the M-step)."""
+        """Trainer whose loss weights each example (reward-weighted likelihood for the M-step).
+
+        The loss is a mean over the micro-batch, so the Trainer divides it by the gradient
+        accumulation steps (``loss_is_scaled_for_ga = False``): a step's gradient is the mean over
+        all its examples, the same for 1 x 4 and 4 x 1.
+        """
+
+        loss_is_scaled_for_ga = False
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             weight = inputs.pop("weight")
             labels = inputs.pop("labels")
-            outputs = model(**inputs)
-            loss = weighted_completion_loss(outputs.logits, labels, weight)
+            positions = predicted_positions(labels)
+            outputs = model(**inputs, logits_to_keep=positions)
+            loss = weighted_completion_loss(outputs.logits, labels[:, positions + 1], weight)
             return (loss, outputs) if return_outputs else loss
 
     return WeightedTrainer
@@ -151,17 +173,17 @@ def _progress_callback(on_step: Callable[[int, int, dict], None]):
     return Progress()
 
 
-def build_lora_model(model_config: ModelConfig, train_config: TrainConfig, init_adapter: Path | None = None):
+def build_lora_model(model_config: ModelConfig, train_config: TrainConfig, precision: Precision,
+                     init_adapter: Path | None = None):
     """A fresh base model with a trainable LoRA adapter (new, or continued from ``init_adapter``)."""
     from peft import LoraConfig, PeftModel, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, set_seed
 
-    device = pick_device(train_config.device)
-    dtype = pick_dtype(train_config.dtype, device)
     path = resolve_model(model_config.model, model_config.cache_dir)
-    base = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    base = AutoModelForCausalLM.from_pretrained(path, dtype=precision.dtype)
     if init_adapter is not None:
         return PeftModel.from_pretrained(base, str(init_adapter), is_trainable=True), path
+    set_seed(train_config.seed)  # the adapter's random initialisation is the same on every run
     lora = LoraConfig(r=train_config.lora_r, lora_alpha=train_config.lora_alpha, lora_dropout=train_config.lora_dropout,
                       target_modules="all-linear", task_type="CAUSAL_LM")
     return get_peft_model(base, lora), path
@@ -169,11 +191,14 @@ def build_lora_model(model_config: ModelConfig, train_config: TrainConfig, init_
 
 def train_lora(model_config: ModelConfig, examples: Sequence[TrainingExample], config: TrainConfig, output_dir: Path,
                init_adapter: Path | None = None,
-               on_step: Callable[[int, int, dict], None] | None = None) -> TrainResult:
+               on_step: Callable[[int, int, dict], None] | None = None,
+               cancel: threading.Event | None = None) -> TrainResult:
     """Train a LoRA adapter and save it to ``output_dir/adapter`` (written atomically).
 
-    Trainer checkpoints go to ``output_dir/checkpoints``; a rerun after a crash resumes from the
-    last one. A finished adapter is never overwritten: delete it to retrain.
+    Device and precision are ``model_config``'s (restpg.hardware chooses them for "auto").
+    Trainer checkpoints go to ``output_dir/checkpoints``; a rerun after a crash or a cancel resumes
+    from the last one. ``cancel`` set stops training at the next decoder layer (forward or backward)
+    with :class:`restpg.cancel.Cancelled`. A finished adapter is never overwritten: delete it to retrain.
     """
     from transformers import TrainingArguments
 
@@ -184,7 +209,10 @@ def train_lora(model_config: ModelConfig, examples: Sequence[TrainingExample], c
     adapter_dir = output_dir / "adapter"
     if (adapter_dir / "adapter_config.json").exists():
         raise FileExistsError(f"{adapter_dir} exists already (a finished run); delete it to train again")
-    model, path = build_lora_model(model_config, config, init_adapter)
+    device = pick_device(model_config.device)
+    precision = choose_precision(model_config.dtype, device)
+    log.info("training on %s in %s (%s)", device, precision.name, precision.reason)
+    model, path = build_lora_model(model_config, config, precision, init_adapter)
     tokenizer = load_tokenizer(path)
     rows = tokenize_examples(tokenizer, examples, config)
     steps_per_epoch = math.ceil(len(rows) / (config.per_device_batch_size * config.gradient_accumulation_steps))
@@ -192,8 +220,6 @@ def train_lora(model_config: ModelConfig, examples: Sequence[TrainingExample], c
     if config.num_epochs is not None:
         max_steps = min(max_steps, max(1, math.ceil(steps_per_epoch * config.num_epochs)))
     checkpoints = output_dir / "checkpoints"
-    device = pick_device(config.device)
-    dtype = pick_dtype(config.dtype, device)
     args = TrainingArguments(
         output_dir=str(checkpoints),
         max_steps=max_steps,
@@ -210,7 +236,7 @@ def train_lora(model_config: ModelConfig, examples: Sequence[TrainingExample], c
         save_steps=min(config.save_steps, max_steps),
         save_total_limit=2,
         seed=config.seed,
-        bf16=dtype == torch.bfloat16 and device.type == "cuda",
+        bf16=precision.dtype == torch.bfloat16 and device.type == "cuda",
         use_cpu=device.type == "cpu",
         remove_unused_columns=False,
         report_to=[],
@@ -222,7 +248,8 @@ def train_lora(model_config: ModelConfig, examples: Sequence[TrainingExample], c
                                callbacks=[_progress_callback(on_step)] if on_step else None)
     resume = checkpoints.exists() and any(checkpoints.glob("checkpoint-*"))
     start = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=True if resume else None)
+    with cancel_hooks(model, cancel):
+        output = trainer.train(resume_from_checkpoint=True if resume else None)
     seconds = time.perf_counter() - start
     if trainer.is_world_process_zero():  # under accelerate launch, one process writes
         staging = output_dir / ".adapter-staging"

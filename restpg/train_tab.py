@@ -10,12 +10,15 @@ import time
 
 import pandas as pd
 
-from .em import PRESETS, REWARDS
+from .em import PRESETS, REWARDS, default_preset
 from .evaluate import rounds_figure
+from .errors import PAGE_ERRORS
 from .jobs import JobError, JobRequest
 from .longlamp import PUBLIC_TASKS
 
 PRESET_DEFAULT = "preset's value"
+TRAIN_SFT = "train SFT in this job (stages 1-2)"
+CPU_PAGE_USERS = 2  # the page's proposal on a CPU: an EM round on 2 users per task
 REFRESH_SECONDS = 2.0
 JOB_COLUMNS = ["job", "status", "stage", "progress", "message", "started", "updated"]
 
@@ -63,15 +66,28 @@ def train_tab(parts, version_pickers):
     def optional(value, cast):
         return None if value in (None, "", 0, PRESET_DEFAULT) else cast(value)
 
-    def start(preset, task, users, rounds, samples, reward, tau, init, reasoning, name):
+    def sft_choices() -> list[str]:
+        """SFT adapters a job can start EM from: the shipped one first, then the runs' own."""
+        versions = service.versions()
+        return [label for label, v in versions.items() if v.step == "sft" and v.prompt_kind == "reasoning"]
+
+    def start(preset, task, users, rounds, samples, reward, tau, init, reasoning, name, start_from):
         try:
+            adapter = None
+            if start_from and start_from != TRAIN_SFT:
+                adapter = service.version(start_from).adapter
+                if not reasoning:
+                    raise JobError("an SFT-with-reasoning adapter cannot start ReST-EM without reasoning: "
+                                   f"choose '{TRAIN_SFT}'")
             request = JobRequest(preset=preset, tasks=task, users=optional(users, int), rounds=optional(rounds, int),
                                  samples=optional(samples, int), reward=optional(reward, str),
                                  tau=parse_tau(tau),
                                  init=init, reasoning=bool(reasoning), name=(name or "").strip() or None,
-                                 model=service.model_config.model, device=service.model_config.device)
+                                 model=service.model_config.model, device=service.model_config.device,
+                                 dtype=service.model_config.dtype,
+                                 sft_adapter=str(adapter) if adapter else None)
             run_id = jobs.start(request)
-        except (JobError, ValueError) as error:
+        except PAGE_ERRORS as error:
             raise gr.Error(str(error)) from error
         rows = jobs.jobs()
         return (f"started {run_id}", gr.update(choices=[(_job_label(r), r["run_id"]) for r in rows], value=run_id),
@@ -100,18 +116,26 @@ def train_tab(parts, version_pickers):
             [gr.skip()] * len(version_pickers)
         return (jobs_table(rows), picker, progress_html(row), log, figure, versions, metrics, *updates)
 
+    on_cpu = default_preset() == "cpu-small"
     with gr.Row():
-        preset = gr.Dropdown(list(PRESETS), value="cpu-small", label="preset")
-        task = gr.Dropdown([*PUBLIC_TASKS, "all"], value=PUBLIC_TASKS[0], label="task(s)")
+        preset = gr.Dropdown(list(PRESETS), value=default_preset(), label="preset")
+        task = gr.Dropdown([*PUBLIC_TASKS, "all"], value="all", label="task(s)")
         reward = gr.Dropdown([PRESET_DEFAULT, *REWARDS], value=PRESET_DEFAULT, label="reward")
         tau = gr.Textbox(value="", label="threshold tau (empty: the preset's rule)", placeholder="e.g. 1.0")
         init = gr.Radio(["base", "previous"], value="base", label="M-step starts from (paper: base)")
     with gr.Row():
-        users = gr.Number(value=0, precision=0, label="training users per task (0: preset)")
-        rounds = gr.Number(value=0, precision=0, label="EM rounds (0: preset)")
+        # On a CPU the page proposes one round on 2 users per task (18 requests): about ten minutes on
+        # 2 cores (bench/demo_bench.py --only round); 0 means the preset's value.
+        users = gr.Number(value=CPU_PAGE_USERS if on_cpu else 0, precision=0,
+                          label="training users per task for EM (0: preset)")
+        rounds = gr.Number(value=1 if on_cpu else 0, precision=0, label="EM rounds (0: preset)")
         samples = gr.Number(value=0, precision=0, label="samples per request m (0: preset)")
         reasoning = gr.Checkbox(value=True, label="with reasoning (REST-PG); off: ReST-EM baseline")
         name = gr.Textbox(label="job name (an existing job's name resumes it)", placeholder="e.g. pr-small")
+    with gr.Row():
+        sft_labels = sft_choices()
+        start_from = gr.Dropdown([*sft_labels, TRAIN_SFT], value=(sft_labels or [TRAIN_SFT])[0],
+                                 label="EM rounds start from (an SFT adapter skips stages 1-2)", scale=3)
     start_button = gr.Button("Start training job", variant="primary", elem_id="start-job")
     start_note = gr.Textbox(label="", interactive=False, show_label=False)
     jobs_frame = gr.Dataframe(jobs_table([]), label="jobs (this device runs one at a time)", interactive=False)
@@ -124,7 +148,7 @@ def train_tab(parts, version_pickers):
     known_versions = gr.State([])
     shown_metrics = gr.State([None, None])  # [run_id, round metrics] of the plot on the page
 
-    start_button.click(start, [preset, task, users, rounds, samples, reward, tau, init, reasoning, name],
+    start_button.click(start, [preset, task, users, rounds, samples, reward, tau, init, reasoning, name, start_from],
                        [start_note, job, jobs_frame], api_name="start_job")
     cancel_button.click(cancel, job, start_note, api_name="cancel_job")
     refresh_outputs = [jobs_frame, job, progress, log, figure, known_versions, shown_metrics, *version_pickers]

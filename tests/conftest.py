@@ -34,12 +34,12 @@ def tiny_model_dir(tmp_path_factory, default_model_dir):
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_model_dir):
-    return load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"))
+    return load_model(ModelConfig(model=str(tiny_model_dir), device="cpu", dtype="float32"))
 
 
 @pytest.fixture(scope="session")
 def real_model(default_model_dir):
-    return load_model(ModelConfig(model=DEFAULT_MODEL, device="cpu"))
+    return load_model(ModelConfig(model=DEFAULT_MODEL, device="cpu", dtype="float32"))
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from restpg.app import dataset_summary, profile_table
+from restpg.explore_tab import dataset_summary, profile_table
+from restpg.train_tab import TRAIN_SFT
 from restpg.longlamp import load_records, sample_path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -137,6 +138,7 @@ def test_bad_input_shows_an_error_and_the_app_keeps_serving(app, tmp_path):
     broken.write_text("{this is not json\n")
     _, message = client.predict(handle_file(str(broken)), "product_review", "user", api_name="/upload")
     assert message.startswith("upload refused") and "broken.jsonl" in message
+    assert "/tmp" not in message and "gradio" not in message  # no server path in the page
     long_request = review_row("LONG", request="Generate the review text for " + "a very long product name " * 2000)
     upload = tmp_path / "long.jsonl"
     upload.write_text(json.dumps(long_request) + "\n")
@@ -205,7 +207,7 @@ def test_auth_is_required_when_set(tiny_model_dir, tmp_path):
 def test_start_and_cancel_a_training_job(app):
     client = app.client()
     note, *_ = client.predict("cpu-small", "product_review", 2, 1, 2, "preset's value", "", "base", True, "smoke",
-                              api_name="/start_job")
+                              TRAIN_SFT, api_name="/start_job")
     run_id = note.removeprefix("started ")
     assert run_id.endswith("smoke")
     job = next(j for j in json.loads(client.predict(api_name="/jobs")) if j["run_id"] == run_id)
@@ -216,7 +218,7 @@ def test_start_and_cancel_a_training_job(app):
     assert os.getpriority(os.PRIO_PROCESS, job["pid"]) == 10
     with pytest.raises(Exception, match="already running"):
         client.predict("cpu-small", "product_review", 2, 1, 2, "preset's value", "", "base", True, "second",
-                       api_name="/start_job")
+                       TRAIN_SFT, api_name="/start_job")
     client.predict(run_id, api_name="/cancel_job")
     deadline = time.time() + 60
     while time.time() < deadline:

@@ -75,9 +75,10 @@ def test_train_cli_runs_the_pipeline_and_records_status(tiny_model_dir, tmp_path
     from restpg.store import Store
 
     run_dir, db = tmp_path / "run", tmp_path / "restpg.db"
-    args = ["train", "--preset", "cpu-small", "--model", str(tiny_model_dir), "--device", "cpu", "--dtype", "float32",
-            "--users", "1", "--eval-users", "1", "--rounds", "1", "--samples", "2", "--max-new-tokens", "8",
-            "--no-reasoning", "--reward", "rougeL", "--tau", "0.0", "--run-dir", str(run_dir), "--store", str(db)]
+    args = ["train", "--preset", "cpu-small", "--task", "product_review", "--model", str(tiny_model_dir),
+            "--device", "cpu", "--dtype", "float32", "--users", "1", "--eval-users", "1", "--rounds", "1",
+            "--samples", "2", "--max-new-tokens", "8", "--no-reasoning", "--keep-truncated", "--reward", "rougeL",
+            "--tau", "0.0", "--run-dir", str(run_dir), "--store", str(db)]
     code = main(args)
     out = capsys.readouterr().out
     assert code == 0, out

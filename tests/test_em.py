@@ -11,7 +11,7 @@ from restpg.train import TrainConfig
 
 TINY_TRAIN = TrainConfig(learning_rate=1e-2, warmup_steps=0, max_steps=4, batch_size=4, per_device_batch_size=2,
                          optimizer="adamw_torch", lora_r=4, lora_alpha=8, lora_dropout=0.0, save_steps=2,
-                         max_input_tokens=512, max_output_tokens=32, device="cpu")
+                         max_input_tokens=512, max_output_tokens=32)
 
 
 @pytest.fixture
@@ -20,7 +20,8 @@ def tiny_config(tiny_model_dir):
     # from the tiny model with tau = 0 so every non-empty answer passes.
     return EMConfig(tasks=("product_review",), train_users=2, eval_users=1, model=str(tiny_model_dir),
                     reasoning=False, rounds=2, samples_per_input=2, reward="judge", tau=0.0, max_item_words=8,
-                    max_new_tokens=6, generation_batch_size=2, sft=TINY_TRAIN, mstep=TINY_TRAIN, device="cpu")
+                    max_new_tokens=6, generation_batch_size=2, sft=TINY_TRAIN, mstep=TINY_TRAIN, device="cpu", dtype="float32",
+                    keep_truncated=True)  # a random model never stops by itself
 
 
 def sample(record_id, reward, answer="a", reasoning="r"):
@@ -47,7 +48,9 @@ def test_presets_mark_the_paper_defaults():
     assert (paper.rounds, paper.samples_per_input, paper.temperature, paper.max_kept_per_input) == (3, 32, 0.7, 10)
     assert paper.reward == "judge" and paper.tau is None and paper.init == "base" and paper.k == 5
     small = PRESETS["cpu-small"]
-    assert small.train_users == 8 and small.samples_per_input == 4 and small.max_new_tokens == 192
+    assert small.train_users == 8 and small.samples_per_input == 4 and small.max_new_tokens == 256
+    assert small.tasks == paper.tasks  # one model on every public task, as the paper
+    assert small.reasoning_from == "sample" and small.dtype == "auto"  # precision is the hardware's choice
 
 
 def test_run_writes_every_round_and_resume_redoes_nothing(tiny_config, tmp_path, monkeypatch):
@@ -162,3 +165,53 @@ def test_disk_full_while_saving_an_adapter_leaves_earlier_results(tiny_config, t
     assert not (run / "round-1" / "adapter").exists() and (run / "round-1" / "estep.done").exists()
     monkeypatch.setattr(PeftModel, "save_pretrained", real_save)
     assert sorted(run_em(config, run)) == [0, 1]  # space freed: the run finishes from the M-step
+
+
+def test_truncated_samples_are_not_kept_unless_asked():
+    rows = [dict(sample("x", 1.0), truncated=True), dict(sample("x", 1.0), truncated=False)]
+    config = EMConfig(reward="judge")
+    assert len(select_samples(rows, config)) == 1
+    assert len(select_samples(rows, dataclasses.replace(config, keep_truncated=True))) == 2
+
+
+def test_a_run_reads_reasoning_from_a_file(tiny_config, tmp_path):
+    """Stage 1 from a file of precomputed paths; the manifest names who wrote them; no teacher runs."""
+    from restpg.em import load_split
+
+    config = dataclasses.replace(tiny_config, rounds=0)
+    paths = tmp_path / "paths.jsonl"
+    paths.write_text("".join(json.dumps({"record_id": r.record_id, "reasoning": "- likes short sentences",
+                                         "teacher": "gemma-7b-it (elsewhere)"}) + "\n"
+                             for r in load_split(config, "train", config.train_users)))
+    run_em(dataclasses.replace(config, reasoning=True, reasoning_from=str(paths)), tmp_path / "run")
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["models"]["teacher"] == "gemma-7b-it (elsewhere) (file paths.jsonl)"
+    assert not (tmp_path / "run" / "reasoning.jsonl").exists()  # no teacher ran
+    paths.write_text("")
+    with pytest.raises(RunError, match="no reasoning path for 6 of 6 training records"):
+        run_em(dataclasses.replace(config, reasoning=True, reasoning_from=str(paths)), tmp_path / "other")
+
+
+def test_a_run_starts_its_rounds_from_another_runs_sft(tiny_config, tmp_path):
+    """sft_adapter (the Train tab's "start from the shipped SFT"): stages 1 and 2 are skipped."""
+    run_em(dataclasses.replace(tiny_config, rounds=0), tmp_path / "first")
+    sft = tmp_path / "first" / "sft" / "adapter"
+    second = dataclasses.replace(tiny_config, rounds=1, sft_adapter=str(sft))
+    stages = []
+    results = run_em(second, tmp_path / "second", RunControl(on_progress=lambda s, d, t: stages.append(s)))
+    assert sorted(results) == [0, 1] and not any(s.startswith(("stage 1", "stage 2")) for s in stages)
+    assert results[0] == json.loads((tmp_path / "first" / "sft" / "metrics.json").read_text())  # reused, not redone
+    samples = [json.loads(line) for line in (tmp_path / "second" / "round-1" / "samples.jsonl").read_text().splitlines()]
+    assert {s["model_version"] for s in samples} == {"sft"}
+    with pytest.raises(RunError, match="trained with k = 5"):
+        run_em(dataclasses.replace(second, k=3), tmp_path / "third")
+
+
+def test_clipped_reasoning_keeps_its_bullets_on_their_own_lines():
+    from restpg.em import clip_reasoning
+
+    bullets = "- Background: a nurse. Works nights.\n- Style: short lines, one flaw.\n- For this request: noise."
+    assert clip_reasoning(bullets, 60) == bullets and clip_reasoning(bullets, None) == bullets
+    assert clip_reasoning(bullets, 12) == "- Background: a nurse. Works nights.\n- Style: short lines, one flaw."
+    assert clip_reasoning(bullets, 4) == "- Background: a nurse."
+    assert clip_reasoning("one two three four five", 3) == "one two three"

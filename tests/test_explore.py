@@ -13,9 +13,9 @@ from restpg.models import ModelConfig, ModelError
 
 @pytest.fixture
 def service(tmp_path, tiny_model_dir):
-    paths = AppPaths(tmp_path / "data", tmp_path / "runs")
+    paths = AppPaths(tmp_path / "data", tmp_path / "runs", shipped_dir=tmp_path / "shipped")  # nothing shipped here
     paths.data_dir.mkdir()
-    return ExploreService(ModelConfig(model=str(tiny_model_dir), device="cpu"), paths, use_judge=False)
+    return ExploreService(ModelConfig(model=str(tiny_model_dir), device="cpu", dtype="float32"), paths, use_judge=False)
 
 
 def _write(path, rows):
@@ -47,8 +47,9 @@ def test_upload_keeps_good_files_and_refuses_bad_ones(service, tmp_path):
     assert len(loaded.records) == 1 and len(loaded.problems) == 1
     broken = tmp_path / "tmp2"
     broken.write_text("{not json\n")
-    with pytest.raises(DatasetError, match="broken.jsonl"):
+    with pytest.raises(DatasetError, match="broken.jsonl") as refused:
         service.upload(broken, "broken.jsonl", "product_review", "user")
+    assert str(tmp_path) not in str(refused.value)  # the user's file name, not the server's temporary copy
     with pytest.raises(DatasetError, match="not a dataset file"):
         service.upload(good, "evil.sh", "product_review", "user")
     assert sorted(p.name for p in service.paths.uploads.iterdir()) == ["My_Reviews.jsonl"]

@@ -213,3 +213,19 @@ def test_many_bad_records_are_summarised(tmp_path):
 def test_read_rows_is_raw(tmp_path):
     path = write_jsonl(tmp_path / "r.jsonl", [{"anything": 1}])
     assert read_rows(path, "product_review") == [{"anything": 1}]
+
+
+def test_optional_item_fields_may_be_missing_with_a_note(tmp_path):
+    """A year the method never reads is optional: the record loads and the loader says so."""
+    path = tmp_path / "abstracts.jsonl"
+    item = {"id": "p1", "title": "A title", "abstract": "An abstract."}  # no "year"
+    path.write_text(json.dumps({"name": "Ada", "input": "Generate an abstract for the title \"X\"", "output": "Y.",
+                                "profile": [item, dict(item, id="p2", year=2020)]}) + "\n")
+    loaded = load_records(path, "abstract_generation")
+    assert len(loaded.records) == 1 and not loaded.problems
+    assert loaded.notes == ["1 record(s) have profile items without the optional field 'year' "
+                            "(the method does not read it)"]
+    del item["title"]  # a field the method reads is still required
+    path.write_text(json.dumps({"name": "Ada", "input": "x", "output": "y", "profile": [item]}) + "\n")
+    with pytest.raises(DatasetError, match=r"record 0 \(user 'Ada'\): field profile\[0\].title: missing"):
+        load_records(path, "abstract_generation")

@@ -4,6 +4,7 @@ import pytest
 
 from helpers import make_adapter
 
+from restpg.hardware import PrecisionError
 from restpg.models import (DEFAULT_MODEL, GenerationSettings, ModelConfig, ModelError, PromptTooLongError, stream_generate,
                            chat_text, check_adapter_folder, generate, load_adapter, load_model, resolve_model,
                            use_adapter)
@@ -24,7 +25,7 @@ def test_bad_model_names(tmp_path):
     (tmp_path / "notamodel").mkdir()
     with pytest.raises(ModelError, match="not a model folder"):
         resolve_model(str(tmp_path / "notamodel"))
-    with pytest.raises(ModelError, match="unknown dtype"):
+    with pytest.raises(PrecisionError, match="unknown dtype"):
         load_model(ModelConfig(model=str(tmp_path), dtype="int3"))
 
 
@@ -61,7 +62,7 @@ def test_overlong_prompt_is_refused(tiny_model):
 
 
 def test_adapters_attach_and_switch_without_reloading(tiny_model_dir, tmp_path):
-    loaded = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"))
+    loaded = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu", dtype="float32"))
     prompt = ["tell me something"]
     base_text = generate(loaded, prompt, GREEDY)[0][0].text
     base_module = loaded.model
@@ -99,7 +100,7 @@ def test_broken_adapter_folders(tiny_model, tmp_path):
 
 def test_adapter_for_another_model_is_refused(tiny_model_dir, default_model_dir, tmp_path):
     folder = make_adapter(default_model_dir, tmp_path / "big", seed=0)  # 576-wide LoRA on a 32-wide model
-    loaded = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"))
+    loaded = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu", dtype="float32"))
     with pytest.raises(ModelError, match="adapter does not fit model"):
         load_adapter(loaded, folder)
 

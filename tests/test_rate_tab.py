@@ -12,7 +12,10 @@ from pathlib import Path
 import pytest
 
 from helpers import review_row
-from test_app import App, generate
+from restpg.generations import GenerationKey, GenerationStore
+from restpg.longlamp import load_records, sample_path, validate_rows
+from restpg.store import Store
+from test_app import App
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -29,9 +32,16 @@ def seeded_app(tiny_model_dir, tmp_path):
     row["output"] = f"My kids love it {HOSTILE}"
     row["profile"][0]["summary"] = f"Safe {HOSTILE} train"
     (app.data_dir / "hostile.jsonl").write_text(json.dumps(row) + "\n")
-    client = app.client()
-    generate(client)  # one generation from the sample ...
-    generate(client, dataset="hostile.jsonl", user="HTMLUSER")  # ... and one whose texts hold HTML
+    # Two stored reasoning paths, as the page stores them (a random tiny model may write none):
+    # one for a sample record, one whose texts hold HTML.
+    store = GenerationStore(Store(app.runs_dir / "restpg.db"))
+    sample = load_records(sample_path("product_review", "user", "val"), "product_review").records[0]
+    hostile = validate_rows([row], "product_review", "hostile.jsonl").records[0]
+    for dataset, record, reasoning in (("shipped sample", sample, "- Background: a careful shopper"),
+                                       ("hostile.jsonl", hostile, f"- Style: {HOSTILE} short lines")):
+        store.save(GenerationKey.of(dataset, record.record_id, "tiny", k=5), record, prompt="p", retrieved_ids=[],
+                   reasoning=reasoning, response=f"A fine tent. {HOSTILE}", text="t", new_tokens=6, truncated=False,
+                   stopped=False, scores={"rougeL": 0.1})
     yield app
     app.stop()
 

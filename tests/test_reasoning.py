@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from helpers import review_record
 from restpg.models import GenerationSettings
 from restpg.reasoning import ReasoningSettings, cache_key, drop_copied_lines, read_cache, reasoning_paths
@@ -41,3 +43,54 @@ def test_a_crash_mid_file_redoes_only_the_torn_record(tiny_model, tmp_path):
     assert len(read_cache(cache)) == 2
     again = reasoning_paths(tiny_model, records, cache, FAST)
     assert len(again) == 3 and len(read_cache(cache)) == 3
+
+
+def sample_training_records():
+    from restpg.longlamp import PUBLIC_TASKS, SPLIT_FAMILIES, load_records, sample_path
+
+    return [r for task in PUBLIC_TASKS for family in SPLIT_FAMILIES
+            for r in load_records(sample_path(task, family, "train"), task, family, "train").records]
+
+
+def test_the_sample_ships_a_hand_written_path_for_every_training_record():
+    from restpg.reasoning import SAMPLE_REASONING_FILE, reasoning_from_file
+
+    records = sample_training_records()
+    paths = reasoning_from_file(SAMPLE_REASONING_FILE, records)
+    assert set(paths) == {r.record_id for r in records} and len(paths) == 84
+    for record in records:
+        path = paths[record.record_id]
+        lines = path.reasoning.splitlines()
+        assert path.dropped_copied_lines == 0, record.record_id  # passes the project's copy check whole
+        assert 3 <= len(lines) <= 5 and all(line.startswith("- ") for line in lines), record.record_id
+        assert len(path.reasoning.split()) <= 60 and path.teacher.startswith("hand-written")
+        assert record.output[:40] not in path.reasoning
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"record_id": "x", "reasoning": "- a"}\n', "line 1: field 'teacher' missing"),
+    ('not json\n', "line 1: not JSON"),
+    ('\n{"record_id": "x", "reasoning": "", "teacher": "t"}\n', "line 2: field 'reasoning' missing"),
+    ('{"record_id": "other", "reasoning": "- a", "teacher": "t"}\n', "no reasoning path for 1 of 1 training records"),
+], ids=["no teacher", "not json", "empty reasoning", "record not covered"])
+def test_a_bad_reasoning_file_names_the_file_and_line(tmp_path, content, message):
+    from restpg.reasoning import ReasoningFileError, reasoning_from_file
+
+    path = tmp_path / "paths.jsonl"
+    path.write_text(content)
+    with pytest.raises(ReasoningFileError, match=message) as caught:
+        reasoning_from_file(path, [review_record()])
+    assert str(path) in str(caught.value)
+    with pytest.raises(ReasoningFileError, match="cannot read"):
+        reasoning_from_file(tmp_path / "missing.jsonl", [review_record()])
+
+
+def test_a_reasoning_file_row_that_copies_the_output_loses_that_line(tmp_path):
+    from restpg.reasoning import reasoning_from_file
+
+    record = review_record()
+    path = tmp_path / "paths.jsonl"
+    path.write_text(json.dumps({"record_id": record.record_id, "teacher": "gemma-7b-it",
+                                "reasoning": f"- safety first\n- {record.output}"}) + "\n")
+    found = reasoning_from_file(path, [record])[record.record_id]
+    assert found.reasoning == "- safety first" and found.dropped_copied_lines == 1 and found.teacher == "gemma-7b-it"

@@ -8,7 +8,7 @@ from restpg.train import (TrainConfig, TrainingExample, WeightedCollator, tokeni
                           weighted_completion_loss)
 
 FAST = TrainConfig(learning_rate=5e-3, warmup_steps=0, max_steps=6, batch_size=2, per_device_batch_size=2,
-                   optimizer="adamw_torch", lora_r=4, lora_alpha=8, lora_dropout=0.0, save_steps=2, device="cpu")
+                   optimizer="adamw_torch", lora_r=4, lora_alpha=8, lora_dropout=0.0, save_steps=2)
 
 
 def test_loss_masks_the_prompt_and_scales_with_weight():
@@ -19,7 +19,7 @@ def test_loss_masks_the_prompt_and_scales_with_weight():
     assert weighted_completion_loss(logits, labels, torch.tensor([0.0, 0.0])) == 0
     assert weighted_completion_loss(logits, labels, torch.tensor([2.0, 2.0])) == pytest.approx(2 * ones.item())
     changed = logits.clone()
-    changed[0, 0] += 5.0  # position 0 predicts token 1 of row 0: a prompt token, masked
+    changed[0, 0] += 5.0  # position 0 of row 0 has no target (-100: a prompt token): masked
     assert weighted_completion_loss(changed, labels, torch.tensor([1.0, 1.0])) == pytest.approx(ones.item())
     # each example counts as the mean over its own completion tokens, whatever its length
     only_first = weighted_completion_loss(logits, labels, torch.tensor([1.0, 0.0]))
@@ -44,23 +44,23 @@ def test_tokenize_and_collate(tiny_model):
 def test_train_saves_a_loadable_adapter_that_learned(tiny_model_dir, tmp_path):
     examples = [TrainingExample("say the word", "banana banana banana")] * 4
     config = dataclasses.replace(FAST, learning_rate=5e-2, max_steps=20, save_steps=10)
-    result = train_lora(ModelConfig(model=str(tiny_model_dir)), examples, config, tmp_path / "run")
+    result = train_lora(ModelConfig(model=str(tiny_model_dir), dtype="float32"), examples, config, tmp_path / "run")
     assert result.steps == 20 and result.examples == 4 and result.train_tokens > 0
     assert (result.adapter_dir / "adapter_config.json").exists()
     assert not (tmp_path / "run" / "checkpoints").exists()
     losses = [h["loss"] for h in result.log_history if "loss" in h]
     assert losses[-1] < losses[0]
-    loaded = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu"))
+    loaded = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu", dtype="float32"))
     load_adapter(loaded, result.adapter_dir)
     text = generate(loaded, ["say the word"], GenerationSettings(max_new_tokens=3, temperature=0.0))[0][0].text
     assert "banana" in text
     with pytest.raises(FileExistsError, match="exists already"):
-        train_lora(ModelConfig(model=str(tiny_model_dir)), examples, config, tmp_path / "run")
+        train_lora(ModelConfig(model=str(tiny_model_dir), dtype="float32"), examples, config, tmp_path / "run")
 
 
 def test_zero_weight_examples_do_not_train(tiny_model_dir, tmp_path):
     examples = [TrainingExample("say the word", "banana banana banana", weight=0.0)] * 4
-    result = train_lora(ModelConfig(model=str(tiny_model_dir)), examples, FAST, tmp_path / "run")
+    result = train_lora(ModelConfig(model=str(tiny_model_dir), dtype="float32"), examples, FAST, tmp_path / "run")
     assert all(h["loss"] == 0 for h in result.log_history if "loss" in h)
 
 
@@ -75,17 +75,69 @@ def test_interrupted_training_resumes_from_its_checkpoint(tiny_model_dir, tmp_pa
             raise Crash
 
     with pytest.raises(Crash):
-        train_lora(ModelConfig(model=str(tiny_model_dir)), examples, FAST, tmp_path / "run", on_step=crash_at_step_3)
+        train_lora(ModelConfig(model=str(tiny_model_dir), dtype="float32"), examples, FAST, tmp_path / "run", on_step=crash_at_step_3)
     assert (tmp_path / "run" / "checkpoints" / "checkpoint-2").exists()
     assert not (tmp_path / "run" / "adapter").exists()
     seen = []
-    result = train_lora(ModelConfig(model=str(tiny_model_dir)), examples, FAST, tmp_path / "run",
+    result = train_lora(ModelConfig(model=str(tiny_model_dir), dtype="float32"), examples, FAST, tmp_path / "run",
                         on_step=lambda step, total, logs: seen.append(step))
     assert result.steps == 6 and min(s for s in seen if s) == 3  # steps 1-2 were not redone
 
 
 def test_bad_examples_are_refused(tiny_model_dir, tmp_path):
     with pytest.raises(ValueError, match="no training examples"):
-        train_lora(ModelConfig(model=str(tiny_model_dir)), [], FAST, tmp_path)
+        train_lora(ModelConfig(model=str(tiny_model_dir), dtype="float32"), [], FAST, tmp_path)
     with pytest.raises(ValueError, match="non-negative"):
-        train_lora(ModelConfig(model=str(tiny_model_dir)), [TrainingExample("a", "b", -1.0)], FAST, tmp_path)
+        train_lora(ModelConfig(model=str(tiny_model_dir), dtype="float32"), [TrainingExample("a", "b", -1.0)], FAST, tmp_path)
+
+
+def _one_sgd_step(tiny_model_dir, tmp_path, micro: int, name: str):
+    """The LoRA weights and logged loss after one optimizer step of batch 4 in micro-batches of ``micro``."""
+    from safetensors.torch import load_file
+
+    examples = [TrainingExample(f"prompt {i} " * (2 + i), "the answer " * (1 + 2 * i), 1.0 + i / 4) for i in range(4)]
+    config = TrainConfig(learning_rate=0.5, optimizer="sgd", warmup_steps=0, max_steps=1, batch_size=4,
+                         per_device_batch_size=micro, weight_decay=0.0, max_grad_norm=1e9, lora_r=2, lora_alpha=4,
+                         lora_dropout=0.0, save_steps=1)
+    result = train_lora(ModelConfig(model=str(tiny_model_dir), dtype="float32"), examples, config, tmp_path / name)
+    loss = next(h["loss"] for h in result.log_history if "loss" in h)
+    return load_file(str(result.adapter_dir / "adapter_model.safetensors")), loss
+
+
+def test_gradient_accumulation_gives_the_same_step(tiny_model_dir, tmp_path):
+    """Batch 4 as 1 x 4, 2 x 2 or 4 x 1: the same gradient (so the same SGD step) and the same logged loss."""
+    whole, whole_loss = _one_sgd_step(tiny_model_dir, tmp_path, 4, "a")
+    for micro in (2, 1):
+        weights, loss = _one_sgd_step(tiny_model_dir, tmp_path, micro, f"m{micro}")
+        assert loss == pytest.approx(whole_loss, rel=1e-4)
+        for name, value in whole.items():
+            assert torch.allclose(weights[name], value, atol=1e-5), (micro, name)
+    moved = [name for name, value in whole.items() if "lora_B" in name and value.abs().max() > 0]
+    assert moved  # the step did change the adapter (B starts at zero)
+
+
+def test_loss_on_the_completion_positions_equals_the_full_loss(tiny_model):
+    """Logits only where a completion token is predicted give the same loss as logits everywhere."""
+    from restpg.train import predicted_positions
+
+    rows = tokenize_examples(tiny_model.tokenizer, [TrainingExample("a longer prompt here", "yes"),
+                                                     TrainingExample("hi", "a longer completion")], TrainConfig())
+    batch = WeightedCollator(0)(rows)
+    with torch.no_grad():
+        full = tiny_model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        positions = predicted_positions(batch["labels"])
+        kept = tiny_model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                logits_to_keep=positions).logits
+    assert kept.shape[1] == len(positions) < full.shape[1]
+    expected = weighted_completion_loss(full[:, :-1], batch["labels"][:, 1:], batch["weight"])
+    assert weighted_completion_loss(kept, batch["labels"][:, positions + 1], batch["weight"]) == \
+        pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_a_completion_cut_at_the_limit_gets_no_end_of_sequence(tiny_model):
+    eos = tiny_model.tokenizer.eos_token_id
+    short, cut = tokenize_examples(tiny_model.tokenizer, [TrainingExample("p", "one two"),
+                                                          TrainingExample("p", "one two three four five six")],
+                                   TrainConfig(max_output_tokens=4))
+    assert short["labels"][-1] == eos
+    assert cut["labels"][-1] != eos and sum(1 for t in cut["labels"] if t != -100) == 4
