@@ -12,6 +12,7 @@ import json
 import re
 import shutil
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -31,7 +32,8 @@ SAMPLE_DATASET = "shipped sample"
 UPLOAD_FOLDER = "uploads"
 DATA_SUFFIXES = (".json", ".jsonl", ".parquet")
 MAX_UPLOAD_BYTES = 200 * 1024 * 1024
-SHIPPED_GENERATIONS = "generations.jsonl"  # beside each shipped run: its stored generations for the demo
+SHIPPED_GENERATIONS = "generations.jsonl"
+STREAM_INTERVAL_S = 0.25  # at most four page updates a second while a generation streams  # beside each shipped run: its stored generations for the demo
 
 
 @dataclass(frozen=True)
@@ -283,8 +285,11 @@ class ExploreService:
         with self._generating:  # one generation at a time on the shared model
             loaded = self.activate(version)
             set_threads(threads)
-            final = None
+            final, shown_at = None, 0.0
             for final in stream_generate(loaded, prompt, generation_settings, stop):
+                if time.perf_counter() - shown_at < STREAM_INTERVAL_S:
+                    continue  # the page redraws a few times a second; each redraw costs the CPU the model runs on
+                shown_at = time.perf_counter()
                 # Unfinished text: before the transition phrase, all of it is reasoning so far.
                 parsed = answer_of(described.prompt_kind, final.text, truncated=True)
                 yield StreamUpdate(parsed.reasoning, parsed.response, done=False)

@@ -127,7 +127,10 @@ def rate_tab(parts):
     with gr.Row():
         annotator = gr.Textbox(label="annotator", placeholder="your name", elem_id="rate-annotator", scale=1)
         which = gr.Radio(FILTERS, value="unrated", label="show", scale=2)
-        version = gr.Dropdown(version_choices(), value=ANY_VERSION, label="model version", scale=2,
+        # The list opens on the version the Explore tab opens on (the best shipped one), when it has items.
+        opening = parts.service.version_id(parts.service.default_version())
+        version = gr.Dropdown(version_choices(), value=opening if opening in version_choices() else ANY_VERSION,
+                              label="model version", scale=2,
                               allow_custom_value=True)
         load_button = gr.Button("Load items", elem_id="rate-load", scale=1)
     counter = gr.Textbox(label="progress", interactive=False, elem_id="rate-counter")
