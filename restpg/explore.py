@@ -19,7 +19,7 @@ from typing import Iterator
 
 from .evaluate import predict, prompt_for, score_predictions
 from .generations import GenerationKey, GenerationStore
-from .hardware import set_threads
+from .hardware import pick_device, set_threads
 from .jobs import JobError, safe_child
 from .longlamp import PUBLIC_TASKS, DatasetError, LoadedRecords, Record, load_records, sample_path
 from .models import (GenerationSettings, LoadedModel, ModelConfig, ModelError, default_max_new_tokens, load_adapter,
@@ -254,7 +254,7 @@ class ExploreService:
             raise ValueError(f"k must be between 1 and 20 (got {k})")
         if not 0.0 <= temperature <= 2.0:
             raise ValueError(f"temperature must be between 0 and 2 (got {temperature})")
-        tokens = max_new_tokens or default_max_new_tokens(self.model().device)
+        tokens = max_new_tokens or default_max_new_tokens(pick_device(self.model_config.device))  # no model load
         if not 1 <= tokens <= 4096:
             raise ValueError(f"max new tokens must be between 1 and 4096 (got {tokens})")
         return {"k": k, "max_new_tokens": tokens, "temperature": temperature}
