@@ -13,6 +13,7 @@ import re
 import shutil
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -78,6 +79,11 @@ class ExploreService:
     # Held for a whole streamed generation; a plain Lock because Gradio may resume a generator on
     # another thread, and an RLock can only be released by the thread that took it.
     _generating: threading.Lock = field(default_factory=threading.Lock, init=False)
+    # Every model call (load, adapter switch, generation, judge) runs on this one thread: bf16 decoding
+    # on a CPU ran about 20% slower once torch had run on several threads of the process, as a web
+    # server's worker threads would make it (bench/demo_bench.py).
+    _torch: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "restpg-torch"), init=False)
+    _on_torch_thread: threading.local = field(default_factory=threading.local, init=False)
 
     def __post_init__(self) -> None:
         self.store = Store(self.paths.store)
@@ -203,23 +209,39 @@ class ExploreService:
             parts.append(f"held-out: {shown}, final answer in {answered:.0%}")
         return "; ".join(parts)
 
+    def on_torch(self, function, *args):
+        """``function(*args)`` on the service's model thread (directly when already on it)."""
+        if getattr(self._on_torch_thread, "inside", False):
+            return function(*args)
+
+        def call():
+            self._on_torch_thread.inside = True
+            return function(*args)
+
+        return self._torch.submit(call).result()
+
     def model(self) -> LoadedModel:
         with self._lock:
             if self._model is None:
-                self._model = load_model(self.model_config)
+                self._model = self.on_torch(load_model, self.model_config)
+                self._model.stream_worker = self._torch  # streamed generations run there too
             return self._model
 
     def activate(self, label: str) -> LoadedModel:
         """The model with version ``label``'s adapter active (attached once, then switched)."""
         adapter = self.version(label).adapter
         loaded = self.model()
-        if adapter is None:
-            use_adapter(loaded, None)
-            return loaded
-        name = next((n for n, path in loaded.adapters.items() if path == adapter), None)
-        if name is None:
-            name = load_adapter(loaded, adapter, re.sub(r"\W", "_", label) + f"_{len(loaded.adapters)}")
-        use_adapter(loaded, name)
+
+        def switch():
+            if adapter is None:
+                use_adapter(loaded, None)
+                return
+            name = next((n for n, path in loaded.adapters.items() if path == adapter), None)
+            if name is None:
+                name = load_adapter(loaded, adapter, re.sub(r"\W", "_", label) + f"_{len(loaded.adapters)}")
+            use_adapter(loaded, name)
+
+        self.on_torch(switch)
         return loaded
 
     def version_id(self, version: str) -> str:
@@ -241,7 +263,8 @@ class ExploreService:
                 judge_config = ModelConfig(model=self.judge_model or self.model_config.model,
                                            device=self.model_config.device, dtype=self.model_config.dtype,
                                            cache_dir=self.model_config.cache_dir)
-                self._judge = LLMJudge(load_model(judge_config), cache_file=self.paths.runs_dir / "app_judge_cache.jsonl")
+                self._judge = LLMJudge(self.on_torch(load_model, judge_config),
+                                       cache_file=self.paths.runs_dir / "app_judge_cache.jsonl")
             return self._judge
 
     def judge_name(self) -> str:
@@ -284,7 +307,7 @@ class ExploreService:
                                                  temperature=settings["temperature"], seed=None)
         with self._generating:  # one generation at a time on the shared model
             loaded = self.activate(version)
-            set_threads(threads)
+            self.on_torch(set_threads, threads)  # torch's thread count is per thread: set it where the model runs
             final, shown_at = None, 0.0
             for final in stream_generate(loaded, prompt, generation_settings, stop):
                 if time.perf_counter() - shown_at < STREAM_INTERVAL_S:
@@ -312,8 +335,9 @@ class ExploreService:
                                                  temperature=settings["temperature"], seed=seed)
         with self._generating:
             loaded = self.activate(version)
-            predictions = predict(loaded, records, described.prompt_kind, generation_settings, settings["k"],
-                                  PromptSettings(max_item_words=described.max_item_words), on_batch=on_batch)
+            predictions = self.on_torch(predict, loaded, records, described.prompt_kind, generation_settings,
+                                        settings["k"], PromptSettings(max_item_words=described.max_item_words),
+                                        on_batch)
         return [self._save(dataset, record, version, settings, p[0].prompt, p[0].retrieved, p[0].generation,
                            p[0].parsed, family, split)
                 for record, p in zip(records, predictions)]
@@ -327,4 +351,5 @@ class ExploreService:
                                      stopped=generation.stopped, scores=scores, family=family, split=split)
 
     def score(self, record: Record, response: str) -> dict[str, float]:
-        return score_predictions([record], [response], self.metrics(), self.judge() if self.use_judge else None)[0]
+        judge = self.judge() if self.use_judge else None
+        return self.on_torch(score_predictions, [record], [response], self.metrics(), judge)[0]
