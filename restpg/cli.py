@@ -19,12 +19,12 @@ from pathlib import Path
 from .longlamp import (PUBLIC_TASKS, SPLIT_FAMILIES, SPLITS, TASKS, DatasetError, LoadedRecords,
                        load_records, sample_path)
 from .models import (DEFAULT_MODEL, PAPER_INFERENCE_TEMPERATURE, GenerationSettings, ModelConfig,
-                     ModelError, PromptTooLongError, default_max_new_tokens, load_adapter, load_model)
+                     ModelError, default_max_new_tokens, load_adapter, load_model)
 from .em import Cancelled, RunError
 from .hardware import PrecisionError
 from .ship import ShipError
 from .ratings import RatingError
-from .prompts import PromptSettings
+from .prompts import PromptSettings, PromptTooLongError
 from .retrieval import PAPER_TOP_K, item_text
 
 

@@ -30,16 +30,16 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .cancel import Cancelled
-from .evaluate import inference_settings, predict, score_predictions, summarize
+from .evaluate import inference_settings, predict, prompt_for, score_predictions, summarize
 from .jsonl import append_jsonl, read_jsonl, write_jsonl
 from .longlamp import PUBLIC_TASKS, Record, load_records, sample_path, task_spec
 from .metrics import LexicalMetrics, LexicalReward
 from .models import (DEFAULT_MODEL, GenerationSettings, LoadedModel, ModelConfig, ModelError, load_adapter,
-                     load_model, use_adapter)
-from .prompts import PromptSettings, build_prompt, reasoning_target
+                     load_model, load_tokenizer, prompt_token_counter, resolve_model, use_adapter)
+from .prompts import PromptSettings, reasoning_target
 from .reasoning import (SAMPLE_REASONING_FILE, ReasoningFileError, ReasoningSettings, file_teachers,
                         reasoning_from_file, reasoning_paths)
-from .retrieval import PAPER_TOP_K, retrieve
+from .retrieval import PAPER_TOP_K
 from .reward import PAPER_JUDGE_TAU, LexicalRewardModel, LLMJudge, Reward
 from .train import TrainConfig, TrainingExample, train_lora
 
@@ -112,6 +112,12 @@ class EMConfig:
     @property
     def prompt_kind(self) -> str:
         return "reasoning" if self.reasoning else "rag"
+
+    @property
+    def max_input_tokens(self) -> int:
+        """The prompt budget of the run, the same for SFT, sampling, the M-step and evaluation: a
+        prompt over it loses its lowest-ranked profile items (restpg.prompts.fit_prompt)."""
+        return min(self.sft.max_input_tokens, self.mstep.max_input_tokens)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -391,12 +397,14 @@ def clip_reasoning(reasoning: str, max_words: int | None) -> str:
     return "\n".join(kept)
 
 
-def _sft_examples(config: EMConfig, records: Sequence[Record], reasoning: dict | None) -> list[TrainingExample]:
+def _sft_examples(config: EMConfig, records: Sequence[Record], reasoning: dict | None,
+                  count_tokens: Callable[[str], int]) -> list[TrainingExample]:
+    """Stage 2's training set: the prompt the E-step and evaluation will sample with (the same
+    budget rule), and the reasoning target (or the real output alone, without reasoning)."""
     settings = PromptSettings(max_item_words=config.max_item_words)
     examples = []
     for record in records:
-        items = [x.item for x in retrieve(record, config.k)]
-        prompt = build_prompt(config.prompt_kind, record.task, record.input, items, settings)
+        _, prompt = prompt_for(record, config.prompt_kind, config.k, settings, count_tokens, config.max_input_tokens)
         if reasoning is None:
             completion = record.output
         else:
@@ -454,7 +462,8 @@ def e_step(models: Models, config: EMConfig, records: Sequence[Record], adapter:
             reward = models.reward(round_dir.parent / "judge_cache.jsonl")
         settings = GenerationSettings(max_new_tokens=config.max_new_tokens, temperature=config.temperature,
                                       top_p=config.top_p, num_samples=config.samples_per_input,
-                                      batch_size=per_batch, seed=config.seed + 100_003 * round_index + index)
+                                      batch_size=per_batch, max_input_tokens=config.max_input_tokens,
+                                      seed=config.seed + 100_003 * round_index + index)
         predictions = predict(loaded, batch, config.prompt_kind, settings, config.k, prompt_settings,
                               cancel=control.cancel)
         flat = [(record, i, p) for record, preds in zip(batch, predictions) for i, p in enumerate(preds)]
@@ -474,7 +483,8 @@ def e_step(models: Models, config: EMConfig, records: Sequence[Record], adapter:
 def evaluate_round(models: Models, config: EMConfig, records: Sequence[Record], adapter: Path | None,
                    cache_file: Path, control: RunControl, stage: str) -> dict:
     loaded = models.generator(adapter)
-    settings = inference_settings(config.max_new_tokens, config.generation_batch_size, config.seed)
+    settings = inference_settings(config.max_new_tokens, config.generation_batch_size, config.seed,
+                                  config.max_input_tokens)
     counter = _Counter(control, f"{stage}: evaluation", len(records))
     predictions = predict(loaded, records, config.prompt_kind, settings, config.k,
                           PromptSettings(max_item_words=config.max_item_words), on_batch=counter, cancel=control.cancel)
@@ -549,7 +559,8 @@ def run_em(config: EMConfig, run_dir: Path, control: RunControl | None = None) -
         # Stage 2: SFT (round 0)
         if not (sft_dir / "adapter" / "adapter_config.json").exists():
             control.check()
-            examples = _sft_examples(config, train, reasoning)
+            tokenizer = load_tokenizer(resolve_model(config.model, models.model_config().cache_dir))
+            examples = _sft_examples(config, train, reasoning, prompt_token_counter(tokenizer))
             control.on_progress("stage 2: SFT", 0, 1)
             with _timed(run_dir, "stage2_sft"):
                 train_lora(models.model_config(), examples, config.sft, sft_dir,

@@ -13,8 +13,9 @@ from typing import Callable, Sequence
 
 from .longlamp import Record
 from .metrics import METRIC_NAMES, LexicalMetrics
-from .models import PAPER_INFERENCE_TEMPERATURE, Generation, GenerationSettings, LoadedModel, generate
-from .prompts import ParsedOutput, PromptSettings, answer_of, build_prompt
+from .models import (PAPER_INFERENCE_TEMPERATURE, PAPER_MAX_INPUT_TOKENS, Generation, GenerationSettings, LoadedModel, generate,
+                     prompt_token_counter)
+from .prompts import ParsedOutput, PromptSettings, answer_of, fitted_prompt
 from .retrieval import PAPER_TOP_K, RetrievedItem, retrieve
 
 SCORE_NAMES = ("judge",) + METRIC_NAMES
@@ -49,11 +50,16 @@ class Prediction:
         return self.generation.truncated
 
 
-def prompt_for(record: Record, kind: str, k: int = PAPER_TOP_K,
-               prompt_settings: PromptSettings = PromptSettings()) -> tuple[tuple[RetrievedItem, ...], str]:
-    """The retrieved profile items (none for the plain prompt) and the prompt of ``kind`` for one record."""
+def prompt_for(record: Record, kind: str, k: int = PAPER_TOP_K, prompt_settings: PromptSettings = PromptSettings(),
+               count_tokens: Callable[[str], int] | None = None,
+               budget: int | None = None) -> tuple[tuple[RetrievedItem, ...], str]:
+    """The retrieved profile items in the prompt (none for the plain prompt) and the prompt of
+    ``kind`` for one record; with a token budget, the lowest-ranked items give way
+    (:func:`restpg.prompts.fit_prompt`), never the request."""
     retrieved = tuple(retrieve(record, k)) if kind != "plain" else ()
-    return retrieved, build_prompt(kind, record.task, record.input, [x.item for x in retrieved], prompt_settings)
+    fitted = fitted_prompt(kind, record.task, record.input, [x.item for x in retrieved], prompt_settings,
+                           count_tokens, budget, name=f"record {record.record_id}")
+    return retrieved[:len(fitted.items)], fitted.prompt
 
 
 def predict(loaded: LoadedModel, records: Sequence[Record], kind: str, settings: GenerationSettings,
@@ -61,17 +67,20 @@ def predict(loaded: LoadedModel, records: Sequence[Record], kind: str, settings:
             on_batch: Callable[[int], None] | None = None, cancel=None) -> list[list[Prediction]]:
     """``settings.num_samples`` predictions per record with the current adapter of ``loaded``;
     ``cancel`` (a threading.Event) stops at the next token (see :func:`restpg.models.generate`)."""
-    retrieved, prompts = zip(*(prompt_for(r, kind, k, prompt_settings) for r in records)) if records else ((), ())
+    count = prompt_token_counter(loaded.tokenizer)
+    retrieved, prompts = zip(*(prompt_for(r, kind, k, prompt_settings, count, settings.max_input_tokens)
+                               for r in records)) if records else ((), ())
     outputs = generate(loaded, prompts, settings, on_batch=on_batch, cancel=cancel)
     return [[Prediction(record.record_id, prompt, items, sample, answer_of(kind, sample.text, sample.truncated))
              for sample in samples]
             for record, items, prompt, samples in zip(records, retrieved, prompts, outputs)]
 
 
-def inference_settings(max_new_tokens: int, batch_size: int = 16, seed: int = 0) -> GenerationSettings:
+def inference_settings(max_new_tokens: int, batch_size: int = 16, seed: int = 0,
+                       max_input_tokens: int = PAPER_MAX_INPUT_TOKENS) -> GenerationSettings:
     """The paper's inference: nucleus sampling at temperature 0.1, one output per input."""
     return GenerationSettings(max_new_tokens=max_new_tokens, temperature=PAPER_INFERENCE_TEMPERATURE,
-                              batch_size=batch_size, seed=seed)
+                              batch_size=batch_size, seed=seed, max_input_tokens=max_input_tokens)
 
 
 def score_predictions(records: Sequence[Record], answers: Sequence[str], metrics: LexicalMetrics,
@@ -140,7 +149,8 @@ def compare_methods(config, run_root, split: str = "test", control=None) -> dict
         histories[run] = run_em(dataclasses.replace(config, reasoning=reasoning), run_root / run, control)
     records = load_split(config, split, config.eval_users)
     models = Models(config)
-    settings = inference_settings(config.max_new_tokens, config.generation_batch_size, config.seed)
+    settings = inference_settings(config.max_new_tokens, config.generation_batch_size, config.seed,
+                                  config.max_input_tokens)
     prompt_settings = PromptSettings(max_item_words=config.max_item_words)
     out_dir = run_root / "comparison"
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ from .hardware import pick_device, set_threads
 from .jobs import JobError, safe_child
 from .longlamp import PUBLIC_TASKS, DatasetError, LoadedRecords, Record, load_records, sample_path
 from .models import (GenerationSettings, LoadedModel, ModelConfig, ModelError, default_max_new_tokens, load_adapter,
-                     load_model, stream_generate, use_adapter)
+                     load_model, prompt_token_counter, stream_generate, use_adapter)
 from .prompts import PromptSettings, answer_of
 from .store import Store
 from .versions import BASE_VERSION, SHIPPED_DIR, ModelVersion, best_shipped, find_versions
@@ -291,9 +291,17 @@ class ExploreService:
         key = self.key(dataset, record, version, settings)
         return self.generations.latest(key) or self.generations.latest_for(dataset, record.record_id, key.model_version)
 
-    def prompt(self, record: Record, version: ModelVersion, k: int):
-        """The retrieved items and the prompt ``version`` was trained to read."""
-        return prompt_for(record, version.prompt_kind, k, PromptSettings(max_item_words=version.max_item_words))
+    @staticmethod
+    def generation_settings(version: ModelVersion, settings: dict, seed: int | None) -> GenerationSettings:
+        """The page's settings, with the prompt budget ``version`` was trained with (else the paper's)."""
+        budget = {"max_input_tokens": version.max_input_tokens} if version.max_input_tokens else {}
+        return GenerationSettings(max_new_tokens=settings["max_new_tokens"], temperature=settings["temperature"],
+                                  seed=seed, **budget)
+
+    def prompt(self, record: Record, version: ModelVersion, k: int, loaded: LoadedModel, budget: int):
+        """The retrieved items and the prompt ``version`` was trained to read, within ``budget`` tokens."""
+        return prompt_for(record, version.prompt_kind, k, PromptSettings(max_item_words=version.max_item_words),
+                          prompt_token_counter(loaded.tokenizer), budget)
 
     def stream(self, dataset: str, record: Record, version: str, settings: dict, family: str = "", split: str = "",
                stop: threading.Event | None = None, threads: int | None = None) -> Iterator[StreamUpdate]:
@@ -302,11 +310,11 @@ class ExploreService:
         ``threads``: torch threads for this generation (the page passes fewer while a CPU job runs).
         """
         described = self.version(version)
-        retrieved, prompt = self.prompt(record, described, settings["k"])
-        generation_settings = GenerationSettings(max_new_tokens=settings["max_new_tokens"],
-                                                 temperature=settings["temperature"], seed=None)
+        generation_settings = self.generation_settings(described, settings, seed=None)
         with self._generating:  # one generation at a time on the shared model
             loaded = self.activate(version)
+            retrieved, prompt = self.prompt(record, described, settings["k"], loaded,
+                                            generation_settings.max_input_tokens)
             self.on_torch(set_threads, threads)  # torch's thread count is per thread: set it where the model runs
             final, shown_at = None, 0.0
             for final in stream_generate(loaded, prompt, generation_settings, stop):
@@ -331,8 +339,7 @@ class ExploreService:
         """The same as :meth:`stream` for many records at once (batched, not streamed): generate,
         score and store one generation per record; returns the stored rows."""
         described = self.version(version)
-        generation_settings = GenerationSettings(max_new_tokens=settings["max_new_tokens"],
-                                                 temperature=settings["temperature"], seed=seed)
+        generation_settings = self.generation_settings(described, settings, seed)
         with self._generating:
             loaded = self.activate(version)
             predictions = self.on_torch(predict, loaded, records, described.prompt_kind, generation_settings,

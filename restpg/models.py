@@ -27,6 +27,7 @@ import torch
 
 from .cancel import check, stop_criteria
 from .hardware import Precision, choose_precision, pick_device
+from .prompts import PromptTooLongError
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +38,6 @@ _CONVERTED_FOLDER = "SmolLM2-135M-Instruct-hf"
 
 class ModelError(RuntimeError):
     """A model or adapter that cannot be found or loaded; the message names it."""
-
-
-class PromptTooLongError(ValueError):
-    """A prompt longer than the model's input budget."""
 
 
 def default_cache_dir() -> Path:
@@ -274,6 +271,15 @@ def chat_text(tokenizer, prompt: str) -> str:
         return tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
                                              tokenize=False, add_generation_prompt=True)
     return prompt
+
+
+def prompt_token_counter(tokenizer) -> Callable[[str], int]:
+    """Counts a prompt's tokens as the model reads it (chat template included): the measure of the
+    input budget, in sampling and in training alike."""
+    def count(prompt: str) -> int:
+        return len(tokenizer(chat_text(tokenizer, prompt), add_special_tokens=False)["input_ids"])
+
+    return count
 
 
 def _stop_ids(loaded: LoadedModel) -> set[int]:

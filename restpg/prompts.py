@@ -11,12 +11,15 @@ Four prompts per task:
 
 from __future__ import annotations
 
+import logging
 import re
-from dataclasses import dataclass, field
-from typing import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Callable, Sequence
 
 from .longlamp import ProfileItem, task_spec
 from .retrieval import ITEM_TEXT_FIELDS
+
+log = logging.getLogger(__name__)
 
 # Bump when any template below changes: caches of teacher reasoning are keyed on it.
 PROMPT_VERSION = "2"  # 2: cut items keep their last words too
@@ -51,6 +54,10 @@ class PromptSettings:
     # Paper: inputs up to 5,120 tokens, so items go in whole (None). CPU-forced: the cpu-small
     # preset cuts each item's long fields to a word budget to keep prompts short.
     max_item_words: int | None = None
+
+
+class PromptTooLongError(ValueError):
+    """A prompt longer than the model's input budget even without its profile items."""
 
 
 TAIL_SHARE = 1 / 3  # of a cut field's word budget, spent on its last words
@@ -234,3 +241,73 @@ def answer_of(kind: str, text: str, truncated: bool) -> ParsedOutput:
         return parse_output(text, truncated)
     problems = ("output was cut at the token limit",) if truncated else ()
     return ParsedOutput("", text.strip(), False, truncated, problems)
+
+
+# ----------------------------------------------------------------------------------------------
+# One rule for prompts over the input budget, in training and in sampling alike
+
+
+@dataclass(frozen=True)
+class FittedPrompt:
+    prompt: str
+    items: tuple  # the items in the prompt: the given ones, best first, less any dropped
+    dropped: int = 0  # items dropped (lowest-ranked first) to fit the budget
+    item_words: int | None = None  # a word budget the last kept item was shortened to, if any
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.dropped) or self.item_words is not None
+
+
+def fit_prompt(build: Callable[[Sequence, PromptSettings], str], items: Sequence, settings: PromptSettings,
+               count_tokens: Callable[[str], int], budget: int, name: str = "prompt") -> FittedPrompt:
+    """The prompt ``build(items, settings)`` within ``budget`` tokens (as ``count_tokens`` counts them).
+
+    Only the retrieved profile items give way, never the instruction, the request or the chat
+    header: the lowest-ranked items are dropped first; if the best item alone is still too long,
+    its fields are shortened (halving their word budget) and at last dropped too. A request that
+    does not fit even without any item is a :class:`PromptTooLongError` naming ``name``. Training
+    and sampling both build their prompts through this, so a model reads the prompt it learned on.
+    """
+    items = tuple(items)
+    prompt = build(items, settings)
+    if count_tokens(prompt) <= budget:
+        return FittedPrompt(prompt, items)
+    kept = items
+    while len(kept) > 1:
+        kept = kept[:-1]
+        prompt = build(kept, settings)
+        if count_tokens(prompt) <= budget:
+            return _said(FittedPrompt(prompt, kept, len(items) - len(kept)), name, budget)
+    words = settings.max_item_words or 4096
+    while kept and words > 4:
+        words //= 2
+        shortened = replace(settings, max_item_words=words)
+        prompt = build(kept, shortened)
+        if count_tokens(prompt) <= budget:
+            return _said(FittedPrompt(prompt, kept, len(items) - len(kept), words), name, budget)
+    prompt = build((), settings)
+    length = count_tokens(prompt)
+    if length > budget:
+        raise PromptTooLongError(f"{name}: {length} tokens without any profile item; the limit is {budget} "
+                                 "(the request itself is too long: shorten it or raise the input limit)")
+    return _said(FittedPrompt(prompt, (), len(items)), name, budget)
+
+
+def _said(fitted: FittedPrompt, name: str, budget: int) -> FittedPrompt:
+    shortened = f", the last kept one cut to {fitted.item_words} words per field" if fitted.item_words else ""
+    log.warning("%s: over %d tokens, so %d of %d retrieved profile item(s) dropped%s", name, budget,
+                fitted.dropped, fitted.dropped + len(fitted.items), shortened)
+    return fitted
+
+
+def fitted_prompt(kind: str, task: str, request: str, items: Sequence[ProfileItem], settings: PromptSettings,
+                  count_tokens: Callable[[str], int] | None, budget: int | None, name: str = "prompt") -> FittedPrompt:
+    """:func:`build_prompt` of ``kind`` within ``budget`` tokens (no budget: the whole prompt)."""
+    def build(kept, shown_settings):
+        return build_prompt(kind, task, request, kept, shown_settings)
+
+    items = tuple(items) if kind != "plain" else ()
+    if count_tokens is None or budget is None:
+        return FittedPrompt(build(items, settings), items)
+    return fit_prompt(build, items, settings, count_tokens, budget, name)

@@ -22,8 +22,8 @@ from typing import Callable, Sequence
 
 from .jsonl import append_jsonl, read_jsonl
 from .longlamp import SAMPLE_DIR, Record
-from .models import GenerationSettings, LoadedModel, generate
-from .prompts import PROMPT_VERSION, PromptSettings, teacher_prompt
+from .models import GenerationSettings, LoadedModel, generate, prompt_token_counter
+from .prompts import PROMPT_VERSION, PromptSettings, fit_prompt, teacher_prompt
 from .retrieval import PAPER_TOP_K, retrieve
 
 COPY_NGRAM = 8  # a reasoning line sharing this many consecutive words with the output is a copy
@@ -84,6 +84,15 @@ def read_cache(cache_file: Path) -> dict[str, ReasoningPath]:
     return paths
 
 
+def _teacher_prompt(record: Record, settings: ReasoningSettings, count_tokens: Callable[[str], int]) -> str:
+    """Stage 1's prompt for ``record`` within the teacher's input budget (lowest-ranked items give way)."""
+    def build(items, prompt_settings):
+        return teacher_prompt(record.task, record.input, record.output, items, prompt_settings)
+
+    return fit_prompt(build, [x.item for x in retrieve(record, settings.k)], settings.prompt, count_tokens,
+                      settings.generation.max_input_tokens, name=f"teacher prompt of record {record.record_id}").prompt
+
+
 def reasoning_paths(teacher: LoadedModel, records: Sequence[Record], cache_file: Path,
                     settings: ReasoningSettings = ReasoningSettings(),
                     on_batch: Callable[[int], None] | None = None, cancel=None) -> dict[str, ReasoningPath]:
@@ -93,10 +102,10 @@ def reasoning_paths(teacher: LoadedModel, records: Sequence[Record], cache_file:
     if on_batch is not None and len(records) > len(todo):
         on_batch(len(records) - len(todo))
     step = settings.generation.batch_size
+    count_tokens = prompt_token_counter(teacher.tokenizer)
     for start in range(0, len(todo), step):
         batch = todo[start:start + step]
-        prompts = [teacher_prompt(r.task, r.input, r.output, [x.item for x in retrieve(r, settings.k)], settings.prompt)
-                   for r in batch]
+        prompts = [_teacher_prompt(r, settings, count_tokens) for r in batch]
         outputs = generate(teacher, prompts, settings.generation, cancel=cancel)
         rows = []
         for record, samples in zip(batch, outputs):

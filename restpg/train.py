@@ -23,6 +23,7 @@ import torch
 from .cancel import cancel_hooks
 from .hardware import Precision, choose_precision, pick_device
 from .models import ModelConfig, chat_text, load_tokenizer, resolve_model
+from .prompts import PromptTooLongError
 
 log = logging.getLogger(__name__)
 
@@ -78,24 +79,24 @@ class TrainResult:
 
 
 def tokenize_examples(tokenizer, examples: Sequence[TrainingExample], config: TrainConfig) -> list[dict]:
-    """input_ids / labels (-100 on the prompt) / weight for each example."""
+    """input_ids / labels (-100 on the prompt) / weight for each example. A prompt over
+    ``config.max_input_tokens`` is refused (:class:`PromptTooLongError` naming the example)."""
     rows = []
-    clipped = 0
-    for example in examples:
+    for number, example in enumerate(examples):
         prompt_ids = tokenizer(chat_text(tokenizer, example.prompt), add_special_tokens=False)["input_ids"]
+        if len(prompt_ids) > config.max_input_tokens:  # never cut: the header and the request would go
+            raise PromptTooLongError(
+                f"training example {example.example_id or number}: its prompt has {len(prompt_ids)} tokens, the "
+                f"limit is {config.max_input_tokens}; build prompts with restpg.evaluate.prompt_for and a budget "
+                "(its lowest-ranked profile items give way)")
         completion_ids = tokenizer(example.completion, add_special_tokens=False)["input_ids"]
         if len(completion_ids) < config.max_output_tokens:
             completion_ids = completion_ids + [tokenizer.eos_token_id]  # the model learns to stop here
         else:  # cut at the limit: no end-of-sequence, the text goes on
             completion_ids = completion_ids[: config.max_output_tokens]
-        if len(prompt_ids) > config.max_input_tokens:
-            prompt_ids = prompt_ids[-config.max_input_tokens:]
-            clipped += 1
         rows.append({"input_ids": prompt_ids + completion_ids,
                      "labels": [-100] * len(prompt_ids) + completion_ids,
                      "weight": float(example.weight)})
-    if clipped:
-        log.warning("%d prompt(s) longer than %d tokens were cut from the left", clipped, config.max_input_tokens)
     return rows
 
 

@@ -30,6 +30,7 @@ class ModelVersion:
     prompt_kind: str = "reasoning"  # "reasoning" (REST-PG) or "rag" (answer directly: ReST-EM, SFT without reasoning)
     k: int = PAPER_TOP_K
     max_item_words: int | None = None
+    max_input_tokens: int | None = None  # the prompt budget it was trained with (None: the paper's)
     base_model: str | None = None  # the base model the adapter was trained on (None: not recorded)
     reasoning_by: str = ""  # who wrote the stage-1 reasoning it learned from
     held_out: dict | None = None  # the step's held-out metrics summary (metrics.json), when present
@@ -85,8 +86,16 @@ def version_of(label: str, adapter: Path) -> ModelVersion:
     return ModelVersion(label=label, adapter=adapter,
                         prompt_kind="reasoning" if config.get("reasoning", True) else "rag",
                         k=int(config.get("k") or PAPER_TOP_K), max_item_words=config.get("max_item_words"),
+                        max_input_tokens=_trained_input_tokens(config),
                         base_model=config.get("model"), reasoning_by=manifest.get("models", {}).get("teacher", ""),
                         held_out=metrics.get("summary"))
+
+
+def _trained_input_tokens(config: dict) -> int | None:
+    """The run's prompt budget (restpg.em.EMConfig.max_input_tokens), from its manifest's config."""
+    budgets = [config.get(stage, {}).get("max_input_tokens") for stage in ("sft", "mstep")]
+    budgets = [b for b in budgets if isinstance(b, int)]
+    return min(budgets) if budgets else None
 
 
 def find_versions(runs_root: Path, base_model: str, base_item_words: int | None,

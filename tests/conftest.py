@@ -47,3 +47,46 @@ def metrics():
     from restpg.metrics import LexicalMetrics
 
     return LexicalMetrics()
+
+
+@pytest.fixture(scope="session")
+def format_model_dir(tmp_path_factory, tiny_model_dir):
+    """The tiny model, fully fine-tuned to write REST-PG's format (opening, a reasoning bullet, the
+    transition phrase, the start of the user's text) on the training prompts of
+    :func:`format_config`, as an instruction model would after stage 2. A random model never writes
+    the transition phrase, so without this no sample of the REST-PG path would ever be kept."""
+    from transformers import AutoModelForCausalLM
+
+    from helpers import FORMAT_REASONING, format_config
+    from restpg.em import _sft_examples, load_split
+    from restpg.models import chat_text, load_tokenizer, prompt_token_counter
+    from restpg.reasoning import ReasoningPath
+    from restpg.train import predicted_positions, weighted_completion_loss
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    config = format_config(tiny_model_dir)
+    records = load_split(config, "train", config.train_users)
+    paths = {r.record_id: ReasoningPath(r.record_id, "tests", FORMAT_REASONING, 0, False) for r in records}
+    rows = []
+    for example in _sft_examples(config, records, paths, prompt_token_counter(tokenizer)):
+        prompt = tokenizer(chat_text(tokenizer, example.prompt), add_special_tokens=False)["input_ids"]
+        completion = tokenizer(example.completion, add_special_tokens=False)["input_ids"][:40]
+        rows.append((prompt + completion, [-100] * len(prompt) + completion))
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.tensor([i + [0] * (width - len(i)) for i, _ in rows])
+    mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in rows])
+    labels = torch.tensor([t + [-100] * (width - len(t)) for _, t in rows])
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    positions = predicted_positions(labels)
+    for _ in range(150):
+        logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=positions).logits
+        weighted_completion_loss(logits, labels[:, positions + 1], torch.ones(len(rows))).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    folder = tmp_path_factory.mktemp("format-model")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+

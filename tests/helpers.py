@@ -34,3 +34,20 @@ def make_adapter(model_dir, folder, seed=0):
     config = LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     get_peft_model(base, config).save_pretrained(folder)
     return folder
+
+
+FORMAT_REASONING = "- short lines"  # the reasoning path conftest's format model learned to write
+
+
+def format_config(model_dir):
+    """A REST-PG run (with reasoning) small enough for a test: 3 training records, 2 samples each."""
+    from restpg.em import EMConfig
+    from restpg.train import TrainConfig
+
+    train = TrainConfig(learning_rate=1e-3, warmup_steps=0, max_steps=2, batch_size=2, per_device_batch_size=2,
+                        optimizer="adamw_torch", lora_r=4, lora_alpha=8, lora_dropout=0.0, save_steps=2,
+                        max_input_tokens=512, max_output_tokens=40)
+    return EMConfig(tasks=("product_review",), train_users=1, eval_users=1, model=str(model_dir), reasoning=True,
+                    rounds=1, samples_per_input=2, temperature=0.7, reward="rougeL", k=2, max_item_words=8,
+                    max_new_tokens=40, generation_batch_size=4, sft=train, mstep=train, device="cpu",
+                    dtype="float32", keep_truncated=True)  # 40 tokens cut the answer: keep it anyway

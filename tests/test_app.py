@@ -145,7 +145,7 @@ def test_bad_input_shows_an_error_and_the_app_keeps_serving(app, tmp_path):
 
     dataset, message = client.predict(handle_file(str(upload)), "product_review", "user", api_name="/upload")
     assert message == "uploaded as uploads/long.jsonl"
-    with pytest.raises(Exception, match="tokens; the limit is"):
+    with pytest.raises(Exception, match="tokens without any profile item; the limit is"):
         generate(client, dataset="uploads/long.jsonl", user="LONG")
     with pytest.raises(Exception, match="not a path inside"):
         generate(client, dataset="../../etc/passwd.jsonl")

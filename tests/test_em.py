@@ -215,3 +215,122 @@ def test_clipped_reasoning_keeps_its_bullets_on_their_own_lines():
     assert clip_reasoning(bullets, 12) == "- Background: a nurse. Works nights.\n- Style: short lines, one flaw."
     assert clip_reasoning(bullets, 4) == "- Background: a nurse."
     assert clip_reasoning("one two three four five", 3) == "one two three"
+
+
+def test_training_and_sampling_read_the_same_prompt_within_the_budget(tiny_config, tiny_model, tmp_path):
+    """One rule for an over-long prompt (#12.3): SFT, the E-step and evaluation drop the same
+    lowest-ranked profile items to fit the run's budget; the header and the request stay."""
+    from restpg.em import _sft_examples, load_split
+    from restpg.jsonl import read_jsonl
+    from restpg.models import prompt_token_counter
+
+    budget = 320  # 3 of the 5 items fit (about 100 tokens each at 8 words per field)
+    small = dataclasses.replace(TINY_TRAIN, max_input_tokens=budget)
+    config = dataclasses.replace(tiny_config, sft=small, mstep=small, rounds=1)
+    assert config.max_input_tokens == budget
+    run_em(config, tmp_path / "run")
+    count = prompt_token_counter(tiny_model.tokenizer)
+    train = load_split(config, "train", config.train_users)
+    sft_prompts = {e.example_id: e.prompt for e in _sft_examples(config, train, None, count)}
+    samples = read_jsonl(tmp_path / "run" / "round-1" / "samples.jsonl")
+    assert samples and all(s["prompt"] == sft_prompts[s["record_id"]] for s in samples)
+    assert all(count(p) <= budget for p in sft_prompts.values())
+    assert any(len(s["retrieved_ids"]) < config.k for s in samples)  # the budget did bite
+    by_id = {r.record_id: r for r in train}
+    assert all(f"instruction: {by_id[s['record_id']].input}" in s["prompt"] for s in samples)
+
+
+def test_the_rest_pg_path_end_to_end(format_model_dir, tmp_path, monkeypatch):
+    """Stage 1 (from a file) -> SFT with reasoning -> E-step -> selection -> M-step on
+    ``reasoning_target`` (#12.12): the M-step trains on the kept samples' own reasoning and answer,
+    each weighted by its reward."""
+    import restpg.em as em
+    from helpers import FORMAT_REASONING, format_config
+    from restpg.jsonl import read_jsonl
+    from restpg.prompts import reasoning_target
+
+    config = format_config(format_model_dir)
+    train = em.load_split(config, "train", config.train_users)
+    paths = tmp_path / "paths.jsonl"
+    paths.write_text("".join(json.dumps({"record_id": r.record_id, "reasoning": FORMAT_REASONING, "teacher": "tests"})
+                             + "\n" for r in train))
+    config = dataclasses.replace(config, reasoning_from=str(paths))
+    trained = []
+    train_lora = em.train_lora
+
+    def spy(model_config, examples, train_config, output_dir, **kwargs):
+        trained.append((output_dir.name, list(examples)))
+        return train_lora(model_config, examples, train_config, output_dir, **kwargs)
+
+    monkeypatch.setattr(em, "train_lora", spy)
+    results = run_em(config, tmp_path / "run")
+    assert [name for name, _ in trained] == ["sft", "round-1"]
+    sft = trained[0][1]
+    assert [(e.example_id, e.completion, e.weight) for e in sft] == \
+        [(r.record_id, reasoning_target(FORMAT_REASONING, r.output), 1.0) for r in train]
+    samples = read_jsonl(tmp_path / "run" / "round-1" / "samples.jsonl")
+    assert len(samples) == len(train) * config.samples_per_input
+    kept = select_samples(samples, config)
+    assert kept, "the format model's samples hold reasoning and an answer"
+    mstep = trained[1][1]
+    assert [(e.example_id, e.prompt, e.completion, e.weight) for e in mstep] == \
+        [(s["sample_id"], s["prompt"], reasoning_target(s["reasoning"], s["answer"]), s["reward"]) for s in kept]
+    for example, sample in zip(mstep, kept):
+        assert sample["reasoning"].strip() and sample["answer"].strip()
+        assert example.completion.index(sample["reasoning"]) < example.completion.index(sample["answer"])
+    assert all(0 < e.weight < 1 for e in mstep)  # ROUGE-L rewards as weights, not SFT's 1
+    assert results[1]["selection"]["kept"] == len(kept) and results[1]["selection"]["samples"] == len(samples)
+
+
+def test_sft_examples_hold_the_clipped_reasoning_then_the_real_text(tiny_model):
+    from restpg.em import _sft_examples, load_split
+    from restpg.models import prompt_token_counter
+    from restpg.prompts import OPENING, TRANSITION
+    from restpg.reasoning import ReasoningPath
+
+    config = EMConfig(tasks=("product_review",), train_users=1, max_item_words=8, reasoning_max_words=5)
+    records = load_split(config, "train", 1)
+    count = prompt_token_counter(tiny_model.tokenizer)
+    paths = {r.record_id: ReasoningPath(r.record_id, "t", "- Likes short lines. Writes for parents.\n- Style: plain.",
+                                        0, False) for r in records}
+    paths[records[0].record_id] = ReasoningPath(records[0].record_id, "t", "", 2, False)  # all lines were copies
+    examples = _sft_examples(config, records, paths, count)
+    assert [e.example_id for e in examples] == [r.record_id for r in records[1:]]  # no usable reasoning: left out
+    assert examples[0].completion == f"{OPENING}\n- Likes short lines.\n{TRANSITION}\n{records[1].output}"
+    assert "summarize the user's writing style" in examples[0].prompt and records[1].output not in examples[0].prompt
+    plain = _sft_examples(dataclasses.replace(config, reasoning=False), records, None, count)
+    assert [e.completion for e in plain] == [r.output for r in records] and "summarize" not in plain[0].prompt
+    with pytest.raises(RunError, match="stage 1 produced no usable reasoning"):
+        _sft_examples(config, records[:1], paths, count)
+
+
+def test_compare_methods_scores_six_methods_with_their_own_adapters(format_model_dir, tmp_path, monkeypatch):
+    """The paper's comparison on a tiny run: each method reads its own prompt with its own adapter."""
+    import restpg.em as em
+    from helpers import FORMAT_REASONING, format_config
+    from restpg.evaluate import METHODS, compare_methods
+
+    config = format_config(format_model_dir)
+    paths = tmp_path / "paths.jsonl"
+    paths.write_text("".join(json.dumps({"record_id": r.record_id, "reasoning": FORMAT_REASONING, "teacher": "t"})
+                             + "\n" for r in em.load_split(config, "train", config.train_users)))
+    config = dataclasses.replace(config, reasoning_from=str(paths), tau=0.0)  # tau 0: ReST-EM keeps any answer
+    used = []
+    generator = em.Models.generator
+
+    def spy(self, adapter):
+        used.append(None if adapter is None else adapter.relative_to(tmp_path).as_posix())
+        return generator(self, adapter)
+
+    monkeypatch.setattr(em.Models, "generator", spy)
+    result = compare_methods(config, tmp_path, split="test")
+    assert [row["method"] for row in result["table"]] == [name for name, *_ in METHODS]
+    assert used[-len(METHODS):] == [None, None, "rest-em/sft/adapter", "rest-pg/sft/adapter",
+                                    "rest-em/round-1/adapter", "rest-pg/round-1/adapter"]
+    assert sorted(result["histories"]) == ["rest-em", "rest-pg"] and sorted(result["histories"]["rest-pg"]) == [0, 1]
+    out = tmp_path / "comparison"
+    predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    test_records = len(em.load_split(config, "test", config.eval_users))
+    assert len(predictions) == len(METHODS) * test_records
+    assert {p["method"] for p in predictions if p["reasoning"]} <= {"SFT with reasoning", "REST-PG"}
+    assert "| REST-PG |" in (out / "table.md").read_text() and (out / "rounds.png").exists()

@@ -5,7 +5,8 @@ import pytest
 from helpers import make_adapter
 
 from restpg.hardware import PrecisionError
-from restpg.models import (DEFAULT_MODEL, GenerationSettings, ModelConfig, ModelError, PromptTooLongError, stream_generate,
+from restpg.prompts import PromptTooLongError
+from restpg.models import (DEFAULT_MODEL, GenerationSettings, ModelConfig, ModelError, stream_generate,
                            chat_text, check_adapter_folder, generate, load_adapter, load_model, resolve_model,
                            use_adapter)
 

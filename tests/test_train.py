@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from restpg.models import ModelConfig, generate, GenerationSettings, load_adapter, load_model
+from restpg.prompts import PromptTooLongError
 from restpg.train import (TrainConfig, TrainingExample, WeightedCollator, tokenize_examples, train_lora,
                           weighted_completion_loss)
 
@@ -33,9 +34,9 @@ def test_tokenize_and_collate(tiny_model):
     prompt_len = row["labels"].count(-100)
     assert row["input_ids"][prompt_len:] == row["labels"][prompt_len:]
     assert row["labels"][-1] == tiny_model.tokenizer.eos_token_id and row["weight"] == 0.5
-    clipped = tokenize_examples(tiny_model.tokenizer, [TrainingExample("long " * 50, "x")],
-                                TrainConfig(max_input_tokens=10, max_output_tokens=3))[0]
-    assert clipped["labels"].count(-100) == 10 and len(clipped["input_ids"]) <= 13
+    with pytest.raises(PromptTooLongError, match="training example e7: its prompt has .* tokens, the limit is 10"):
+        tokenize_examples(tiny_model.tokenizer, [TrainingExample("long " * 50, "x", 1.0, "e7")],
+                          TrainConfig(max_input_tokens=10))  # never cut: the header and request would go
     batch = WeightedCollator(0)(rows + tokenize_examples(tiny_model.tokenizer, [TrainingExample("a", "b")], TrainConfig()))
     assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape
     assert batch["weight"].tolist() == [0.5, 1.0]

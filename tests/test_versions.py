@@ -19,7 +19,8 @@ def make_step(root, run, step, config=None, summary=None):
 
 def test_versions_carry_their_runs_prompt_and_other_base_models_are_left_out(tmp_path):
     runs, shipped = tmp_path / "runs", tmp_path / "shipped"
-    make_step(shipped, "sample", "sft", {"model": "m", "reasoning": True, "k": 5, "max_item_words": 25},
+    make_step(shipped, "sample", "sft", {"model": "m", "reasoning": True, "k": 5, "max_item_words": 25,
+                                         "sft": {"max_input_tokens": 900}, "mstep": {"max_input_tokens": 768}},
               {"rougeL": 0.2})
     make_step(shipped, "sample", "round-1", summary={"rougeL": 0.25, "empty_answers": 0.0})
     make_step(runs, "jobs/no-reasoning", "sft", {"model": "m", "reasoning": False, "k": 3, "max_item_words": None})
@@ -35,6 +36,7 @@ def test_versions_carry_their_runs_prompt_and_other_base_models_are_left_out(tmp
     plain = versions["jobs/no-reasoning sft"]
     assert (plain.prompt_kind, plain.k, plain.max_item_words, plain.shipped) == ("rag", 3, None, False)
     assert versions["no-manifest round-2"].prompt_kind == "reasoning"  # no manifest: the paper's defaults
+    assert sft.max_input_tokens == 768 and versions["no-manifest round-2"].max_input_tokens is None  # the run's budget
 
 
 def test_the_page_opens_on_the_best_shipped_version(tmp_path):
