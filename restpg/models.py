@@ -266,11 +266,22 @@ class Generation:
 
 
 def chat_text(tokenizer, prompt: str) -> str:
-    """The prompt as the model expects it: wrapped in its chat template when it has one."""
+    """The prompt as the model expects it: wrapped in its chat template when it has one; else (a
+    base model) the plain prompt, after the BOS token where the tokenizer starts a text with one.
+    restpg tokenizes with ``add_special_tokens=False`` everywhere, so this text is all the model reads."""
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
                                              tokenize=False, add_generation_prompt=True)
+    bos = tokenizer.bos_token
+    if bos and not prompt.startswith(bos) and _starts_with_bos(tokenizer):
+        return bos + prompt
     return prompt
+
+
+def _starts_with_bos(tokenizer) -> bool:
+    """Whether the tokenizer's own special tokens put BOS first (Llama, Gemma: yes; GPT-2: no)."""
+    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return bool(ids) and ids[0] == tokenizer.bos_token_id
 
 
 def prompt_token_counter(tokenizer) -> Callable[[str], int]:

@@ -7,7 +7,7 @@ from helpers import make_adapter
 from restpg.hardware import PrecisionError
 from restpg.prompts import PromptTooLongError
 from restpg.models import (DEFAULT_MODEL, GenerationSettings, ModelConfig, ModelError, stream_generate,
-                           chat_text, check_adapter_folder, generate, load_adapter, load_model, resolve_model,
+                           chat_text, check_adapter_folder, generate, load_adapter, load_model, load_tokenizer, resolve_model,
                            use_adapter)
 
 GREEDY = GenerationSettings(max_new_tokens=6, temperature=0.0, batch_size=2)
@@ -33,6 +33,40 @@ def test_bad_model_names(tmp_path):
 def test_chat_template_is_applied(tiny_model):
     text = chat_text(tiny_model.tokenizer, "hello")
     assert "<|im_start|>user\nhello<|im_end|>" in text and text.endswith("<|im_start|>assistant\n")
+
+
+def test_a_base_model_without_a_chat_template_reads_its_bos_then_the_plain_prompt(tiny_model_dir, tmp_path):
+    """#12.9: no chat template -> the plain prompt after BOS, in generation and in training alike."""
+    import shutil
+
+    from restpg.train import TrainConfig, TrainingExample, tokenize_examples
+
+    folder = tmp_path / "base-model"
+    shutil.copytree(tiny_model_dir, folder)
+    tokenizer = load_tokenizer(str(folder))
+    tokenizer.chat_template = None
+    tokenizer.add_bos_token = True  # as Llama's and Gemma's tokenizers do
+    tokenizer.save_pretrained(folder)
+    (folder / "chat_template.jinja").unlink(missing_ok=True)
+    loaded = load_model(ModelConfig(model=str(folder), device="cpu", dtype="float32"))
+    bos = loaded.tokenizer.bos_token_id
+    assert not loaded.tokenizer.chat_template
+    assert chat_text(loaded.tokenizer, "instruction: hi\nanswer:") == loaded.tokenizer.bos_token + "instruction: hi\nanswer:"
+    row = tokenize_examples(loaded.tokenizer, [TrainingExample("instruction: hi\nanswer:", "yes")], TrainConfig())[0]
+    assert row["input_ids"][0] == bos and row["input_ids"].count(bos) == 1
+    seen = {}
+    forward = loaded.model.forward
+
+    def spy(*args, **kwargs):
+        seen.setdefault("ids", kwargs.get("input_ids"))
+        return forward(*args, **kwargs)
+
+    loaded.model.forward = spy
+    generate(loaded, ["instruction: hi\nanswer:"], GenerationSettings(max_new_tokens=2, temperature=0.0))
+    assert seen["ids"][0, 0].item() == bos and seen["ids"][0].tolist().count(bos) == 1
+    no_bos = load_tokenizer(str(tiny_model_dir))
+    no_bos.chat_template = None  # a GPT-2-like tokenizer that puts no BOS first: the prompt as it is
+    assert chat_text(no_bos, "plain") == "plain"
 
 
 def test_batched_sampling_shapes_and_order(tiny_model):
