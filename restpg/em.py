@@ -64,7 +64,7 @@ class EMConfig:
     eval_split: str = "val"
     train_users: int | None = None  # None: all
     eval_users: int | None = None
-    model: str = DEFAULT_MODEL  # the generator's base checkpoint
+    model: str = DEFAULT_MODEL  # the generator's base checkpoint (ours: the shipped model; paper preset: Gemma 2B)
     teacher_model: str | None = None  # stage 1; None: the base model (the paper: an instruction-tuned 7B)
     # Where stage 1's reasoning paths come from: "teacher" (teacher_model writes them, the paper),
     # "sample" (the hand-written reference paths shipped with the sample, REASONING_FILE in
@@ -139,8 +139,17 @@ _CPU_SFT = TrainConfig(learning_rate=2e-3, optimizer="adamw_torch",  # CPU-force
                        max_input_tokens=768, max_output_tokens=320, save_steps=5, lora_r=8, lora_alpha=16)
 _CPU_MSTEP = dataclasses.replace(_CPU_SFT, num_epochs=2.0)
 
+# The paper's models (PAPER.md, "Training and inference settings", stages 1 and 3): a Gemma 2B
+# generator whose every M-step restarts from the pre-trained checkpoint, an instruction-tuned Gemma
+# 7B as stage-1 teacher and as judge. Hub ids; a GPU user with hub access runs them as named.
+PAPER_GENERATOR = "google/gemma-2b"
+PAPER_TEACHER = "google/gemma-7b-it"
+PAPER_JUDGE = "google/gemma-7b-it"
+
 PRESETS: dict[str, EMConfig] = {
-    "paper": EMConfig(),
+    # Every other value is EMConfig's default, the paper's. Ours: LoRA (the paper fine-tunes all
+    # weights at 5e-6) and top_p 0.95 (the paper does not give p).
+    "paper": EMConfig(model=PAPER_GENERATOR, teacher_model=PAPER_TEACHER, judge_model=PAPER_JUDGE),
     "cpu-small": EMConfig(
         tasks=PUBLIC_TASKS,  # paper: one model on all tasks
         train_users=8,  # CPU-forced: 8 users per task (the sample's training users)
@@ -238,6 +247,36 @@ def check_manifest(run_dir: Path, config: EMConfig, data_hash: str) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_json(path, manifest)
     return manifest
+
+
+# ----------------------------------------------------------------------------------------------
+# Models a run needs
+
+
+def needed_models(config: EMConfig) -> dict[str, tuple[str, str]]:
+    """{role: (model, the option that names it)} for every model the run will load."""
+    needed = {"generator": (config.model, "--model")}
+    if config.reasoning and config.sft_adapter is None and reasoning_file(config) is None:
+        needed["stage-1 teacher"] = (config.teacher_model or config.model, "--teacher-model")
+    needed["judge"] = (config.judge_model or config.model, "--judge-model")  # evaluation uses it, whatever the reward
+    return needed
+
+
+def check_models(config: EMConfig) -> None:
+    """Fails in seconds, naming the role, the model and the option to pass another, when a model
+    the run needs cannot be found (a hub id without a hub, a missing folder), instead of hours in."""
+    from transformers import AutoConfig
+
+    from .models import resolve_model
+
+    for role, (name, option) in needed_models(config).items():
+        try:
+            AutoConfig.from_pretrained(resolve_model(name))
+        except (OSError, ValueError, ModelError) as error:
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise RunError(f"the {role} {name!r} cannot be loaded here ({first_line}). Download it where the hub "
+                           f"is reachable (huggingface-cli download {name}) and pass its folder, or name another "
+                           f"model: {option} <hub id or folder> (e.g. {option} {DEFAULT_MODEL})") from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -527,6 +566,7 @@ def run_em(config: EMConfig, run_dir: Path, control: RunControl | None = None) -
     run_dir = Path(run_dir)
     train = load_split(config, config.train_split, config.train_users)
     held_out = load_split(config, config.eval_split, config.eval_users)
+    check_models(config)
     check_manifest(run_dir, config, _records_hash(train) + _records_hash(held_out))
     models = Models(config)
     judge_cache = run_dir / "judge_cache.jsonl"

@@ -88,3 +88,31 @@ def test_train_cli_runs_the_pipeline_and_records_status(tiny_model_dir, tmp_path
     assert set(Store(db).metrics(str(run_dir.resolve()))) == {0, 1}
     assert main(args[:-4] + ["--rounds", "2", "--run-dir", str(run_dir), "--store", str(db)]) == 2
     assert "another config (differs in: rounds)" in capsys.readouterr().err
+
+
+def test_the_paper_preset_names_the_papers_models_and_fails_fast_without_them(tmp_path):
+    """#12.11: --preset paper runs Gemma 2B with a Gemma 7B-it teacher and judge; where they cannot be
+    loaded (no hub here) the run stops at once, naming the model and the option to pass another."""
+    import os
+    import subprocess
+    import sys
+
+    from restpg.em import PRESETS
+
+    paper = PRESETS["paper"]
+    assert (paper.model, paper.teacher_model, paper.judge_model) == ("google/gemma-2b", "google/gemma-7b-it",
+                                                                      "google/gemma-7b-it")
+    env = dict(os.environ, HF_HUB_OFFLINE="1")  # the same answer where a hub is reachable: no download here
+    store = tmp_path / "store.db"
+    run = subprocess.run([sys.executable, "-m", "restpg", "train", "--preset", "paper", "--task", "product_review",
+                          "--run-dir", str(tmp_path / "run"), "--store", str(store)],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 2, run.stderr
+    assert "the generator 'google/gemma-2b' cannot be loaded here" in run.stderr
+    assert "huggingface-cli download google/gemma-2b" in run.stderr and "--model <hub id or folder>" in run.stderr
+    assert not (tmp_path / "run" / "sft").exists()  # nothing started
+    run = subprocess.run([sys.executable, "-m", "restpg", "train", "--preset", "paper", "--task", "product_review",
+                          "--model", "smollm2-135m-instruct", "--run-dir", str(tmp_path / "run2"), "--store", str(store)],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 2 and "the stage-1 teacher 'google/gemma-7b-it'" in run.stderr
+    assert "--teacher-model <hub id or folder>" in run.stderr
