@@ -152,7 +152,8 @@ def em_config_from_args(args: argparse.Namespace):
                          ("reward", "reward"), ("tau", "tau"), ("init", "init"), ("model", "model"),
                          ("teacher_model", "teacher_model"), ("judge_model", "judge_model"),
                          ("max_new_tokens", "max_new_tokens"), ("max_item_words", "max_item_words"),
-                         ("reasoning_from", "reasoning_from"), ("sft_adapter", "sft_adapter")]:
+                         ("reasoning_from", "reasoning_from"), ("sft_adapter", "sft_adapter"),
+                         ("report_to", "report_to")]:
         value = getattr(args, option, None)
         if value is not None:
             changes[name] = value
@@ -320,6 +321,9 @@ def _em_args(parser: argparse.ArgumentParser) -> None:
                              "hand-written paths shipped with the sample) or a .jsonl file of "
                              "{record_id, reasoning, teacher} rows")
     parser.add_argument("--sft-adapter", help="skip stages 1-2: start the EM rounds from this SFT adapter folder")
+    parser.add_argument("--report-to", help="training curves and E-step statistics: none (default) or any of "
+                                            "tensorboard, wandb, mlflow, trackio, comma-separated "
+                                            "(TensorBoard files in <run-dir>/logs)")
     _device_args(parser)
 
 

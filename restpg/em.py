@@ -41,6 +41,7 @@ from .reasoning import (SAMPLE_REASONING_FILE, ReasoningFileError, ReasoningSett
                         reasoning_from_file, reasoning_paths)
 from .retrieval import PAPER_TOP_K
 from .reward import PAPER_JUDGE_TAU, LexicalRewardModel, LLMJudge, Reward
+from .tracking import Tracking, TrackingError, check_installed, parse_report_to
 from .train import TrainConfig, TrainingExample, train_lora
 
 MANIFEST_VERSION = 1
@@ -96,6 +97,9 @@ class EMConfig:
     device: str = "auto"
     dtype: str = "auto"
     seed: int = 0
+    # Where training curves and E-step statistics go: "none", or any of tensorboard, wandb, mlflow,
+    # trackio, comma-separated (restpg.tracking). The paper does not say; ours: none.
+    report_to: str = "none"
 
     def __post_init__(self) -> None:
         for task in self.tasks:
@@ -106,6 +110,10 @@ class EMConfig:
             raise RunError(f"init must be 'base' or 'previous', got {self.init!r}")
         if self.reasoning_from not in ("teacher", "sample") and not self.reasoning_from.endswith(".jsonl"):
             raise RunError(f"reasoning_from must be 'teacher', 'sample' or a .jsonl file, got {self.reasoning_from!r}")
+        try:
+            parse_report_to(self.report_to)
+        except TrackingError as error:
+            raise RunError(str(error)) from None
         if self.rounds < 0 or self.samples_per_input < 1 or self.max_kept_per_input < 1:
             raise RunError("rounds >= 0, samples_per_input >= 1 and max_kept_per_input >= 1 are required")
 
@@ -567,6 +575,11 @@ def run_em(config: EMConfig, run_dir: Path, control: RunControl | None = None) -
     train = load_split(config, config.train_split, config.train_users)
     held_out = load_split(config, config.eval_split, config.eval_users)
     check_models(config)
+    tracking = Tracking(parse_report_to(config.report_to), run_dir / "logs")
+    try:
+        check_installed(tracking.report_to)
+    except TrackingError as error:
+        raise RunError(str(error)) from None
     check_manifest(run_dir, config, _records_hash(train) + _records_hash(held_out))
     models = Models(config)
     judge_cache = run_dir / "judge_cache.jsonl"
@@ -605,7 +618,7 @@ def run_em(config: EMConfig, run_dir: Path, control: RunControl | None = None) -
             with _timed(run_dir, "stage2_sft"):
                 train_lora(models.model_config(), examples, config.sft, sft_dir,
                            on_step=lambda step, total, logs: control.on_progress("stage 2: SFT", step, total),
-                           cancel=control.cancel)
+                           cancel=control.cancel, tracking=tracking)
         results[0] = _evaluate_once(models, config, held_out, sft_dir, judge_cache, control, "SFT")
         previous = sft_dir / "adapter"
     control.on_round(0, results[0])
@@ -619,6 +632,8 @@ def run_em(config: EMConfig, run_dir: Path, control: RunControl | None = None) -
             kept = select_samples(samples, config)
             stats = reward_stats(samples, kept)
             _write_json(round_dir / "selection.json", stats)
+            if os.environ.get("RANK", "0") == "0":
+                tracking.log_estep(t, stats, [s["reward"] for s in samples])
             if not kept:
                 raise RunError(f"round {t}: no sample passed the threshold ({stats['samples']} samples, mean reward "
                                f"{stats['reward_mean']:.3f}); lower --tau or use a lexical reward's quantile rule. "
@@ -631,7 +646,7 @@ def run_em(config: EMConfig, run_dir: Path, control: RunControl | None = None) -
             with _timed(run_dir, f"round{t}_mstep"):
                 train_lora(models.model_config(), examples, config.mstep, round_dir, init_adapter=init,
                            on_step=lambda step, total, logs, t=t: control.on_progress(f"round-{t}: M-step", step, total),
-                           cancel=control.cancel)
+                           cancel=control.cancel, tracking=tracking)
         results[t] = _evaluate_once(models, config, held_out, round_dir, judge_cache, control, f"round-{t}")
         results[t]["selection"] = json.loads((round_dir / "selection.json").read_text())
         control.on_round(t, results[t])

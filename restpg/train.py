@@ -24,6 +24,7 @@ from .cancel import cancel_hooks
 from .hardware import Precision, choose_precision, pick_device
 from .models import ModelConfig, chat_text, load_tokenizer, resolve_model
 from .prompts import PromptTooLongError
+from .tracking import Tracking
 
 log = logging.getLogger(__name__)
 
@@ -193,13 +194,14 @@ def build_lora_model(model_config: ModelConfig, train_config: TrainConfig, preci
 def train_lora(model_config: ModelConfig, examples: Sequence[TrainingExample], config: TrainConfig, output_dir: Path,
                init_adapter: Path | None = None,
                on_step: Callable[[int, int, dict], None] | None = None,
-               cancel: threading.Event | None = None) -> TrainResult:
+               cancel: threading.Event | None = None, tracking: Tracking = Tracking()) -> TrainResult:
     """Train a LoRA adapter and save it to ``output_dir/adapter`` (written atomically).
 
     Device and precision are ``model_config``'s (restpg.hardware chooses them for "auto").
     Trainer checkpoints go to ``output_dir/checkpoints``; a rerun after a crash or a cancel resumes
     from the last one. ``cancel`` set stops training at the next decoder layer (forward or backward)
     with :class:`restpg.cancel.Cancelled`. A finished adapter is never overwritten: delete it to retrain.
+    ``tracking`` sends the training logs (loss, learning rate, gradient norm) to the run's trackers.
     """
     from transformers import TrainingArguments
 
@@ -221,6 +223,7 @@ def train_lora(model_config: ModelConfig, examples: Sequence[TrainingExample], c
     if config.num_epochs is not None:
         max_steps = min(max_steps, max(1, math.ceil(steps_per_epoch * config.num_epochs)))
     checkpoints = output_dir / "checkpoints"
+    report_to, tracker_callbacks = tracking.trainer_arguments(output_dir.name)
     args = TrainingArguments(
         output_dir=str(checkpoints),
         max_steps=max_steps,
@@ -240,13 +243,13 @@ def train_lora(model_config: ModelConfig, examples: Sequence[TrainingExample], c
         bf16=precision.dtype == torch.bfloat16 and device.type == "cuda",
         use_cpu=device.type == "cpu",
         remove_unused_columns=False,
-        report_to=[],
+        report_to=report_to,
         dataloader_num_workers=0,
         disable_tqdm=False,
     )
     trainer = _trainer_class()(model=model, args=args, train_dataset=rows,
                                data_collator=WeightedCollator(tokenizer.pad_token_id),
-                               callbacks=[_progress_callback(on_step)] if on_step else None)
+                               callbacks=tracker_callbacks + ([_progress_callback(on_step)] if on_step else []))
     resume = checkpoints.exists() and any(checkpoints.glob("checkpoint-*"))
     start = time.perf_counter()
     with cancel_hooks(model, cancel):

@@ -334,3 +334,29 @@ def test_compare_methods_scores_six_methods_with_their_own_adapters(format_model
     assert len(predictions) == len(METHODS) * test_records
     assert {p["method"] for p in predictions if p["reasoning"]} <= {"SFT with reasoning", "REST-PG"}
     assert "| REST-PG |" in (out / "table.md").read_text() and (out / "rounds.png").exists()
+
+
+def test_training_curves_and_estep_statistics_go_to_tensorboard(tiny_config, tmp_path):
+    """#12.8: --report-to tensorboard: the Trainer's losses per step and each round's E-step
+    statistics, read back from the event files."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    run_em(dataclasses.replace(tiny_config, rounds=1, report_to="tensorboard"), run)
+
+    def events(step):
+        accumulator = EventAccumulator(str(run / "logs" / step), size_guidance={"scalars": 0, "histograms": 0})
+        accumulator.Reload()
+        return accumulator
+
+    for step in ("sft", "round-1"):
+        losses = events(step).Scalars("train/loss")
+        assert len(losses) == TINY_TRAIN.max_steps and all(e.value > 0 for e in losses)
+    selection = json.loads((run / "round-1" / "selection.json").read_text())
+    estep = events("estep")
+    assert [(e.step, e.value) for e in estep.Scalars("estep/kept")] == [(1, selection["kept"])]
+    assert estep.Scalars("estep/samples")[0].value == selection["samples"]
+    assert estep.Scalars("estep/reward_mean")[0].value == pytest.approx(selection["reward_mean"])
+    assert estep.Histograms("estep/reward")[0].histogram_value.num == selection["samples"]
+    with pytest.raises(RunError, match="unknown tracker 'tensorbored'"):
+        dataclasses.replace(tiny_config, report_to="tensorbored")
