@@ -35,7 +35,7 @@ from .jsonl import append_jsonl, read_jsonl, write_jsonl
 from .longlamp import PUBLIC_TASKS, Record, load_records, sample_path, task_spec
 from .metrics import LexicalMetrics, LexicalReward
 from .models import (DEFAULT_MODEL, GenerationSettings, LoadedModel, ModelConfig, ModelError, load_adapter,
-                     load_model, load_tokenizer, prompt_token_counter, resolve_model, use_adapter)
+                     free_memory, load_model, load_tokenizer, prompt_token_counter, resolve_model, use_adapter)
 from .prompts import PromptSettings, reasoning_target
 from .reasoning import (SAMPLE_REASONING_FILE, ReasoningFileError, ReasoningSettings, file_teachers,
                         reasoning_from_file, reasoning_paths)
@@ -403,6 +403,14 @@ class Models:
             use_adapter(loaded, name)
         return loaded
 
+    def release(self) -> None:
+        """Drop the generator and the judge (reloaded when next needed): training loads its own copy
+        of the base model, and on a GPU a 7B judge beside it is memory the M-step needs."""
+        if self._generator is None and self._judge is None:
+            return
+        self._generator = self._judge = None
+        free_memory()
+
     def metrics(self) -> LexicalMetrics:
         if self._metrics is None:
             self._metrics = LexicalMetrics()
@@ -608,6 +616,8 @@ def run_em(config: EMConfig, run_dir: Path, control: RunControl | None = None) -
                 reasoning = reasoning_paths(teacher, train, run_dir / "reasoning.jsonl", settings,
                                             on_batch=_Counter(control, "stage 1: reasoning paths", len(train)),
                                             cancel=control.cancel)
+            del teacher  # stage 1 is over: the teacher's memory goes before training
+            models.release()
 
         # Stage 2: SFT (round 0)
         if not (sft_dir / "adapter" / "adapter_config.json").exists():
@@ -643,6 +653,7 @@ def run_em(config: EMConfig, run_dir: Path, control: RunControl | None = None) -
                         for s in kept]
             init = previous if config.init == "previous" else None
             control.on_progress(f"round-{t}: M-step", 0, 1)
+            models.release()  # sampling and scoring are over until the round's evaluation
             with _timed(run_dir, f"round{t}_mstep"):
                 train_lora(models.model_config(), examples, config.mstep, round_dir, init_adapter=init,
                            on_step=lambda step, total, logs, t=t: control.on_progress(f"round-{t}: M-step", step, total),

@@ -168,6 +168,15 @@ def load_model(config: ModelConfig = ModelConfig()) -> LoadedModel:
     return LoadedModel(name=config.model, model=model, tokenizer=tokenizer, device=device, precision=precision)
 
 
+def free_memory() -> None:
+    """Return the memory of models no longer referenced (Python's cycles, then CUDA's cache)."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 # ----------------------------------------------------------------------------------------------
 # LoRA adapters (peft)
 

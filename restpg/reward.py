@@ -150,15 +150,21 @@ class LLMJudge:
         input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.loaded.device)
         attention = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.loaded.device)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift positions
+        # Only the last positions are read (a level's tokens and the one after): the vocabulary
+        # projection and its log-softmax run there alone, not over the whole prompt (a 256k
+        # vocabulary times thousands of positions otherwise).
+        keep = max(len(levels.tokens[leaf]) for leaf in levels.rows) + 1
         with torch.inference_mode():
-            logits = self.loaded.model(input_ids=input_ids, attention_mask=attention, position_ids=positions).logits
+            logits = self.loaded.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
+                                       logits_to_keep=keep).logits
         logprobs = torch.log_softmax(logits.float(), dim=-1)
+        offset = width - keep  # column j of logprobs is position offset + j
         # logprob of each level's tokens: read in a row that holds all of them (a single-token level
         # without extensions is read in any row, from the position after the prompt)
         log_p: list[dict[int, float]] = [{} for _ in prompts]
         for row, (n, leaf) in enumerate(owners):
             leaf_tokens = levels.tokens[leaf]
-            start = width - len(leaf_tokens) - 1  # position whose logits predict the first level token
+            start = width - len(leaf_tokens) - 1 - offset  # column whose logits predict the first level token
             for level in levels.levels:
                 tokens = levels.tokens[level]
                 # extensions: next tokens of the levels that extend this one ("0" after "1")

@@ -259,7 +259,13 @@ def test_the_rest_pg_path_end_to_end(format_model_dir, tmp_path, monkeypatch):
     train_lora = em.train_lora
 
     def spy(model_config, examples, train_config, output_dir, **kwargs):
+        import gc
+
+        from restpg.models import LoadedModel
+
         trained.append((output_dir.name, list(examples)))
+        gc.collect()  # #12.5: no generator or judge of this run is held while it trains
+        assert not [o for o in gc.get_objects() if isinstance(o, LoadedModel) and o.name == config.model]
         return train_lora(model_config, examples, train_config, output_dir, **kwargs)
 
     monkeypatch.setattr(em, "train_lora", spy)
