@@ -263,8 +263,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         progress.close()
     out = Path(args.run_dir) / "comparison"
     print((out / "table.md").read_text())
-    print(f"preset {preset}; {time.perf_counter() - start:.0f} s; written: {out}/table.csv, table.md, rounds.png, "
-          "predictions.jsonl")
+    print((out / "table_by_task.md").read_text())
+    print(f"preset {preset}; {time.perf_counter() - start:.0f} s; written: {out}/table.csv, table.md, "
+          "table_by_task.csv, table_by_task.md, rounds.png, predictions.jsonl")
     return 0
 
 

@@ -340,6 +340,8 @@ def test_compare_methods_scores_six_methods_with_their_own_adapters(format_model
     assert len(predictions) == len(METHODS) * test_records
     assert {p["method"] for p in predictions if p["reasoning"]} <= {"SFT with reasoning", "REST-PG"}
     assert "| REST-PG |" in (out / "table.md").read_text() and (out / "rounds.png").exists()
+    assert {(r["method"], r["task"]) for r in result["by_task"]} == \
+        {(name, task) for name, *_ in METHODS for task in ("product_review", "average")}
 
 
 def test_training_curves_and_estep_statistics_go_to_tensorboard(tiny_config, tmp_path):
