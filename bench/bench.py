@@ -96,7 +96,7 @@ def bench_training(args) -> None:
                 for r in sample_records(8)]
     for dtype in args.dtypes:
         for micro in args.micro_batches:
-            config = TrainConfig(learning_rate=1e-4, warmup_steps=0, max_steps=2, batch_size=4,
+            config = TrainConfig(select_by="last", learning_rate=1e-4, warmup_steps=0, max_steps=2, batch_size=4,
                                  per_device_batch_size=micro, save_steps=100, lora_r=8, lora_alpha=16)
             with tempfile.TemporaryDirectory() as folder:
                 result = train_lora(ModelConfig(device=args.device, dtype=dtype), examples, config, Path(folder))

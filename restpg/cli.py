@@ -161,6 +161,9 @@ def em_config_from_args(args: argparse.Namespace):
         changes["reasoning"] = False
     if getattr(args, "keep_truncated", False):
         changes["keep_truncated"] = True
+    if getattr(args, "select_by", None):
+        changes["sft"] = dataclasses.replace(config.sft, select_by=args.select_by)
+        changes["mstep"] = dataclasses.replace(config.mstep, select_by=args.select_by)
     return preset, dataclasses.replace(config, **changes)
 
 
@@ -322,6 +325,10 @@ def _em_args(parser: argparse.ArgumentParser) -> None:
                              "hand-written paths shipped with the sample) or a .jsonl file of "
                              "{record_id, reasoning, teacher} rows")
     parser.add_argument("--sft-adapter", help="skip stages 1-2: start the EM rounds from this SFT adapter folder")
+    parser.add_argument("--select-by", choices=["loss", "reward", "last"],
+                        help="checkpoint each SFT / M-step keeps: loss (lowest validation loss, the paper's "
+                             "default), reward (highest reward of generated answers) or last (nothing validated; "
+                             "cpu-small)")
     parser.add_argument("--report-to", help="training curves and E-step statistics: none (default) or any of "
                                             "tensorboard, wandb, mlflow, trackio, comma-separated "
                                             "(TensorBoard files in <run-dir>/logs)")

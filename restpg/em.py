@@ -22,16 +22,19 @@ import dataclasses
 import hashlib
 import json
 import os
+import random
 import re
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import fmean
 from typing import Callable, Sequence
 
 from .cancel import Cancelled
+from .hardware import Precision
 from .evaluate import inference_settings, predict, prompt_for, score_predictions, summarize
-from .jsonl import append_jsonl, read_jsonl, write_jsonl
+from .jsonl import append_jsonl, read_jsonl, write_json, write_jsonl
 from .longlamp import PUBLIC_TASKS, Record, load_records, sample_path, task_spec
 from .metrics import LexicalMetrics, LexicalReward
 from .models import (DEFAULT_MODEL, GenerationSettings, LoadedModel, ModelConfig, ModelError, load_adapter,
@@ -144,7 +147,8 @@ class EMConfig:
 # per optimizer step. Precision is the run's (restpg.hardware: fp32 unless the CPU has native bf16).
 _CPU_SFT = TrainConfig(learning_rate=2e-3, optimizer="adamw_torch",  # CPU-forced: few steps need AdamW's fast start
                        warmup_steps=2, num_epochs=5.0, batch_size=4, per_device_batch_size=1,
-                       max_input_tokens=768, max_output_tokens=320, save_steps=5, lora_r=8, lora_alpha=16)
+                       max_input_tokens=768, max_output_tokens=320, save_steps=5, lora_r=8, lora_alpha=16,
+                       select_by="last")  # CPU-forced: the paper validates every 1,000 steps; a few dozen here
 _CPU_MSTEP = dataclasses.replace(_CPU_SFT, num_epochs=2.0)
 
 # The paper's models (PAPER.md, "Training and inference settings", stages 1 and 3): a Gemma 2B
@@ -209,14 +213,6 @@ def _versions() -> dict[str, str]:
             "peft": peft.__version__}
 
 
-def _write_json(path: Path, value) -> None:
-    """Atomic: a crash leaves the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_suffix(path.suffix + ".tmp")
-    staging.write_text(json.dumps(value, indent=2, ensure_ascii=False))
-    os.replace(staging, path)
-
-
 @contextlib.contextmanager
 def _timed(run_dir: Path, name: str):
     """Adds the step's wall time to run_dir/timings.json (summed over resumes)."""
@@ -228,7 +224,7 @@ def _timed(run_dir: Path, name: str):
             path = run_dir / "timings.json"
             timings = json.loads(path.read_text()) if path.exists() else {}
             timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
-            _write_json(path, timings)
+            write_json(path, timings)
 
 
 def check_manifest(run_dir: Path, config: EMConfig, data_hash: str) -> dict:
@@ -253,7 +249,7 @@ def check_manifest(run_dir: Path, config: EMConfig, data_hash: str) -> dict:
             raise RunError(f"{run_dir} holds a run on other data (data hash {old.get('data_hash')} != {data_hash})")
         return old
     run_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(path, manifest)
+    write_json(path, manifest)
     return manifest
 
 
@@ -600,35 +596,21 @@ def run_em(config: EMConfig, run_dir: Path, control: RunControl | None = None) -
         previous = Path(config.sft_adapter)
         results[0] = _start_metrics(models, config, held_out, previous, judge_cache, control, run_dir)
     else:
-        if config.reasoning and reasoning_file(config) is not None:
-            try:
-                reasoning = reasoning_from_file(reasoning_file(config), train)
-            except ReasoningFileError as error:
-                raise RunError(str(error)) from None
-        elif config.reasoning:
-            teacher = (models.generator(None) if config.teacher_model in (None, config.model)
-                       else load_model(models.model_config(config.teacher_model)))
-            settings = ReasoningSettings(k=config.k, prompt=PromptSettings(max_item_words=config.max_item_words),
-                                         generation=GenerationSettings(max_new_tokens=config.reasoning_max_tokens,
-                                                                       temperature=0.0,
-                                                                       batch_size=config.generation_batch_size))
-            with _main_process_first(), _timed(run_dir, "stage1_reasoning"):
-                reasoning = reasoning_paths(teacher, train, run_dir / "reasoning.jsonl", settings,
-                                            on_batch=_Counter(control, "stage 1: reasoning paths", len(train)),
-                                            cancel=control.cancel)
-            del teacher  # stage 1 is over: the teacher's memory goes before training
-            models.release()
+        if config.reasoning:
+            reasoning = stage1_reasoning(models, config, train, run_dir, control, "stage 1: reasoning paths")
 
         # Stage 2: SFT (round 0)
         if not (sft_dir / "adapter" / "adapter_config.json").exists():
             control.check()
-            tokenizer = load_tokenizer(resolve_model(config.model, models.model_config().cache_dir))
-            examples = _sft_examples(config, train, reasoning, prompt_token_counter(tokenizer))
+            count_tokens = prompt_token_counter(load_tokenizer(resolve_model(config.model,
+                                                                             models.model_config().cache_dir)))
+            examples = _sft_examples(config, train, reasoning, count_tokens)
+            selection = _checkpoint_selection(config.sft, models, config, held_out, run_dir, control, count_tokens)
             control.on_progress("stage 2: SFT", 0, 1)
             with _timed(run_dir, "stage2_sft"):
                 train_lora(models.model_config(), examples, config.sft, sft_dir,
                            on_step=lambda step, total, logs: control.on_progress("stage 2: SFT", step, total),
-                           cancel=control.cancel, tracking=tracking)
+                           cancel=control.cancel, tracking=tracking, **selection)
         results[0] = _evaluate_once(models, config, held_out, sft_dir, judge_cache, control, "SFT")
         previous = sft_dir / "adapter"
     control.on_round(0, results[0])
@@ -641,7 +623,7 @@ def run_em(config: EMConfig, run_dir: Path, control: RunControl | None = None) -
                 samples = e_step(models, config, train, previous, round_dir, control)
             kept = select_samples(samples, config)
             stats = reward_stats(samples, kept)
-            _write_json(round_dir / "selection.json", stats)
+            write_json(round_dir / "selection.json", stats)
             if os.environ.get("RANK", "0") == "0":
                 tracking.log_estep(t, stats, [s["reward"] for s in samples])
             if not kept:
@@ -652,17 +634,88 @@ def run_em(config: EMConfig, run_dir: Path, control: RunControl | None = None) -
                                         if config.reasoning else s["answer"], s["reward"], s["sample_id"])
                         for s in kept]
             init = previous if config.init == "previous" else None
-            control.on_progress(f"round-{t}: M-step", 0, 1)
             models.release()  # sampling and scoring are over until the round's evaluation
+            count_tokens = prompt_token_counter(load_tokenizer(resolve_model(config.model,
+                                                                             models.model_config().cache_dir)))
+            selection = _checkpoint_selection(config.mstep, models, config, held_out, run_dir, control, count_tokens)
+            control.on_progress(f"round-{t}: M-step", 0, 1)
             with _timed(run_dir, f"round{t}_mstep"):
                 train_lora(models.model_config(), examples, config.mstep, round_dir, init_adapter=init,
                            on_step=lambda step, total, logs, t=t: control.on_progress(f"round-{t}: M-step", step, total),
-                           cancel=control.cancel, tracking=tracking)
+                           cancel=control.cancel, tracking=tracking, **selection)
         results[t] = _evaluate_once(models, config, held_out, round_dir, judge_cache, control, f"round-{t}")
         results[t]["selection"] = json.loads((round_dir / "selection.json").read_text())
         control.on_round(t, results[t])
         previous = round_dir / "adapter"
     return results
+
+
+def stage1_reasoning(models: Models, config: EMConfig, records: Sequence[Record], run_dir: Path,
+                     control: RunControl, stage: str, missing_ok: bool = False) -> dict:
+    """Stage 1: the reasoning path of each record, from the run's file or written by the teacher
+    (cached in run_dir/reasoning.jsonl). ``missing_ok``: records a file does not cover are left out."""
+    path = reasoning_file(config)
+    if path is not None:
+        try:
+            return reasoning_from_file(path, records, missing_ok)
+        except ReasoningFileError as error:
+            raise RunError(str(error)) from None
+    teacher = (models.generator(None) if config.teacher_model in (None, config.model)
+               else load_model(models.model_config(config.teacher_model)))
+    settings = ReasoningSettings(k=config.k, prompt=PromptSettings(max_item_words=config.max_item_words),
+                                 generation=GenerationSettings(max_new_tokens=config.reasoning_max_tokens,
+                                                               temperature=0.0, batch_size=config.generation_batch_size,
+                                                               max_input_tokens=config.max_input_tokens))
+    with _main_process_first(), _timed(run_dir, "stage1_reasoning"):
+        paths = reasoning_paths(teacher, records, run_dir / "reasoning.jsonl", settings,
+                                on_batch=_Counter(control, stage, len(records)), cancel=control.cancel)
+    del teacher  # the teacher's memory goes before training
+    models.release()
+    return paths
+
+
+def validation_records(config: EMConfig, held_out: Sequence[Record], count: int) -> list[Record]:
+    """The fixed sample checkpoints are validated on (paper: 1,024 sampled validation examples):
+    seeded by the run, in data order."""
+    if count >= len(held_out):
+        return list(held_out)
+    chosen = set(random.Random(config.seed).sample(range(len(held_out)), count))
+    return [record for n, record in enumerate(held_out) if n in chosen]
+
+
+def _checkpoint_selection(stage: TrainConfig, models: Models, config: EMConfig, held_out: Sequence[Record],
+                          run_dir: Path, control: RunControl, count_tokens) -> dict:
+    """train_lora's validation arguments for ``stage.select_by``: validation examples (the SFT
+    targets of the validation records, for the loss) or a function scoring generated answers with
+    the run's reward; nothing for "last"."""
+    if stage.select_by == "last":
+        return {}
+    records = validation_records(config, held_out, stage.validation_examples)
+    if stage.select_by == "loss":
+        reasoning = (stage1_reasoning(models, config, records, run_dir, control, "validation reasoning paths",
+                                      missing_ok=True) if config.reasoning else None)
+        covered = [r for r in records if reasoning is None or r.record_id in reasoning]
+        examples = _sft_examples(config, covered, reasoning, count_tokens) if covered else []
+        if not examples:
+            raise RunError(f"select_by 'loss': none of the {len(records)} validation records has a reasoning path "
+                           f"({reasoning_source(config)}); pass --select-by reward or last, or a reasoning file "
+                           "that covers validation records")
+        return {"validation": examples}
+    settings = inference_settings(config.max_new_tokens, config.generation_batch_size, config.seed,
+                                  config.max_input_tokens)
+    prompt_settings = PromptSettings(max_item_words=config.max_item_words)
+    tokenizer = load_tokenizer(resolve_model(config.model, models.model_config().cache_dir))
+    reward = models.reward(run_dir / "judge_cache.jsonl")
+
+    def validate(model) -> float:
+        parameter = next(model.parameters())
+        loaded = LoadedModel(name=config.model, model=model, tokenizer=tokenizer, device=parameter.device,
+                             precision=Precision(parameter.dtype, "the model in training"))
+        answers = [p[0].answer for p in predict(loaded, records, config.prompt_kind, settings, config.k,
+                                                prompt_settings, cancel=control.cancel)]
+        return fmean(reward([r.input for r in records], [r.output for r in records], answers))
+
+    return {"validate": validate}
 
 
 def reasoning_file(config: EMConfig) -> Path | None:
@@ -705,11 +758,11 @@ def _start_metrics(models: Models, config: EMConfig, held_out, adapter: Path, ju
     if own.exists():
         metrics = json.loads(own.read_text())
         if sorted(row["record_id"] for row in metrics.get("per_record", [])) == sorted(r.record_id for r in held_out):
-            _write_json(run_dir / "sft" / "metrics.json", metrics)
+            write_json(run_dir / "sft" / "metrics.json", metrics)
     metrics_file = run_dir / "sft" / "metrics.json"
     if not metrics_file.exists():
         with _timed(run_dir, "sft_evaluation"):
-            _write_json(metrics_file, evaluate_round(models, config, held_out, adapter, judge_cache, control, "SFT"))
+            write_json(metrics_file, evaluate_round(models, config, held_out, adapter, judge_cache, control, "SFT"))
     return json.loads(metrics_file.read_text())
 
 
@@ -720,5 +773,5 @@ def _evaluate_once(models: Models, config: EMConfig, records, step_dir: Path, ju
         if not metrics_file.exists():
             with _timed(step_dir.parent, f"{step_dir.name}_evaluation"):
                 result = evaluate_round(models, config, records, step_dir / "adapter", judge_cache, control, stage)
-            _write_json(metrics_file, result)
+            write_json(metrics_file, result)
     return json.loads(metrics_file.read_text())

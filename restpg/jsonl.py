@@ -1,12 +1,15 @@
-"""Append-only JSONL files that survive a kill: every append is flushed to disk, a line torn by a
-crash is skipped on reading and never glued to the next append."""
+"""Files that survive a kill. Append-only JSONL: every append is flushed to disk, a line torn by a
+crash is skipped on reading and never glued to the next append. Whole files (JSON, JSONL, CSV):
+written atomically, the old content or the new, never half of one (:func:`write_atomically`, the
+one way restpg replaces a file)."""
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, TextIO
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -34,8 +37,31 @@ def append_jsonl(path: Path, rows: Iterable[dict]) -> None:
         os.fsync(handle.fileno())
 
 
+def write_atomically(path: Path, write: Callable[[TextIO], object], newline: str | None = None) -> Path:
+    """Write through a temporary file in the same folder, flushed to disk, then renamed over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
     """Replace the file's content atomically."""
-    staging = path.with_suffix(path.suffix + ".tmp")
-    staging.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
-    os.replace(staging, path)
+    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    write_atomically(path, lambda handle: handle.write(text))
+
+
+def write_json(path: Path, value) -> None:
+    """Replace the file's content atomically (indented JSON)."""
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    write_atomically(path, lambda handle: handle.write(text))

@@ -13,14 +13,13 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from .jsonl import write_atomically
 from .store import Store
 
 CRITERIA = ("faithfulness", "relevance", "usefulness")
@@ -176,13 +175,13 @@ class RatingStore:
             writer.writeheader()
             writer.writerows(self.all())
 
-        return _write_atomically(Path(path), write, newline="")
+        return write_atomically(Path(path), write, newline="")
 
     def export_jsonl(self, path: str | Path) -> Path:
         def write(handle) -> None:
             handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in self.all())
 
-        return _write_atomically(Path(path), write)
+        return write_atomically(Path(path), write)
 
     def agreement(self) -> dict:
         """Krippendorff's alpha between annotators over the generations rated by two or more of them.
@@ -219,20 +218,3 @@ def _alpha(rows: Iterable[dict], annotators: list[str], items: list[str], name: 
     except (ValueError, ZeroDivisionError):  # e.g. a single value in the whole domain
         return None
     return None if math.isnan(value) or math.isinf(value) else value
-
-
-def _write_atomically(path: Path, write, newline: str | None = None) -> Path:
-    """Write through a temporary file in the same folder, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

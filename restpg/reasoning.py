@@ -122,11 +122,12 @@ def reasoning_paths(teacher: LoadedModel, records: Sequence[Record], cache_file:
     return {r.record_id: cached[cache_key(r.record_id, teacher.name)] for r in records}
 
 
-def reasoning_from_file(path: Path, records: Sequence[Record]) -> dict[str, ReasoningPath]:
+def reasoning_from_file(path: Path, records: Sequence[Record], missing_ok: bool = False) -> dict[str, ReasoningPath]:
     """The reasoning path of every record from a JSONL file keyed by record id.
 
     A malformed line or row is an error naming the file and line; so is a training record the file
-    does not cover (the first few are named). Lines that copy the record's real output are dropped.
+    does not cover (the first few are named), unless ``missing_ok`` (validation records: those
+    covered are returned). Lines that copy the record's real output are dropped.
     """
     import json
 
@@ -148,12 +149,12 @@ def reasoning_from_file(path: Path, records: Sequence[Record]) -> dict[str, Reas
                 raise ReasoningFileError(f"{path}: line {number}: field {name!r} missing or not a non-empty string")
         rows[row["record_id"]] = row
     missing = [r.record_id for r in records if r.record_id not in rows]
-    if missing:
+    if missing and not missing_ok:
         raise ReasoningFileError(f"{path}: no reasoning path for {len(missing)} of {len(records)} training records "
                                  f"(e.g. {', '.join(missing[:3])}); pass --reasoning-from teacher, or a file "
                                  "that covers them")
     paths = {}
-    for record in records:
+    for record in (r for r in records if r.record_id in rows):
         row = rows[record.record_id]
         text, dropped = drop_copied_lines(row["reasoning"], record.output)
         paths[record.record_id] = ReasoningPath(record.record_id, row["teacher"], text, dropped, truncated=False)

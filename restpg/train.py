@@ -23,6 +23,7 @@ import torch
 from .cancel import cancel_hooks
 from .hardware import Precision, choose_precision, pick_device
 from .models import ModelConfig, chat_text, load_tokenizer, resolve_model
+from .jsonl import write_json
 from .prompts import PromptTooLongError
 from .tracking import Tracking
 
@@ -35,6 +36,9 @@ class TrainingExample:
     completion: str  # the target the model learns to write
     weight: float = 1.0  # 1 for SFT; the reward in the M-step
     example_id: str = ""
+
+
+SELECT_BY = ("loss", "reward", "last")
 
 
 @dataclass(frozen=True)
@@ -55,8 +59,17 @@ class TrainConfig:
     lora_r: int = 16  # ours: the paper fine-tunes all weights
     lora_alpha: int = 32
     lora_dropout: float = 0.05
-    save_steps: int = 1000  # paper validates every 1,000 steps
+    save_steps: int = 1000  # paper: checkpoints validated every 1,000 steps
+    # Which checkpoint the step keeps. Paper: the best validated one. "loss": the lowest loss on
+    # the validation examples (default); "reward": the highest mean reward of answers generated
+    # for the validation records; "last": the last step, nothing validated.
+    select_by: str = "loss"
+    validation_examples: int = 1024  # paper: 1,024 sampled validation examples
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.select_by not in SELECT_BY:
+            raise ValueError(f"select_by must be one of {', '.join(SELECT_BY)}, got {self.select_by!r}")
 
     @property
     def gradient_accumulation_steps(self) -> int:
@@ -73,6 +86,8 @@ class TrainResult:
     seconds: float
     final_loss: float | None
     log_history: list[dict] = field(default_factory=list)
+    selected_step: int | None = None  # the step whose checkpoint was kept (None: the last, nothing validated)
+    selected_metric: float | None = None  # its validation loss or reward
 
     @property
     def tokens_per_second(self) -> float:
@@ -153,6 +168,20 @@ def _trainer_class():
         """
 
         loss_is_scaled_for_ga = False
+        validate_fn: Callable | None = None  # select_by "reward": model -> mean reward (higher is better)
+
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+            if self.validate_fn is None:  # validation loss: the Trainer's own loop over compute_loss
+                return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+            was_training = self.model.training
+            self.model.eval()
+            try:
+                metrics = {f"{metric_key_prefix}_reward": float(self.validate_fn(self.model))}
+            finally:
+                self.model.train(was_training)
+            self.log(metrics)
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+            return metrics
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             weight = inputs.pop("weight")
@@ -194,7 +223,9 @@ def build_lora_model(model_config: ModelConfig, train_config: TrainConfig, preci
 def train_lora(model_config: ModelConfig, examples: Sequence[TrainingExample], config: TrainConfig, output_dir: Path,
                init_adapter: Path | None = None,
                on_step: Callable[[int, int, dict], None] | None = None,
-               cancel: threading.Event | None = None, tracking: Tracking = Tracking()) -> TrainResult:
+               cancel: threading.Event | None = None, tracking: Tracking = Tracking(),
+               validation: Sequence[TrainingExample] = (),
+               validate: Callable[[torch.nn.Module], float] | None = None) -> TrainResult:
     """Train a LoRA adapter and save it to ``output_dir/adapter`` (written atomically).
 
     Device and precision are ``model_config``'s (restpg.hardware chooses them for "auto").
@@ -202,6 +233,10 @@ def train_lora(model_config: ModelConfig, examples: Sequence[TrainingExample], c
     from the last one. ``cancel`` set stops training at the next decoder layer (forward or backward)
     with :class:`restpg.cancel.Cancelled`. A finished adapter is never overwritten: delete it to retrain.
     ``tracking`` sends the training logs (loss, learning rate, gradient norm) to the run's trackers.
+
+    Checkpoint selection (``config.select_by``): every ``save_steps`` steps the model is validated,
+    on the loss of ``validation`` (weight 1) or by ``validate(model)`` (the mean reward of its
+    answers), and the best checkpoint is the adapter saved; ``last`` keeps the last step.
     """
     from transformers import TrainingArguments
 
@@ -224,6 +259,23 @@ def train_lora(model_config: ModelConfig, examples: Sequence[TrainingExample], c
         max_steps = min(max_steps, max(1, math.ceil(steps_per_epoch * config.num_epochs)))
     checkpoints = output_dir / "checkpoints"
     report_to, tracker_callbacks = tracking.trainer_arguments(output_dir.name)
+    every = min(config.save_steps, max_steps)
+    selection: dict = {}
+    eval_rows = None
+    if config.select_by == "loss":
+        if not validation:
+            raise ValueError("select_by 'loss' needs validation examples (or select_by 'last')")
+        eval_rows = [dict(row, weight=1.0) for row in tokenize_examples(tokenizer, validation, config)]
+        selection = dict(metric_for_best_model="eval_loss", greater_is_better=False)
+    elif config.select_by == "reward":
+        if validate is None:
+            raise ValueError("select_by 'reward' needs a validate function (or select_by 'last')")
+        eval_rows = [{"unused": 0}]  # the Trainer wants an eval set; evaluate() calls validate instead
+        selection = dict(metric_for_best_model="eval_reward", greater_is_better=True)
+    if selection:
+        selection.update(eval_strategy="steps", eval_steps=every, load_best_model_at_end=True,
+                         prediction_loss_only=True, per_device_eval_batch_size=config.per_device_batch_size,
+                         label_names=["labels"])
     args = TrainingArguments(
         output_dir=str(checkpoints),
         max_steps=max_steps,
@@ -237,7 +289,7 @@ def train_lora(model_config: ModelConfig, examples: Sequence[TrainingExample], c
         optim=config.optimizer,
         logging_steps=1,
         save_strategy="steps",
-        save_steps=min(config.save_steps, max_steps),
+        save_steps=every,
         save_total_limit=2,
         seed=config.seed,
         bf16=precision.dtype == torch.bfloat16 and device.type == "cuda",
@@ -246,10 +298,12 @@ def train_lora(model_config: ModelConfig, examples: Sequence[TrainingExample], c
         report_to=report_to,
         dataloader_num_workers=0,
         disable_tqdm=False,
+        **selection,
     )
-    trainer = _trainer_class()(model=model, args=args, train_dataset=rows,
+    trainer = _trainer_class()(model=model, args=args, train_dataset=rows, eval_dataset=eval_rows,
                                data_collator=WeightedCollator(tokenizer.pad_token_id),
                                callbacks=tracker_callbacks + ([_progress_callback(on_step)] if on_step else []))
+    trainer.validate_fn = validate if config.select_by == "reward" else None
     resume = checkpoints.exists() and any(checkpoints.glob("checkpoint-*"))
     start = time.perf_counter()
     with cancel_hooks(model, cancel):
@@ -264,6 +318,16 @@ def train_lora(model_config: ModelConfig, examples: Sequence[TrainingExample], c
         shutil.rmtree(checkpoints, ignore_errors=True)  # the adapter is final: checkpoints served resume only
     trainer.accelerator.wait_for_everyone()
     tokens_per_step = sum(len(r["input_ids"]) for r in rows) / max(1, steps_per_epoch)
-    return TrainResult(adapter_dir=adapter_dir, steps=output.global_step, examples=len(rows),
-                       train_tokens=int(tokens_per_step * output.global_step), seconds=seconds,
-                       final_loss=output.training_loss, log_history=list(trainer.state.log_history))
+    best = trainer.state.best_model_checkpoint
+    result = TrainResult(adapter_dir=adapter_dir, steps=output.global_step, examples=len(rows),
+                         train_tokens=int(tokens_per_step * output.global_step), seconds=seconds,
+                         final_loss=output.training_loss, log_history=list(trainer.state.log_history),
+                         selected_step=int(best.rsplit("-", 1)[1]) if best else None,
+                         selected_metric=trainer.state.best_metric if best else None)
+    if trainer.is_world_process_zero():
+        validated = [{"step": h["step"], **{k: v for k, v in h.items() if k in ("eval_loss", "eval_reward")}}
+                     for h in result.log_history if "eval_loss" in h or "eval_reward" in h]
+        write_json(output_dir / "checkpoint_selection.json",
+                   {"select_by": config.select_by, "steps": result.steps, "selected_step": result.selected_step,
+                    "selected_metric": result.selected_metric, "validated": validated})
+    return result

@@ -44,7 +44,7 @@ def format_config(model_dir):
     from restpg.em import EMConfig
     from restpg.train import TrainConfig
 
-    train = TrainConfig(learning_rate=1e-3, warmup_steps=0, max_steps=2, batch_size=2, per_device_batch_size=2,
+    train = TrainConfig(select_by="last", learning_rate=1e-3, warmup_steps=0, max_steps=2, batch_size=2, per_device_batch_size=2,
                         optimizer="adamw_torch", lora_r=4, lora_alpha=8, lora_dropout=0.0, save_steps=2,
                         max_input_tokens=512, max_output_tokens=40)
     return EMConfig(tasks=("product_review",), train_users=1, eval_users=1, model=str(model_dir), reasoning=True,

@@ -38,7 +38,7 @@ def test_generation_stops_at_the_next_token(tiny_model):
 
 
 def test_training_stops_mid_step_and_keeps_its_checkpoints(tiny_model_dir, tmp_path):
-    config = TrainConfig(learning_rate=1e-3, warmup_steps=0, max_steps=400, batch_size=1, per_device_batch_size=1,
+    config = TrainConfig(select_by="last", learning_rate=1e-3, warmup_steps=0, max_steps=400, batch_size=1, per_device_batch_size=1,
                          optimizer="adamw_torch", lora_r=2, lora_alpha=4, save_steps=2)
     examples = [TrainingExample("prompt " * 50, "completion " * 50)] * 4
     event = threading.Event()

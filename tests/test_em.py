@@ -9,7 +9,7 @@ import torch
 from restpg.em import EMConfig, PRESETS, RunControl, RunError, Cancelled, run_em, select_samples
 from restpg.train import TrainConfig
 
-TINY_TRAIN = TrainConfig(learning_rate=1e-2, warmup_steps=0, max_steps=4, batch_size=4, per_device_batch_size=2,
+TINY_TRAIN = TrainConfig(select_by="last", learning_rate=1e-2, warmup_steps=0, max_steps=4, batch_size=4, per_device_batch_size=2,
                          optimizer="adamw_torch", lora_r=4, lora_alpha=8, lora_dropout=0.0, save_steps=2,
                          max_input_tokens=512, max_output_tokens=32)
 
@@ -368,3 +368,36 @@ def test_training_curves_and_estep_statistics_go_to_tensorboard(tiny_config, tmp
     assert estep.Histograms("estep/reward")[0].histogram_value.num == selection["samples"]
     with pytest.raises(RunError, match="unknown tracker 'tensorbored'"):
         dataclasses.replace(tiny_config, report_to="tensorbored")
+
+
+def test_a_run_keeps_the_best_validated_checkpoint_of_each_stage(tiny_config, tmp_path):
+    """#12.2 through the pipeline: SFT selected on validation loss, the M-step on the reward of
+    answers generated for a fixed validation sample."""
+    config = dataclasses.replace(tiny_config, rounds=1,
+                                 sft=dataclasses.replace(TINY_TRAIN, select_by="loss", save_steps=2),
+                                 mstep=dataclasses.replace(TINY_TRAIN, select_by="reward", save_steps=2,
+                                                           validation_examples=2))
+    run_em(config, tmp_path / "run")
+    sft = json.loads((tmp_path / "run" / "sft" / "checkpoint_selection.json").read_text())
+    assert sft["select_by"] == "loss" and [v["step"] for v in sft["validated"]] == [2, 4]
+    assert sft["selected_step"] == min(sft["validated"], key=lambda v: v["eval_loss"])["step"]
+    mstep = json.loads((tmp_path / "run" / "round-1" / "checkpoint_selection.json").read_text())
+    assert mstep["select_by"] == "reward" and all(0 <= v["eval_reward"] <= 1 for v in mstep["validated"])
+    from restpg.em import load_split, validation_records
+
+    held_out = load_split(config, config.eval_split, config.eval_users)
+    assert validation_records(config, held_out, 2) == validation_records(config, held_out, 2)  # fixed sample
+    assert len(validation_records(config, held_out, 2)) == 2 and validation_records(config, held_out, 99) == held_out
+
+
+def test_validation_loss_needs_reasoning_for_the_validation_records(tiny_config, tmp_path):
+    from restpg.em import load_split
+
+    train = load_split(tiny_config, "train", tiny_config.train_users)
+    paths = tmp_path / "paths.jsonl"  # covers the training records only
+    paths.write_text("".join(json.dumps({"record_id": r.record_id, "reasoning": "- short", "teacher": "t"}) + "\n"
+                             for r in train))
+    config = dataclasses.replace(tiny_config, rounds=0, reasoning=True, reasoning_from=str(paths),
+                                 sft=dataclasses.replace(TINY_TRAIN, select_by="loss"))
+    with pytest.raises(RunError, match="none of the .* validation records has a reasoning path.*--select-by reward"):
+        run_em(config, tmp_path / "run")

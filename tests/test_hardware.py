@@ -70,7 +70,7 @@ def test_training_runs_in_the_runs_precision(monkeypatch, tiny_model_dir, tmp_pa
     seen = []
     real = train.build_lora_model
     monkeypatch.setattr(train, "build_lora_model", lambda *a, **k: seen.append(a[2]) or real(*a, **k))
-    config = train.TrainConfig(max_steps=1, batch_size=1, per_device_batch_size=1, warmup_steps=0, save_steps=1,
+    config = train.TrainConfig(select_by="last", max_steps=1, batch_size=1, per_device_batch_size=1, warmup_steps=0, save_steps=1,
                                optimizer="adamw_torch", lora_r=2, lora_alpha=4)
     train.train_lora(ModelConfig(model=str(tiny_model_dir), device="cpu", dtype="bfloat16"),
                      [train.TrainingExample("a", "b")], config, tmp_path / "run")

@@ -13,7 +13,7 @@ from restpg.models import ModelConfig
 from restpg.ship import ShipError, ship_run
 from restpg.train import TrainConfig
 
-TINY = TrainConfig(learning_rate=1e-2, warmup_steps=0, max_steps=2, batch_size=2, per_device_batch_size=2,
+TINY = TrainConfig(select_by="last", learning_rate=1e-2, warmup_steps=0, max_steps=2, batch_size=2, per_device_batch_size=2,
                    optimizer="adamw_torch", lora_r=2, lora_alpha=4, lora_dropout=0.0, save_steps=2)
 
 

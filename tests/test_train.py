@@ -1,3 +1,4 @@
+import json
 import dataclasses
 
 import pytest
@@ -8,7 +9,7 @@ from restpg.prompts import PromptTooLongError
 from restpg.train import (TrainConfig, TrainingExample, WeightedCollator, tokenize_examples, train_lora,
                           weighted_completion_loss)
 
-FAST = TrainConfig(learning_rate=5e-3, warmup_steps=0, max_steps=6, batch_size=2, per_device_batch_size=2,
+FAST = TrainConfig(select_by="last", learning_rate=5e-3, warmup_steps=0, max_steps=6, batch_size=2, per_device_batch_size=2,
                    optimizer="adamw_torch", lora_r=4, lora_alpha=8, lora_dropout=0.0, save_steps=2)
 
 
@@ -97,7 +98,7 @@ def _one_sgd_step(tiny_model_dir, tmp_path, micro: int, name: str):
     from safetensors.torch import load_file
 
     examples = [TrainingExample(f"prompt {i} " * (2 + i), "the answer " * (1 + 2 * i), 1.0 + i / 4) for i in range(4)]
-    config = TrainConfig(learning_rate=0.5, optimizer="sgd", warmup_steps=0, max_steps=1, batch_size=4,
+    config = TrainConfig(select_by="last", learning_rate=0.5, optimizer="sgd", warmup_steps=0, max_steps=1, batch_size=4,
                          per_device_batch_size=micro, weight_decay=0.0, max_grad_norm=1e9, lora_r=2, lora_alpha=4,
                          lora_dropout=0.0, save_steps=1)
     result = train_lora(ModelConfig(model=str(tiny_model_dir), dtype="float32"), examples, config, tmp_path / name)
@@ -142,3 +143,52 @@ def test_a_completion_cut_at_the_limit_gets_no_end_of_sequence(tiny_model):
                                    TrainConfig(max_output_tokens=4))
     assert short["labels"][-1] == eos
     assert cut["labels"][-1] != eos and sum(1 for t in cut["labels"] if t != -100) == 4
+
+
+def _validation_loss(model_dir, adapter, examples):
+    loaded = load_model(ModelConfig(model=str(model_dir), device="cpu", dtype="float32"))
+    load_adapter(loaded, adapter)
+    batch = WeightedCollator(loaded.tokenizer.pad_token_id)(tokenize_examples(loaded.tokenizer, examples, TrainConfig()))
+    weight = batch.pop("weight")
+    labels = batch.pop("labels")
+    with torch.no_grad():
+        logits = loaded.model(**batch).logits
+    return weighted_completion_loss(logits[:, :-1], labels[:, 1:], weight).item()
+
+
+def test_the_checkpoint_with_the_best_validation_loss_is_kept(tiny_model_dir, tmp_path):
+    """#12.2: validated every save_steps; the adapter saved is the best one, not the last step."""
+    examples = [TrainingExample("say the word", "banana banana banana")] * 4
+    validation = [TrainingExample("say the word", "cherry plum"), TrainingExample("a fruit", "cherry")]
+    config = dataclasses.replace(FAST, learning_rate=5e-2, max_steps=6, save_steps=2, select_by="loss")
+    result = train_lora(ModelConfig(model=str(tiny_model_dir), dtype="float32"), examples, config, tmp_path / "run",
+                        validation=validation)
+    selection = json.loads((tmp_path / "run" / "checkpoint_selection.json").read_text())
+    losses = {entry["step"]: entry["eval_loss"] for entry in selection["validated"]}
+    assert sorted(losses) == [2, 4, 6] and selection["select_by"] == "loss" and selection["steps"] == 6
+    best = min(losses, key=losses.get)
+    assert best != 6, "training on bananas should take the model away from cherries"
+    assert result.selected_step == selection["selected_step"] == best
+    assert _validation_loss(tiny_model_dir, result.adapter_dir, validation) == pytest.approx(losses[best], rel=1e-4)
+    with pytest.raises(ValueError, match="needs validation examples"):
+        train_lora(ModelConfig(model=str(tiny_model_dir), dtype="float32"), examples, config, tmp_path / "other")
+
+
+def test_the_checkpoint_with_the_best_reward_is_kept(tiny_model_dir, tmp_path):
+    """select_by "reward": the validate function's value (higher is better) picks the checkpoint."""
+    examples = [TrainingExample("say the word", "banana banana banana")] * 4
+    rewards, fingerprints = iter([0.2, 0.9, 0.1]), []
+
+    def validate(model):
+        assert not model.training  # generation happens in eval mode
+        fingerprints.append(sum(p.detach().abs().sum().item() for n, p in model.named_parameters() if "lora_B" in n))
+        return next(rewards)
+
+    config = dataclasses.replace(FAST, learning_rate=5e-2, max_steps=6, save_steps=2, select_by="reward")
+    result = train_lora(ModelConfig(model=str(tiny_model_dir), dtype="float32"), examples, config, tmp_path / "run",
+                        validate=validate)
+    assert result.selected_step == 4 and result.selected_metric == pytest.approx(0.9)
+    from safetensors.torch import load_file
+
+    saved = load_file(str(result.adapter_dir / "adapter_model.safetensors"))
+    assert sum(v.abs().sum().item() for n, v in saved.items() if "lora_B" in n) == pytest.approx(fingerprints[1], rel=1e-5)
