@@ -255,7 +255,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import time
 
     from .em import RunControl
-    from .evaluate import compare_methods
+    from .compare import compare_methods
 
     preset, config = em_config_from_args(args)
     progress = _TqdmProgress()

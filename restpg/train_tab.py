@@ -11,7 +11,7 @@ import time
 import pandas as pd
 
 from .em import PRESETS, REWARDS, default_preset
-from .evaluate import rounds_figure
+from .compare import rounds_figure
 from .errors import PAGE_ERRORS
 from .jobs import JobError, JobRequest
 from .longlamp import PUBLIC_TASKS

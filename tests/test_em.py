@@ -310,39 +310,6 @@ def test_sft_examples_hold_the_clipped_reasoning_then_the_real_text(tiny_model):
         _sft_examples(config, records[:1], paths, count)
 
 
-def test_compare_methods_scores_six_methods_with_their_own_adapters(format_model_dir, tmp_path, monkeypatch):
-    """The paper's comparison on a tiny run: each method reads its own prompt with its own adapter."""
-    import restpg.em as em
-    from helpers import FORMAT_REASONING, format_config
-    from restpg.evaluate import METHODS, compare_methods
-
-    config = format_config(format_model_dir)
-    paths = tmp_path / "paths.jsonl"
-    paths.write_text("".join(json.dumps({"record_id": r.record_id, "reasoning": FORMAT_REASONING, "teacher": "t"})
-                             + "\n" for r in em.load_split(config, "train", config.train_users)))
-    config = dataclasses.replace(config, reasoning_from=str(paths), tau=0.0)  # tau 0: ReST-EM keeps any answer
-    used = []
-    generator = em.Models.generator
-
-    def spy(self, adapter):
-        used.append(None if adapter is None else adapter.relative_to(tmp_path).as_posix())
-        return generator(self, adapter)
-
-    monkeypatch.setattr(em.Models, "generator", spy)
-    result = compare_methods(config, tmp_path, split="test")
-    assert [row["method"] for row in result["table"]] == [name for name, *_ in METHODS]
-    assert used[-len(METHODS):] == [None, None, "rest-em/sft/adapter", "rest-pg/sft/adapter",
-                                    "rest-em/round-1/adapter", "rest-pg/round-1/adapter"]
-    assert sorted(result["histories"]) == ["rest-em", "rest-pg"] and sorted(result["histories"]["rest-pg"]) == [0, 1]
-    out = tmp_path / "comparison"
-    predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
-    test_records = len(em.load_split(config, "test", config.eval_users))
-    assert len(predictions) == len(METHODS) * test_records
-    assert {p["method"] for p in predictions if p["reasoning"]} <= {"SFT with reasoning", "REST-PG"}
-    assert "| REST-PG |" in (out / "table.md").read_text() and (out / "rounds.png").exists()
-    assert {(r["method"], r["task"]) for r in result["by_task"]} == \
-        {(name, task) for name, *_ in METHODS for task in ("product_review", "average")}
-
 
 def test_training_curves_and_estep_statistics_go_to_tensorboard(tiny_config, tmp_path):
     """#12.8: --report-to tensorboard: the Trainer's losses per step and each round's E-step
