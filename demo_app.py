@@ -29,12 +29,22 @@ def main() -> None:
     parser.add_argument("--no-judge", action="store_true", help="skip the judge score (faster on a CPU)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="datasets the page may read; uploads go here")
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs"),
-                        help="training jobs, adapters, the SQLite store (ratings, generations, jobs)")
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path("data"), help="datasets the page may read; uploads go here"
+    )
+    parser.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=Path("runs"),
+        help="training jobs, adapters, the SQLite store (ratings, generations, jobs)",
+    )
     args = parser.parse_args()
-    parts = make_parts(ModelConfig(model=args.model, device=args.device, dtype=args.dtype),
-                       AppPaths(args.data_dir, args.runs_dir), judge_model=args.judge_model, use_judge=not args.no_judge)
+    parts = make_parts(
+        ModelConfig(model=args.model, device=args.device, dtype=args.dtype),
+        AppPaths(args.data_dir, args.runs_dir),
+        judge_model=args.judge_model,
+        use_judge=not args.no_judge,
+    )
     launch(parts, args.host, args.port, args.auth)
 
 

@@ -19,8 +19,16 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def main() -> None:
@@ -44,15 +52,20 @@ def main() -> None:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS)
             page = browser.new_page(viewport={"width": 1500, "height": 1900})
             page.goto(f"http://127.0.0.1:{args.port}/")
-            page.wait_for_function("() => ['#reasoning-a', '#response-a'].every(id => ((document.querySelector("
-                                   "id + ' textarea') || {}).value || '').trim())", timeout=120_000)
+            page.wait_for_function(
+                "() => ['#reasoning-a', '#response-a'].every(id => ((document.querySelector("
+                "id + ' textarea') || {}).value || '').trim())",
+                timeout=120_000,
+            )
             page.wait_for_timeout(1500)
             page.screenshot(path=args.out, full_page=True)
             page.get_by_role("tab", name="Rate").click()
             page.locator("#rate-annotator textarea, #rate-annotator input").first.fill("demo")
             page.locator("#rate-load").click()
-            page.wait_for_function("() => (document.querySelector('#rate-generation textarea, "
-                                   "#rate-generation input') || {}).value", timeout=60_000)
+            page.wait_for_function(
+                "() => (document.querySelector('#rate-generation textarea, #rate-generation input') || {}).value",
+                timeout=60_000,
+            )
             page.locator("h1").first.click()
             for key in ("4", "3"):
                 page.keyboard.press(key)

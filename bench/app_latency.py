@@ -48,16 +48,20 @@ def time_saves(client, generation_ids: list[str], saves: int, annotator: str) ->
     latencies = []
     for n in range(saves):
         start = time.perf_counter()
-        client.predict(generation_ids[n % len(generation_ids)], annotator, 1 + n % 5, 3, 4, False, f"n{n}",
-                       api_name="/rate")
+        client.predict(
+            generation_ids[n % len(generation_ids)], annotator, 1 + n % 5, 3, 4, False, f"n{n}", api_name="/rate"
+        )
         latencies.append((time.perf_counter() - start) * 1000)
     return latencies
 
 
 def report(label: str, latencies: list[float]) -> None:
     cuts = quantiles(latencies, n=100)
-    print(f"  {label:<34} p50 {cuts[49]:6.1f} ms   p95 {cuts[94]:6.1f} ms   max {max(latencies):6.1f} ms "
-          f"({len(latencies)} saves)", flush=True)
+    print(
+        f"  {label:<34} p50 {cuts[49]:6.1f} ms   p95 {cuts[94]:6.1f} ms   max {max(latencies):6.1f} ms "
+        f"({len(latencies)} saves)",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -67,26 +71,72 @@ def main() -> None:
     parser.add_argument("--saves", type=int, default=100)
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--job-warmup", type=float, default=20.0, help="seconds of training before timing")
-    parser.add_argument("--job-stage", default="", help="time the saves once the job's stage contains this text "
-                                                        "(e.g. 'stage 2' for SFT training; default: any stage)")
+    parser.add_argument(
+        "--job-stage",
+        default="",
+        help="time the saves once the job's stage contains this text "
+        "(e.g. 'stage 2' for SFT training; default: any stage)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         (Path(tmp) / "data").mkdir()
-        app = subprocess.Popen([sys.executable, "demo_app.py", "--port", str(port), "--model", args.model,
-                                "--no-judge", "--data-dir", f"{tmp}/data", "--runs-dir", f"{tmp}/runs"],
-                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+        app = subprocess.Popen(
+            [
+                sys.executable,
+                "demo_app.py",
+                "--port",
+                str(port),
+                "--model",
+                args.model,
+                "--no-judge",
+                "--data-dir",
+                f"{tmp}/data",
+                "--runs-dir",
+                f"{tmp}/runs",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"},
+        )
         try:
             wait_for_port(port, app)
             client = Client(f"http://127.0.0.1:{port}/", verbose=False)
             user = "A9VGN4ECPLST7M"
-            ids = [client.predict("shipped sample", "product_review", "user", "val", user, r, 5, 8, 0.1, "base", None,
-                                  api_name="/generate")[2]["data"][0][1] for r in range(3)]
+            ids = [
+                client.predict(
+                    "shipped sample",
+                    "product_review",
+                    "user",
+                    "val",
+                    user,
+                    r,
+                    5,
+                    8,
+                    0.1,
+                    "base",
+                    None,
+                    api_name="/generate",
+                )[2]["data"][0][1]
+                for r in range(3)
+            ]
             print(f"app on 127.0.0.1:{port}, model {args.model}, {os.cpu_count()} CPU core(s)")
             report("save a rating, no job running", time_saves(client, ids, args.saves, "bench-idle"))
-            note, *_ = client.predict("cpu-small", "product_review", 0, 0, 0, "preset's value", "", "base", True,
-                                      "bench-job", "train SFT in this job (stages 1-2)", api_name="/start_job")
+            note, *_ = client.predict(
+                "cpu-small",
+                "product_review",
+                0,
+                0,
+                0,
+                "preset's value",
+                "",
+                "base",
+                True,
+                "bench-job",
+                "train SFT in this job (stages 1-2)",
+                api_name="/start_job",
+            )
             run_id = note.removeprefix("started ")
             deadline = time.time() + 900
             while time.time() < deadline:

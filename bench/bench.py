@@ -21,9 +21,9 @@ from restpg.longlamp import load_records, sample_path
 from restpg.metrics import LexicalMetrics
 from restpg.models import GenerationSettings, ModelConfig, chat_text, generate, load_model
 from restpg.prompts import PromptSettings, personalized_prompt, reasoning_target
+from restpg.retrieval import retrieve
 from restpg.reward import LLMJudge
 from restpg.train import TrainConfig, TrainingExample, train_lora
-from restpg.retrieval import retrieve
 
 
 def machine_summary(device: str) -> str:
@@ -33,9 +33,11 @@ def machine_summary(device: str) -> str:
     flags = cpu_flags()
     shown = [f for f in ("avx2", "avx512f", *NATIVE_BF16_FLAGS) if f in flags]
     precision = choose_precision("auto", pick_device(device))
-    return (f"{platform.processor() or platform.machine()}, CPU flags: {' '.join(shown) or 'none of avx2/avx512'}; "
-            f"{torch.get_num_threads()} torch threads, torch {torch.__version__}\n"
-            f"dtype auto -> {precision.name}: {precision.reason}")
+    return (
+        f"{platform.processor() or platform.machine()}, CPU flags: {' '.join(shown) or 'none of avx2/avx512'}; "
+        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}\n"
+        f"dtype auto -> {precision.name}: {precision.reason}"
+    )
 
 
 def sample_records(n: int):
@@ -60,19 +62,28 @@ def bench_generation(args) -> None:
     for dtype in args.dtypes:
         loaded = load_model(ModelConfig(device=args.device, dtype=dtype))
         prompt_tokens = [len(loaded.tokenizer(chat_text(loaded.tokenizer, p))["input_ids"]) for p in prompts]
-        print(f"E-step prompts: personalized, k = 5 items cut to {args.max_item_words} words, "
-              f"{sum(prompt_tokens) / len(prompt_tokens):.0f} tokens on average; temperature 0.7, "
-              f"up to {args.new_tokens} new tokens")
+        print(
+            f"E-step prompts: personalized, k = 5 items cut to {args.max_item_words} words, "
+            f"{sum(prompt_tokens) / len(prompt_tokens):.0f} tokens on average; temperature 0.7, "
+            f"up to {args.new_tokens} new tokens"
+        )
         single = GenerationSettings(max_new_tokens=args.new_tokens, temperature=0.7, batch_size=1, seed=0)
-        batched = GenerationSettings(max_new_tokens=args.new_tokens, temperature=0.7, num_samples=args.samples,
-                                     batch_size=max(1, args.batch_rows // args.samples), seed=0)
+        batched = GenerationSettings(
+            max_new_tokens=args.new_tokens,
+            temperature=0.7,
+            num_samples=args.samples,
+            batch_size=max(1, args.batch_rows // args.samples),
+            seed=0,
+        )
         generate(loaded, prompts[:1], GenerationSettings(max_new_tokens=4))  # warm-up
-        one_rate, one_tokens, one_time = tokens_per_second(loaded, prompts[:args.single_prompts], single)
+        one_rate, one_tokens, one_time = tokens_per_second(loaded, prompts[: args.single_prompts], single)
         batch_rate, batch_tokens, batch_time = tokens_per_second(loaded, prompts, batched)
-        print(f"  sampling {dtype:>8} on {loaded.device}: one prompt at a time {one_rate:7.1f} tok/s "
-              f"({one_tokens} tokens, {one_time:.1f} s) | {len(prompts)} prompts x m = {args.samples} in batches of "
-              f"{batched.batch_size * args.samples} rows {batch_rate:7.1f} tok/s ({batch_tokens} tokens, "
-              f"{batch_time:.1f} s) | speed-up {batch_rate / one_rate:.1f}x")
+        print(
+            f"  sampling {dtype:>8} on {loaded.device}: one prompt at a time {one_rate:7.1f} tok/s "
+            f"({one_tokens} tokens, {one_time:.1f} s) | {len(prompts)} prompts x m = {args.samples} in batches of "
+            f"{batched.batch_size * args.samples} rows {batch_rate:7.1f} tok/s ({batch_tokens} tokens, "
+            f"{batch_time:.1f} s) | speed-up {batch_rate / one_rate:.1f}x"
+        )
         del loaded
 
 
@@ -85,23 +96,40 @@ def bench_judge(args) -> None:
     start = time.perf_counter()
     judge.score([r.input for r in records], [r.output for r in records], answers)
     elapsed = time.perf_counter() - start
-    print(f"LLM judge ({args.dtypes[-1]}, batches of 8, uncached): {len(records) / elapsed:.2f} pairs/s "
-          f"({len(records)} pairs, {elapsed:.1f} s)")
+    print(
+        f"LLM judge ({args.dtypes[-1]}, batches of 8, uncached): {len(records) / elapsed:.2f} pairs/s "
+        f"({len(records)} pairs, {elapsed:.1f} s)"
+    )
 
 
 def bench_training(args) -> None:
     settings = PromptSettings(max_item_words=args.max_item_words)
-    examples = [TrainingExample(personalized_prompt(r.task, r.input, [x.item for x in retrieve(r, 5)], settings),
-                                reasoning_target("- writes short sentences\n- mentions her kids", r.output))
-                for r in sample_records(8)]
+    examples = [
+        TrainingExample(
+            personalized_prompt(r.task, r.input, [x.item for x in retrieve(r, 5)], settings),
+            reasoning_target("- writes short sentences\n- mentions her kids", r.output),
+        )
+        for r in sample_records(8)
+    ]
     for dtype in args.dtypes:
         for micro in args.micro_batches:
-            config = TrainConfig(select_by="last", learning_rate=1e-4, warmup_steps=0, max_steps=2, batch_size=4,
-                                 per_device_batch_size=micro, save_steps=100, lora_r=8, lora_alpha=16)
+            config = TrainConfig(
+                select_by="last",
+                learning_rate=1e-4,
+                warmup_steps=0,
+                max_steps=2,
+                batch_size=4,
+                per_device_batch_size=micro,
+                save_steps=100,
+                lora_r=8,
+                lora_alpha=16,
+            )
             with tempfile.TemporaryDirectory() as folder:
                 result = train_lora(ModelConfig(device=args.device, dtype=dtype), examples, config, Path(folder))
-            print(f"M-step training ({dtype}, LoRA r = 8, batch 4 = {4 // micro} x {micro}): "
-                  f"{result.tokens_per_second:.0f} tokens/s ({result.train_tokens} tokens, {result.seconds:.1f} s)")
+            print(
+                f"M-step training ({dtype}, LoRA r = 8, batch 4 = {4 // micro} x {micro}): "
+                f"{result.tokens_per_second:.0f} tokens/s ({result.train_tokens} tokens, {result.seconds:.1f} s)"
+            )
 
 
 def bench_metrics(args) -> None:
@@ -123,8 +151,10 @@ def bench_metrics(args) -> None:
         rouge_pairs += len(references)
     elapsed2 = time.perf_counter() - start2
     words = sum(len(r.split()) for r in references) / len(references)
-    print(f"metrics ({words:.0f}-word texts): ROUGE-1+ROUGE-L+METEOR {pairs / elapsed:7.1f} pairs/s | "
-          f"ROUGE only {rouge_pairs / elapsed2:7.1f} pairs/s | {metrics.variant}")
+    print(
+        f"metrics ({words:.0f}-word texts): ROUGE-1+ROUGE-L+METEOR {pairs / elapsed:7.1f} pairs/s | "
+        f"ROUGE only {rouge_pairs / elapsed2:7.1f} pairs/s | {metrics.variant}"
+    )
 
 
 def main() -> None:
@@ -136,16 +166,30 @@ def main() -> None:
     parser.add_argument("--batch-rows", type=int, default=32, help="sequences per generate() batch")
     parser.add_argument("--max-item-words", type=int, default=25, help="cpu-small: 25")
     parser.add_argument("--judge-pairs", type=int, default=16)
-    parser.add_argument("--micro-batches", type=int, nargs="+", default=[1, 4],
-                        help="per-device micro-batch sizes to train with (batch 4 in all)")
-    parser.add_argument("--only", nargs="+", choices=["metrics", "sampling", "judge", "training"],
-                        help="run only these sections (default: all)")
+    parser.add_argument(
+        "--micro-batches",
+        type=int,
+        nargs="+",
+        default=[1, 4],
+        help="per-device micro-batch sizes to train with (batch 4 in all)",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=["metrics", "sampling", "judge", "training"],
+        help="run only these sections (default: all)",
+    )
     parser.add_argument("--single-prompts", type=int, default=2, help="prompts in the one-at-a-time run")
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--metric-seconds", type=float, default=3.0)
     args = parser.parse_args()
     print(machine_summary(args.device))
-    sections = {"metrics": bench_metrics, "sampling": bench_generation, "judge": bench_judge, "training": bench_training}
+    sections = {
+        "metrics": bench_metrics,
+        "sampling": bench_generation,
+        "judge": bench_judge,
+        "training": bench_training,
+    }
     for name in args.only or list(sections):
         sections[name](args)
     print(f"peak memory (max RSS): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")

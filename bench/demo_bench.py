@@ -34,8 +34,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from app_latency import ROOT, free_port, wait_for_port  # noqa: E402
 
 DATASET, TASK, FAMILY, SPLIT = "shipped sample", "product_review", "user", "test"
-TRAIN_TAB_DEFAULTS = dict(preset="cpu-small", task="all", users=2, rounds=1, samples=0, reward="preset's value",
-                          tau="", init="base", reasoning=True)  # the Train tab's proposal on a CPU
+TRAIN_TAB_DEFAULTS = dict(
+    preset="cpu-small",
+    task="all",
+    users=2,
+    rounds=1,
+    samples=0,
+    reward="preset's value",
+    tau="",
+    init="base",
+    reasoning=True,
+)  # the Train tab's proposal on a CPU
 
 
 class Page:
@@ -48,8 +57,9 @@ class Page:
 
     def stream(self, version: str, user: str, request: int, tokens: int = 0, stop_after: float | None = None):
         """Regenerate one request, streamed; returns (new tokens, seconds, seconds from Stop to the end)."""
-        job = self.client.submit(DATASET, TASK, FAMILY, SPLIT, user, request, 5, tokens, 0.1, version, None,
-                                 api_name="/regenerate")
+        job = self.client.submit(
+            DATASET, TASK, FAMILY, SPLIT, user, request, 5, tokens, 0.1, version, None, api_name="/regenerate"
+        )
         start = time.perf_counter()
         stopped_at = None
         while not job.done():
@@ -64,9 +74,20 @@ class Page:
 
     def start_job(self, name: str, start_from: str, **overrides) -> str:
         values = {**TRAIN_TAB_DEFAULTS, **overrides}
-        note, *_ = self.client.predict(values["preset"], values["task"], values["users"] or 0, values["rounds"] or 0,
-                                       values["samples"] or 0, values["reward"], values["tau"], values["init"],
-                                       values["reasoning"], name, start_from, api_name="/start_job")
+        note, *_ = self.client.predict(
+            values["preset"],
+            values["task"],
+            values["users"] or 0,
+            values["rounds"] or 0,
+            values["samples"] or 0,
+            values["reward"],
+            values["tau"],
+            values["init"],
+            values["reasoning"],
+            name,
+            start_from,
+            api_name="/start_job",
+        )
         return note.removeprefix("started ")
 
     def job(self, run_id: str) -> dict:
@@ -117,64 +138,102 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto", help="the app's --dtype (float32: bf16 off)")
     parser.add_argument("--only", nargs="+", choices=["stream", "stop", "cancel", "round"])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--round-users", type=int, default=0,
-                        help="training users per task for the round (default: the Train tab's proposal, 2)")
+    parser.add_argument(
+        "--round-users",
+        type=int,
+        default=0,
+        help="training users per task for the round (default: the Train tab's proposal, 2)",
+    )
     args = parser.parse_args()
     sections = args.only or ["stream", "stop", "cancel", "round"]
 
-    from restpg.explore import AppPaths, ExploreService, SAMPLE_DATASET
+    from restpg.explore import SAMPLE_DATASET, AppPaths, ExploreService
     from restpg.hardware import choose_precision, cpu_flags, pick_device
     from restpg.models import ModelConfig
 
     flags = " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in cpu_flags())
     precision = choose_precision(args.dtype, pick_device("auto"))
-    print(f"CPU flags: {flags}; {os.cpu_count()} cores; app --dtype {args.dtype} -> {precision.name} ({precision.reason})",
-          flush=True)
+    print(
+        f"CPU flags: {flags}; {os.cpu_count()} cores; app --dtype {args.dtype} -> {precision.name} ({precision.reason})",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "data").mkdir()
         service = ExploreService(ModelConfig(dtype=args.dtype), AppPaths(Path(tmp) / "data", Path(tmp) / "probe"))
         start = service.demo_start()
         version = start["version"]
-        shipped_sft = next(label for label in service.versions() if label.startswith("shipped") and label.endswith(" sft"))
-        record = service.record(SAMPLE_DATASET, start["task"], start["family"], start["split"], start["user"],
-                                start["request"])
+        shipped_sft = next(
+            label for label in service.versions() if label.startswith("shipped") and label.endswith(" sft")
+        )
+        record = service.record(
+            SAMPLE_DATASET, start["task"], start["family"], start["split"], start["user"], start["request"]
+        )
         _, prompt = service.prompt(record, service.version(version), 5)
         adapter = service.version(version).adapter
         del service
 
         port = free_port()
-        app = subprocess.Popen([sys.executable, "demo_app.py", "--port", str(port), "--no-judge", "--dtype", args.dtype,
-                                "--data-dir", f"{tmp}/data", "--runs-dir", f"{tmp}/runs"], cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+        app = subprocess.Popen(
+            [
+                sys.executable,
+                "demo_app.py",
+                "--port",
+                str(port),
+                "--no-judge",
+                "--dtype",
+                args.dtype,
+                "--data-dir",
+                f"{tmp}/data",
+                "--runs-dir",
+                f"{tmp}/runs",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"},
+        )
         try:
             wait_for_port(port, app)
             page = Page(f"http://127.0.0.1:{port}/")
             page.stream(version, start["user"], start["request"], tokens=8)  # loads the model and the adapter
             if "stream" in sections:
                 rates = one_prompt_generate(args.dtype, adapter, prompt, 256, args.repeats)
-                print(f"one-prompt generate ({version}, 256 tokens max, temperature 0.1): "
-                      f"{statistics.median(rates):.1f} tok/s (median of {len(rates)})", flush=True)
+                print(
+                    f"one-prompt generate ({version}, 256 tokens max, temperature 0.1): "
+                    f"{statistics.median(rates):.1f} tok/s (median of {len(rates)})",
+                    flush=True,
+                )
                 page_rates = []
                 for _ in range(args.repeats):
                     tokens, seconds, _ = page.stream(version, start["user"], start["request"])
                     page_rates.append(tokens / seconds)
                 idle = statistics.median(page_rates)
-                print(f"page streaming, no job: {idle:.1f} tok/s (median of {len(page_rates)}; "
-                      f"{idle / statistics.median(rates):.0%} of one-prompt generate)", flush=True)
+                print(
+                    f"page streaming, no job: {idle:.1f} tok/s (median of {len(page_rates)}; "
+                    f"{idle / statistics.median(rates):.0%} of one-prompt generate)",
+                    flush=True,
+                )
                 run_id = page.start_job("bench-stream", shipped_sft, users=1, samples=2)
                 for stage in ("E-step", "M-step"):
                     job = page.wait_job(run_id, lambda j, s=stage: s in (j["stage"] or ""))
                     time.sleep(5)
                     tokens, seconds, _ = page.stream(version, start["user"], start["request"])
-                    print(f"page streaming, job in {page.job(run_id)['stage']!r}: {tokens / seconds:.1f} tok/s "
-                          f"({tokens} tokens in {seconds:.1f} s)", flush=True)
+                    print(
+                        f"page streaming, job in {page.job(run_id)['stage']!r}: {tokens / seconds:.1f} tok/s "
+                        f"({tokens} tokens in {seconds:.1f} s)",
+                        flush=True,
+                    )
                 page.cancel_latency(run_id)
             if "stop" in sections:
-                waits = [page.stream(version, start["user"], start["request"], stop_after=3.0)[2]
-                         for _ in range(args.repeats)]
-                print(f"page Stop during generation: the stream ends {statistics.median(waits):.2f} s after the "
-                      f"click (median of {len(waits)}, max {max(waits):.2f})", flush=True)
+                waits = [
+                    page.stream(version, start["user"], start["request"], stop_after=3.0)[2]
+                    for _ in range(args.repeats)
+                ]
+                print(
+                    f"page Stop during generation: the stream ends {statistics.median(waits):.2f} s after the "
+                    f"click (median of {len(waits)}, max {max(waits):.2f})",
+                    flush=True,
+                )
             if "cancel" in sections:
                 for stage in ("E-step", "M-step"):
                     run_id = page.start_job(f"bench-cancel-{stage}", shipped_sft, users=1, samples=2)
@@ -182,21 +241,32 @@ def main() -> None:
                     time.sleep(3)
                     seconds = page.cancel_latency(run_id)
                     job = page.job(run_id)
-                    print(f"Cancel job during {stage}: process gone {seconds:.2f} s after the click "
-                          f"(status {job['status']}: {job['message']})", flush=True)
+                    print(
+                        f"Cancel job during {stage}: process gone {seconds:.2f} s after the click "
+                        f"(status {job['status']}: {job['message']})",
+                        flush=True,
+                    )
             if "round" in sections:
                 began = time.perf_counter()
-                run_id = page.start_job("bench-round", shipped_sft,
-                                        **({"users": args.round_users} if args.round_users else {}))
+                run_id = page.start_job(
+                    "bench-round", shipped_sft, **({"users": args.round_users} if args.round_users else {})
+                )
                 job = page.wait_job(run_id, lambda j: False, timeout=7200)
                 wall = time.perf_counter() - began
                 timings = json.loads((Path(run_id) / "timings.json").read_text())
-                print(f"one EM round from the page on the shipped SFT: {wall:.0f} s wall ({job['status']}); "
-                      f"steps: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()), flush=True)
+                print(
+                    f"one EM round from the page on the shipped SFT: {wall:.0f} s wall ({job['status']}); "
+                    f"steps: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()),
+                    flush=True,
+                )
                 metrics = json.loads((Path(run_id) / "round-1" / "metrics.json").read_text())["summary"]
                 selection = json.loads((Path(run_id) / "round-1" / "selection.json").read_text())
-                print("  round 1 held-out: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-                      + f"; kept {selection['kept']}/{selection['samples']}", flush=True)
+                print(
+                    "  round 1 held-out: "
+                    + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+                    + f"; kept {selection['kept']}/{selection['samples']}",
+                    flush=True,
+                )
         finally:
             app.terminate()
             app.wait(timeout=60)

@@ -26,8 +26,10 @@ from app_latency import ROOT, free_port  # noqa: E402
 sys.path.insert(0, str(ROOT / "assets"))
 from screenshot import CHROMIUM_FLAGS  # noqa: E402
 
-SHOWN = ("() => ['#reasoning-a', '#response-a'].every(id => ((document.querySelector(id + ' textarea') || {}).value "
-         "|| '').trim().length > 0)")
+SHOWN = (
+    "() => ['#reasoning-a', '#response-a'].every(id => ((document.querySelector(id + ' textarea') || {}).value "
+    "|| '').trim().length > 0)"
+)
 
 
 def main() -> None:
@@ -48,8 +50,14 @@ def main() -> None:
         port = free_port()
         log = open(Path(tmp) / "make-app.log", "w")
         began = time.perf_counter()
-        app = subprocess.Popen(["make", "app", f"ARGS=--port {port}"], cwd=clone, stdout=log, stderr=subprocess.STDOUT,
-                               env=env, start_new_session=True)
+        app = subprocess.Popen(
+            ["make", "app", f"ARGS=--port {port}"],
+            cwd=clone,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
         try:
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS)
@@ -68,9 +76,11 @@ def main() -> None:
                 page.wait_for_function(SHOWN, timeout=args.timeout * 1000)
                 shown = time.perf_counter() - began
                 reasoning = page.locator("#reasoning-a textarea").input_value()
-            print(f"fresh clone + make app{' (model converted afresh)' if args.fresh_cache else ''}: page served after "
-                  f"{served:.0f} s, generation shown after {shown:.0f} s ({shown - served:.1f} s after the page opened; "
-                  f"no click). Reasoning begins: {reasoning[:80]!r}")
+            print(
+                f"fresh clone + make app{' (model converted afresh)' if args.fresh_cache else ''}: page served after "
+                f"{served:.0f} s, generation shown after {shown:.0f} s ({shown - served:.1f} s after the page opened; "
+                f"no click). Reasoning begins: {reasoning[:80]!r}"
+            )
         finally:
             os.killpg(app.pid, 15)
             app.wait(timeout=60)

@@ -50,11 +50,19 @@ def build(vocab: int, folder: Path):
     from restpg.models import convert_default_model, load_tokenizer
 
     tokenizer = load_tokenizer(str(convert_default_model()))
-    config = LlamaConfig(vocab_size=max(vocab, len(tokenizer)), hidden_size=256, intermediate_size=512,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=8192, tie_word_embeddings=True,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=max(vocab, len(tokenizer)),
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=8192,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -111,12 +119,26 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "model"
         build(args.vocab, folder)
-        print(f"tiny Llama, vocabulary {args.vocab:,}, prompts of {args.prompt_tokens} tokens "
-              "for training (batch 2, 256 completion tokens), half that for the judge (4 pairs); peak memory "
-              "above the start:")
+        print(
+            f"tiny Llama, vocabulary {args.vocab:,}, prompts of {args.prompt_tokens} tokens "
+            "for training (batch 2, 256 completion tokens), half that for the judge (4 pairs); peak memory "
+            "above the start:"
+        )
         for case in CASES:
-            out = subprocess.run([sys.executable, __file__, "--case", case, "--folder", str(folder),
-                                  "--prompt-tokens", str(args.prompt_tokens)], capture_output=True, text=True)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--case",
+                    case,
+                    "--folder",
+                    str(folder),
+                    "--prompt-tokens",
+                    str(args.prompt_tokens),
+                ],
+                capture_output=True,
+                text=True,
+            )
             if out.returncode:
                 print(f"  {case}: failed: {out.stderr.strip().splitlines()[-1]}")
                 continue

@@ -19,8 +19,10 @@ def main() -> None:
         print("| version | split | requests | final answer parsed | ROUGE-L | METEOR | judge |")
         print("|---|---|---|---|---|---|---|")
         for row in sorted(quality_table(rows), key=lambda r: (r["split"] != "val", r["version"])):
-            print(f"| {row['version']} | {row['split']} | {row['requests']} | {row['answered']:.0%} | "
-                  f"{row['rougeL']:.4f} | {row['meteor']:.4f} | {row['judge']:.3f} |")
+            print(
+                f"| {row['version']} | {row['split']} | {row['requests']} | {row['answered']:.0%} | "
+                f"{row['rougeL']:.4f} | {row['meteor']:.4f} | {row['judge']:.3f} |"
+            )
 
 
 if __name__ == "__main__":

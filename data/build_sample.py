@@ -26,9 +26,11 @@ TEMPORAL_SPLITS = ("train", "val", "test")
 
 def review_input(request: dict) -> str:
     # Verbatim LongLaMP wording, including its "has a given" typo.
-    return (f'Generate the review text written by a reviewer who has a given an overall rating of '
-            f'"{float(request["overall"])}" for a product with description "{request["description"]}". '
-            f'The summary of the review text is "{request["summary"]}".')
+    return (
+        f"Generate the review text written by a reviewer who has a given an overall rating of "
+        f'"{float(request["overall"])}" for a product with description "{request["description"]}". '
+        f'The summary of the review text is "{request["summary"]}".'
+    )
 
 
 def abstract_input(request: dict) -> str:
@@ -45,13 +47,16 @@ def review_as_item(request: dict, position: int) -> dict:
 
 
 def abstract_as_item(request: dict, position: int) -> dict:
-    return {"id": request.get("id") or f"{position:024x}", "title": request["title"],
-            "abstract": request["abstract"], "year": request["year"]}
+    return {
+        "id": request.get("id") or f"{position:024x}",
+        "title": request["title"],
+        "abstract": request["abstract"],
+        "year": request["year"],
+    }
 
 
 def topic_as_item(request: dict, position: int) -> dict:
-    return {"id": request.get("id") or f"r{position:05d}", "summary": request["summary"],
-            "content": request["content"]}
+    return {"id": request.get("id") or f"r{position:05d}", "summary": request["summary"], "content": request["content"]}
 
 
 # task -> (user-id field, output field of a request, input builder, request -> profile item)
@@ -69,8 +74,12 @@ def records_for(task: str, user: dict, family: str) -> list[tuple[str, dict]]:
         profile = list(user["profile"])
         if family == "temporal":
             profile += [as_item(r, 1000 * (i + 1) + len(out)) for i, r in enumerate(user["requests"][:index])]
-        record = {user_field: user["user_id"], "input": make_input(request),
-                  "output": request[output_field], "profile": profile}
+        record = {
+            user_field: user["user_id"],
+            "input": make_input(request),
+            "output": request[output_field],
+            "profile": profile,
+        }
         out.append((TEMPORAL_SPLITS[index] if family == "temporal" else "", record))
     return out
 
@@ -81,7 +90,7 @@ def build() -> None:
         splits: dict[tuple[str, str], list[dict]] = {}
         start = 0
         for split, size in USER_SPLIT_SIZES:
-            for user in users[start:start + size]:
+            for user in users[start : start + size]:
                 splits.setdefault(("user", split), []).extend(r for _, r in records_for(task, user, "user"))
             start += size
         for user in users:

@@ -25,8 +25,9 @@ class AppParts:
     jobs: JobManager
 
 
-def make_parts(model_config: ModelConfig, paths: AppPaths = AppPaths(), judge_model: str | None = None,
-               use_judge: bool = True) -> AppParts:
+def make_parts(
+    model_config: ModelConfig, paths: AppPaths = AppPaths(), judge_model: str | None = None, use_judge: bool = True
+) -> AppParts:
     service = ExploreService(model_config, paths, judge_model=judge_model, use_judge=use_judge)
     return AppParts(service, RatingStore(service.store), JobManager(paths.runs_dir, service.store))
 
@@ -39,9 +40,11 @@ def build_app(parts: AppParts):
     from .train_tab import train_tab
 
     with gr.Blocks(title="restpg: REST-PG explorer", analytics_enabled=False) as demo:
-        gr.Markdown("# restpg: reasoning over a user's profile before writing\n"
-                    "**Explore** a LongLaMP user's profile and the model's reasoning path and response beside "
-                    "the real text; **Rate** reasoning paths; **Train** REST-PG rounds in the background.")
+        gr.Markdown(
+            "# restpg: reasoning over a user's profile before writing\n"
+            "**Explore** a LongLaMP user's profile and the model's reasoning path and response beside "
+            "the real text; **Rate** reasoning paths; **Train** REST-PG rounds in the background."
+        )
         with gr.Tabs():
             with gr.Tab("Explore", id="explore"):
                 explore = explore_tab(parts)
@@ -55,8 +58,7 @@ def build_app(parts: AppParts):
     return demo
 
 
-def launch(parts: AppParts, host: str = "127.0.0.1", port: int = 7860, auth: tuple[str, str] | None = None,
-           **kwargs):
+def launch(parts: AppParts, host: str = "127.0.0.1", port: int = 7860, auth: tuple[str, str] | None = None, **kwargs):
     """Start the page: a queue so one slow generation never blocks the other users' clicks."""
     from importlib.resources import files
 
@@ -66,6 +68,15 @@ def launch(parts: AppParts, host: str = "127.0.0.1", port: int = 7860, auth: tup
     keys_js = files("restpg").joinpath("rate_keys.js").read_text()
     css = ".rate-active { outline: 3px solid var(--color-accent); border-radius: 6px; }"
     demo.queue(default_concurrency_limit=8)
-    return demo.launch(server_name=host, server_port=port, auth=auth, js=keys_js, css=css,
-                       allowed_paths=[str(parts.service.paths.runs_dir / "exports")], theme=gr.themes.Default(),
-                       max_file_size="200mb", show_error=True, **kwargs)
+    return demo.launch(
+        server_name=host,
+        server_port=port,
+        auth=auth,
+        js=keys_js,
+        css=css,
+        allowed_paths=[str(parts.service.paths.runs_dir / "exports")],
+        theme=gr.themes.Default(),
+        max_file_size="200mb",
+        show_error=True,
+        **kwargs,
+    )

@@ -57,7 +57,8 @@ def stop_criteria(event: threading.Event | None):
 
     class StopWhenSet(StoppingCriteria):
         def __call__(self, input_ids, scores, **kwargs):
-            return torch.full((input_ids.shape[0],), event is not None and event.is_set(), dtype=torch.bool,
-                              device=input_ids.device)
+            return torch.full(
+                (input_ids.shape[0],), event is not None and event.is_set(), dtype=torch.bool, device=input_ids.device
+            )
 
     return StoppingCriteriaList([StopWhenSet()])

@@ -1,11 +1,11 @@
 """``python -m restpg``: the pipeline headless.
 
-  generate   reasoning + response for a user's requests, with retrieved items, real text, metrics
-  train      REST-PG: stage 1 reasoning, stage 2 SFT, stage 3 EM rounds (resumes a run folder)
-  evaluate   the paper's six methods on held-out records: table (CSV, Markdown) and a plot per round
-  validate   check a dataset file against LongLaMP's schema and list every bad record
-  users      list the users of a dataset
-  ratings    human ratings of reasoning paths: export them (CSV, JSONL), agreement between annotators
+generate   reasoning + response for a user's requests, with retrieved items, real text, metrics
+train      REST-PG: stage 1 reasoning, stage 2 SFT, stage 3 EM rounds (resumes a run folder)
+evaluate   the paper's six methods on held-out records: table (CSV, Markdown) and a plot per round
+validate   check a dataset file against LongLaMP's schema and list every bad record
+users      list the users of a dataset
+ratings    human ratings of reasoning paths: export them (CSV, JSONL), agreement between annotators
 """
 
 from __future__ import annotations
@@ -16,22 +16,41 @@ import sys
 import textwrap
 from pathlib import Path
 
-from .longlamp import (PUBLIC_TASKS, SPLIT_FAMILIES, SPLITS, TASKS, DatasetError, LoadedRecords,
-                       load_records, sample_path)
-from .models import (DEFAULT_MODEL, PAPER_INFERENCE_TEMPERATURE, GenerationSettings, ModelConfig,
-                     ModelError, default_max_new_tokens, load_adapter, load_model)
 from .em import Cancelled, RunError
 from .hardware import PrecisionError
-from .ship import ShipError
-from .ratings import RatingError
+from .longlamp import (
+    PUBLIC_TASKS,
+    SPLIT_FAMILIES,
+    SPLITS,
+    TASKS,
+    DatasetError,
+    LoadedRecords,
+    load_records,
+    sample_path,
+)
+from .models import (
+    DEFAULT_MODEL,
+    PAPER_INFERENCE_TEMPERATURE,
+    GenerationSettings,
+    ModelConfig,
+    ModelError,
+    default_max_new_tokens,
+    load_adapter,
+    load_model,
+)
 from .prompts import PromptSettings, PromptTooLongError
+from .ratings import RatingError
 from .retrieval import PAPER_TOP_K, item_text
+from .ship import ShipError
 
 
 def _dataset_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", required=True, choices=list(TASKS), help="LongLaMP task")
-    parser.add_argument("--data", help="dataset: .json/.jsonl/.parquet file, datasets.save_to_disk folder, "
-                                       "or the hub id LongLaMP/LongLaMP (default: the shipped sample)")
+    parser.add_argument(
+        "--data",
+        help="dataset: .json/.jsonl/.parquet file, datasets.save_to_disk folder, "
+        "or the hub id LongLaMP/LongLaMP (default: the shipped sample)",
+    )
     parser.add_argument("--family", default="user", choices=SPLIT_FAMILIES, help="split family")
     parser.add_argument("--split", choices=SPLITS, help="split (default: every split of the sample)")
 
@@ -58,25 +77,40 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     records = [r for loaded in load_cli_records(args) for r in loaded.records if r.user_id == args.user]
     if not records:
-        raise DatasetError(f"user {args.user!r} has no records in task {args.task} "
-                           f"({args.family} split family{', split ' + args.split if args.split else ''})")
+        raise DatasetError(
+            f"user {args.user!r} has no records in task {args.task} "
+            f"({args.family} split family{', split ' + args.split if args.split else ''})"
+        )
     if args.request is not None:
         if not 0 <= args.request < len(records):
-            raise DatasetError(f"user {args.user!r} has {len(records)} request(s); --request {args.request} is out of range")
+            raise DatasetError(
+                f"user {args.user!r} has {len(records)} request(s); --request {args.request} is out of range"
+            )
         records = [records[args.request]]
     loaded = load_model(ModelConfig(model=args.model, device=args.device, dtype=args.dtype))
     if args.adapter:
         load_adapter(loaded, args.adapter)
     settings = GenerationSettings(
         max_new_tokens=args.max_new_tokens or default_max_new_tokens(loaded.device),
-        temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+    )
     metrics = LexicalMetrics()
     with tqdm(total=len(records), desc="generating", unit="request", file=sys.stderr) as bar:
-        outputs = personalize(loaded, records, metrics, k=args.k, generation=settings,
-                              prompt_settings=PromptSettings(max_item_words=args.max_item_words),
-                              on_batch=bar.update)
-    print(f"model: {loaded.name}{' + adapter ' + args.adapter if args.adapter else ''} "
-          f"on {loaded.device} ({loaded.precision.name}: {loaded.precision.reason})")
+        outputs = personalize(
+            loaded,
+            records,
+            metrics,
+            k=args.k,
+            generation=settings,
+            prompt_settings=PromptSettings(max_item_words=args.max_item_words),
+            on_batch=bar.update,
+        )
+    print(
+        f"model: {loaded.name}{' + adapter ' + args.adapter if args.adapter else ''} "
+        f"on {loaded.device} ({loaded.precision.name}: {loaded.precision.reason})"
+    )
     print(f"metrics: {metrics.variant}")
     for out in outputs:
         print("\n" + "=" * 100)
@@ -85,21 +119,26 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print(f"\n== retrieved profile items ({len(out.retrieved)} of {len(out.record.profile)}, BM25) ==")
         for rank, item in enumerate(out.retrieved, start=1):
             preview = item_text(out.record.task, item.item)
-            print(f"{rank}. [{item.item_id}] score {item.score:.2f}: {preview[:160]}{'...' if len(preview) > 160 else ''}")
+            print(
+                f"{rank}. [{item.item_id}] score {item.score:.2f}: {preview[:160]}{'...' if len(preview) > 160 else ''}"
+            )
         _print_block("reasoning", out.parsed.reasoning or "(none)")
         _print_block("response", out.parsed.response or "(none)")
         _print_block("real text", out.record.output)
         if out.parsed.problems:
             print("\nparse: " + "; ".join(out.parsed.problems))
-        print(f"\n{out.generation.new_tokens} new tokens{' (cut at the limit)' if out.generation.truncated else ''}; "
-              + ", ".join(f"{name} {value:.4f}" for name, value in out.scores.items()))
+        print(
+            f"\n{out.generation.new_tokens} new tokens{' (cut at the limit)' if out.generation.truncated else ''}; "
+            + ", ".join(f"{name} {value:.4f}" for name, value in out.scores.items())
+        )
     return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     loaded = load_records(args.path, args.task, args.family, args.split, strict=False)
-    print(f"{args.path}: {len(loaded.records)} good record(s), {len(loaded.problems)} bad, "
-          f"{len(loaded.users())} user(s)")
+    print(
+        f"{args.path}: {len(loaded.records)} good record(s), {len(loaded.problems)} bad, {len(loaded.users())} user(s)"
+    )
     for problem in loaded.problems:
         print(f"  {problem}")
     for note in loaded.notes:
@@ -127,8 +166,10 @@ def cmd_ratings_agreement(args: argparse.Namespace) -> int:
     from .ratings import CRITERIA, RatingStore
 
     result = RatingStore.open_existing(args.store).agreement()
-    print(f"Krippendorff's alpha over {result['items']} generation(s) rated by 2+ annotators "
-          f"({result['annotators']} annotator(s))")
+    print(
+        f"Krippendorff's alpha over {result['items']} generation(s) rated by 2+ annotators "
+        f"({result['annotators']} annotator(s))"
+    )
     for name in (*CRITERIA, "copies_output"):
         level = "nominal" if name == "copies_output" else "ordinal"
         value = result[name]
@@ -147,13 +188,25 @@ def em_config_from_args(args: argparse.Namespace):
     changes = {"device": args.device, "dtype": args.dtype}
     if args.task:
         changes["tasks"] = PUBLIC_TASKS if args.task == "all" else (args.task,)
-    for option, name in [("data", "data"), ("family", "family"), ("users", "train_users"),
-                         ("eval_users", "eval_users"), ("rounds", "rounds"), ("samples", "samples_per_input"),
-                         ("reward", "reward"), ("tau", "tau"), ("init", "init"), ("model", "model"),
-                         ("teacher_model", "teacher_model"), ("judge_model", "judge_model"),
-                         ("max_new_tokens", "max_new_tokens"), ("max_item_words", "max_item_words"),
-                         ("reasoning_from", "reasoning_from"), ("sft_adapter", "sft_adapter"),
-                         ("report_to", "report_to")]:
+    for option, name in [
+        ("data", "data"),
+        ("family", "family"),
+        ("users", "train_users"),
+        ("eval_users", "eval_users"),
+        ("rounds", "rounds"),
+        ("samples", "samples_per_input"),
+        ("reward", "reward"),
+        ("tau", "tau"),
+        ("init", "init"),
+        ("model", "model"),
+        ("teacher_model", "teacher_model"),
+        ("judge_model", "judge_model"),
+        ("max_new_tokens", "max_new_tokens"),
+        ("max_item_words", "max_item_words"),
+        ("reasoning_from", "reasoning_from"),
+        ("sft_adapter", "sft_adapter"),
+        ("report_to", "report_to"),
+    ]:
         value = getattr(args, option, None)
         if value is not None:
             changes[name] = value
@@ -222,10 +275,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     device = pick_device(config.device)
     precision = choose_precision(config.dtype, device)
-    print(f"preset {preset}; run folder {run_dir}; judge (metric{' and reward' if config.reward == 'judge' else ''}): "
-          f"{config.judge_model or config.model}"
-          f"{' (the base model: a weak judge)' if config.judge_model in (None, config.model) else ''}; "
-          f"reasoning by: {reasoning_source(config)}", flush=True)
+    print(
+        f"preset {preset}; run folder {run_dir}; judge (metric{' and reward' if config.reward == 'judge' else ''}): "
+        f"{config.judge_model or config.model}"
+        f"{' (the base model: a weak judge)' if config.judge_model in (None, config.model) else ''}; "
+        f"reasoning by: {reasoning_source(config)}",
+        flush=True,
+    )
     print(f"device {device}, {precision.name} ({precision.reason}), {torch_threads()} CPU thread(s)", flush=True)
     control = RunControl(on_progress=on_progress, on_round=on_round)
     # SIGTERM (the app's cancel button) stops the run at the next generated token or decoder layer.
@@ -254,8 +310,8 @@ def torch_threads() -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import time
 
-    from .em import RunControl
     from .compare import compare_methods
+    from .em import RunControl
 
     preset, config = em_config_from_args(args)
     progress = _TqdmProgress()
@@ -267,8 +323,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     out = Path(args.run_dir) / "comparison"
     print((out / "table.md").read_text())
     print((out / "table_by_task.md").read_text())
-    print(f"preset {preset}; {time.perf_counter() - start:.0f} s; written: {out}/table.csv, table.md, "
-          "table_by_task.csv, table_by_task.md, rounds.png, predictions.jsonl")
+    print(
+        f"preset {preset}; {time.perf_counter() - start:.0f} s; written: {out}/table.csv, table.md, "
+        "table_by_task.csv, table_by_task.md, rounds.png, predictions.jsonl"
+    )
     return 0
 
 
@@ -278,16 +336,26 @@ def cmd_ship(args: argparse.Namespace) -> int:
 
     progress = _TqdmProgress()
     try:
-        report = ship_run(Path(args.run_dir), args.name, Path(args.out) if args.out else ship_root(),
-                          model_config=ModelConfig(device=args.device, dtype=args.dtype) if args.dtype != "auto" or
-                          args.device != "auto" else None, on_progress=progress)
+        report = ship_run(
+            Path(args.run_dir),
+            args.name,
+            Path(args.out) if args.out else ship_root(),
+            model_config=ModelConfig(device=args.device, dtype=args.dtype)
+            if args.dtype != "auto" or args.device != "auto"
+            else None,
+            on_progress=progress,
+        )
     finally:
         progress.close()
-    print(f"shipped {', '.join(report.steps)} to {report.out_dir} ({report.adapter_bytes / 2**20:.1f} MiB of adapters, "
-          f"{report.generations} stored generations)")
+    print(
+        f"shipped {', '.join(report.steps)} to {report.out_dir} ({report.adapter_bytes / 2**20:.1f} MiB of adapters, "
+        f"{report.generations} stored generations)"
+    )
     for row in report.quality:
-        print(f"  {row['version']:<50} {row['split']:<5} final answer {row['answered']:4.0%}  "
-              f"rougeL {row['rougeL']:.4f}  meteor {row['meteor']:.4f}  judge {row['judge']:.3f}")
+        print(
+            f"  {row['version']:<50} {row['split']:<5} final answer {row['answered']:4.0%}  "
+            f"rougeL {row['rougeL']:.4f}  meteor {row['meteor']:.4f}  judge {row['judge']:.3f}"
+        )
     return 0
 
 
@@ -313,39 +381,54 @@ def _em_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tau", type=float, help="keep threshold (judge: 1.0; lexical: per-input quantile rule)")
     parser.add_argument("--init", choices=["base", "previous"], help="M-step start (paper: base)")
     parser.add_argument("--no-reasoning", action="store_true", help="ReST-EM without reasoning (baseline)")
-    parser.add_argument("--keep-truncated", action="store_true",
-                        help="let the E-step keep samples cut at the token limit (default: dropped, counted)")
+    parser.add_argument(
+        "--keep-truncated",
+        action="store_true",
+        help="let the E-step keep samples cut at the token limit (default: dropped, counted)",
+    )
     parser.add_argument("--model", help="generator base model: default, hub id or folder")
     parser.add_argument("--teacher-model", help="stage-1 teacher (default: the base model)")
     parser.add_argument("--judge-model", help="LLM judge (default: the base model)")
     parser.add_argument("--max-new-tokens", type=int)
     parser.add_argument("--max-item-words", type=int)
-    parser.add_argument("--reasoning-from",
-                        help="stage-1 reasoning: teacher (the teacher model writes it, the paper), sample (the "
-                             "hand-written paths shipped with the sample) or a .jsonl file of "
-                             "{record_id, reasoning, teacher} rows")
+    parser.add_argument(
+        "--reasoning-from",
+        help="stage-1 reasoning: teacher (the teacher model writes it, the paper), sample (the "
+        "hand-written paths shipped with the sample) or a .jsonl file of "
+        "{record_id, reasoning, teacher} rows",
+    )
     parser.add_argument("--sft-adapter", help="skip stages 1-2: start the EM rounds from this SFT adapter folder")
-    parser.add_argument("--select-by", choices=["loss", "reward", "last"],
-                        help="checkpoint each SFT / M-step keeps: loss (lowest validation loss, the paper's "
-                             "default), reward (highest reward of generated answers) or last (nothing validated; "
-                             "cpu-small)")
-    parser.add_argument("--report-to", help="training curves and E-step statistics: none (default) or any of "
-                                            "tensorboard, wandb, mlflow, trackio, comma-separated "
-                                            "(TensorBoard files in <run-dir>/logs)")
+    parser.add_argument(
+        "--select-by",
+        choices=["loss", "reward", "last"],
+        help="checkpoint each SFT / M-step keeps: loss (lowest validation loss, the paper's "
+        "default), reward (highest reward of generated answers) or last (nothing validated; "
+        "cpu-small)",
+    )
+    parser.add_argument(
+        "--report-to",
+        help="training curves and E-step statistics: none (default) or any of "
+        "tensorboard, wandb, mlflow, trackio, comma-separated "
+        "(TensorBoard files in <run-dir>/logs)",
+    )
     _device_args(parser)
 
 
 def _device_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA where there is one), cpu, cuda, cuda:N")
-    parser.add_argument("--dtype", default="auto",
-                        help="auto (bf16 on CUDA; on a CPU bf16 only where it is native and measures faster, "
-                             "else float32), float32, bfloat16, float16")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        help="auto (bf16 on CUDA; on a CPU bf16 only where it is native and measures faster, "
+        "else float32), float32, bfloat16, float16",
+    )
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: one per core)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m restpg", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m restpg", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     gen = commands.add_parser("generate", help="personalized reasoning + response for one user")
@@ -356,11 +439,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--adapter", help="LoRA adapter folder to attach")
     _device_args(gen)
     gen.add_argument("--k", type=int, default=PAPER_TOP_K, help="profile items retrieved (paper: 5)")
-    gen.add_argument("--max-new-tokens", type=int,
-                     help="default: 1536 on CUDA (paper), 256 on CPU (CPU-forced)")
+    gen.add_argument("--max-new-tokens", type=int, help="default: 1536 on CUDA (paper), 256 on CPU (CPU-forced)")
     gen.add_argument("--max-item-words", type=int, help="cut each profile item to this many words")
-    gen.add_argument("--temperature", type=float, default=PAPER_INFERENCE_TEMPERATURE,
-                     help="sampling temperature (paper: 0.1); 0 for greedy")
+    gen.add_argument(
+        "--temperature",
+        type=float,
+        default=PAPER_INFERENCE_TEMPERATURE,
+        help="sampling temperature (paper: 0.1); 0 for greedy",
+    )
     gen.add_argument("--top-p", type=float, default=GenerationSettings.top_p)
     gen.add_argument("--seed", type=int, default=0)
     gen.set_defaults(run=cmd_generate)

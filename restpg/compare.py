@@ -49,8 +49,9 @@ def compare_methods(config, run_root, split: str = "test", control=None) -> dict
         histories[run] = run_em(dataclasses.replace(config, reasoning=reasoning), run_root / run, control)
     records = load_split(config, split, config.eval_users)
     models = Models(config)
-    settings = inference_settings(config.max_new_tokens, config.generation_batch_size, config.seed,
-                                  config.max_input_tokens)
+    settings = inference_settings(
+        config.max_new_tokens, config.generation_batch_size, config.seed, config.max_input_tokens
+    )
     prompt_settings = PromptSettings(max_item_words=config.max_item_words)
     out_dir = run_root / "comparison"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -63,8 +64,19 @@ def compare_methods(config, run_root, split: str = "test", control=None) -> dict
             rows = score_predictions(records, answers, models.metrics(), models.judge(run_root / "judge_cache.jsonl"))
             per_method[name] = rows
             for record, p, row in zip(records, predictions, rows):
-                handle.write(json.dumps({"method": name, "record_id": record.record_id, "reasoning": p[0].reasoning,
-                                         "answer": p[0].answer, **row}, ensure_ascii=False) + "\n")
+                handle.write(
+                    json.dumps(
+                        {
+                            "method": name,
+                            "record_id": record.record_id,
+                            "reasoning": p[0].reasoning,
+                            "answer": p[0].answer,
+                            **row,
+                        },
+                        ensure_ascii=False,
+                    )
+                    + "\n"
+                )
             control.on_progress(f"comparison: {name}", len(per_method), len(METHODS))
     table = comparison_table(per_method)
     judge_name = models.judge(run_root / "judge_cache.jsonl").name
@@ -82,7 +94,9 @@ def compare_methods(config, run_root, split: str = "test", control=None) -> dict
 AVERAGE = "average"
 
 
-def bootstrap_interval(groups: Sequence[Sequence[float]], samples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+def bootstrap_interval(
+    groups: Sequence[Sequence[float]], samples: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
     """(mean of the groups' means, 95% interval low, high): records resampled within each group
     (a task), the groups' means averaged, as Table 1 averages its tasks."""
     groups = [list(g) for g in groups if len(g)]
@@ -105,8 +119,17 @@ def task_table(per_method: dict[str, list[dict]], tasks: Sequence[str], samples:
             for task in names + [AVERAGE]:
                 groups = list(per_task.values()) if task == AVERAGE else [per_task[task]]
                 mean, low, high = bootstrap_interval(groups, samples)
-                rows.append({"method": method, "metric": metric, "task": task, "mean": mean, "low": low,
-                             "high": high, "n": sum(len(g) for g in groups)})
+                rows.append(
+                    {
+                        "method": method,
+                        "metric": metric,
+                        "task": task,
+                        "mean": mean,
+                        "low": low,
+                        "high": high,
+                        "n": sum(len(g) for g in groups),
+                    }
+                )
     return rows
 
 
@@ -122,17 +145,29 @@ def write_task_table(rows: list[dict], out_dir, split: str, judge_name: str) -> 
         writer.writerows(rows)
     tasks = list(dict.fromkeys(row["task"] for row in rows))
     methods = list(dict.fromkeys(row["method"] for row in rows))
-    lines = [f"Held-out split `{split}`, per task and their average (as the paper's Table 1). Judge: "
-             f"`{judge_name}`. In brackets: 95% bootstrap interval (records resampled within each task)."]
+    lines = [
+        f"Held-out split `{split}`, per task and their average (as the paper's Table 1). Judge: "
+        f"`{judge_name}`. In brackets: 95% bootstrap interval (records resampled within each task)."
+    ]
     for metric in dict.fromkeys(row["metric"] for row in rows):
         cell = {(r["method"], r["task"]): r for r in rows if r["metric"] == metric}
         counts = {t: next(r["n"] for r in rows if r["task"] == t and r["metric"] == metric) for t in tasks}
-        lines += ["", f"### {metric}", "", "| method | " + " | ".join(f"{t} (n={counts[t]})" for t in tasks) + " |",
-                  "|---|" + "---|" * len(tasks)]
+        lines += [
+            "",
+            f"### {metric}",
+            "",
+            "| method | " + " | ".join(f"{t} (n={counts[t]})" for t in tasks) + " |",
+            "|---|" + "---|" * len(tasks),
+        ]
         for method in methods:
-            lines.append(f"| {method} | " + " | ".join(
-                f"{cell[method, t]['mean']:.4f} [{cell[method, t]['low']:.3f}, {cell[method, t]['high']:.3f}]"
-                for t in tasks) + " |")
+            lines.append(
+                f"| {method} | "
+                + " | ".join(
+                    f"{cell[method, t]['mean']:.4f} [{cell[method, t]['low']:.3f}, {cell[method, t]['high']:.3f}]"
+                    for t in tasks
+                )
+                + " |"
+            )
     (out_dir / "table_by_task.md").write_text("\n".join(lines) + "\n")
 
 
@@ -160,13 +195,22 @@ def write_table(table: list[dict], out_dir, split: str, n_records: int, judge_na
         writer = csv.writer(handle)
         writer.writerow(["method", *columns, *[f"{m}_vs_sft" for m in columns], *[f"{m}_vs_sft_p" for m in columns]])
         for row in table:
-            writer.writerow([row["method"], *[f"{row[m]:.4f}" for m in columns],
-                             *[f"{row.get(m + '_vs_sft', 0.0):.4f}" for m in columns],
-                             *[f"{row.get(m + '_vs_sft_p', float('nan')):.4f}" for m in columns]])
-    lines = [f"Held-out split `{split}`, {n_records} records. Judge: `{judge_name}`. "
-             f"{metrics_variant}. `*`: better than SFT, paired bootstrap p < 0.05; "
-             "in brackets: difference to SFT with its 95% interval.", "",
-             "| method | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+            writer.writerow(
+                [
+                    row["method"],
+                    *[f"{row[m]:.4f}" for m in columns],
+                    *[f"{row.get(m + '_vs_sft', 0.0):.4f}" for m in columns],
+                    *[f"{row.get(m + '_vs_sft_p', float('nan')):.4f}" for m in columns],
+                ]
+            )
+    lines = [
+        f"Held-out split `{split}`, {n_records} records. Judge: `{judge_name}`. "
+        f"{metrics_variant}. `*`: better than SFT, paired bootstrap p < 0.05; "
+        "in brackets: difference to SFT with its 95% interval.",
+        "",
+        "| method | " + " | ".join(columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
     for row in table:
         cells = []
         for m in columns:

@@ -32,16 +32,34 @@ from statistics import fmean
 from typing import Callable, Sequence
 
 from .cancel import Cancelled
-from .hardware import Precision
 from .evaluate import inference_settings, predict, prompt_for, score_predictions, summarize
+from .hardware import Precision
 from .jsonl import append_jsonl, read_jsonl, write_json, write_jsonl
 from .longlamp import PUBLIC_TASKS, Record, load_records, sample_path, task_spec
 from .metrics import LexicalMetrics, LexicalReward
-from .models import (DEFAULT_MODEL, GenerationSettings, LoadedModel, ModelConfig, ModelError, load_adapter,
-                     free_memory, load_model, load_tokenizer, prompt_token_counter, resolve_model, use_adapter)
+from .models import (
+    DEFAULT_MODEL,
+    GenerationSettings,
+    LoadedModel,
+    ModelConfig,
+    ModelError,
+    free_memory,
+    load_adapter,
+    load_model,
+    load_tokenizer,
+    prompt_token_counter,
+    resolve_model,
+    use_adapter,
+)
 from .prompts import PromptSettings, reasoning_target
-from .reasoning import (SAMPLE_REASONING_FILE, ReasoningFileError, ReasoningSettings, file_teachers,
-                        reasoning_from_file, reasoning_paths)
+from .reasoning import (
+    SAMPLE_REASONING_FILE,
+    ReasoningFileError,
+    ReasoningSettings,
+    file_teachers,
+    reasoning_from_file,
+    reasoning_paths,
+)
 from .retrieval import PAPER_TOP_K
 from .reward import PAPER_JUDGE_TAU, LexicalRewardModel, LLMJudge, Reward
 from .tracking import Tracking, TrackingError, check_installed, parse_report_to
@@ -145,10 +163,20 @@ class EMConfig:
 # CPU-forced training: a few dozen examples for minutes, not 10,000 steps of 64 for a day.
 # Micro-batches of one example (no padding; a cancel waits for at most one example's layer), four
 # per optimizer step. Precision is the run's (restpg.hardware: fp32 unless the CPU has native bf16).
-_CPU_SFT = TrainConfig(learning_rate=2e-3, optimizer="adamw_torch",  # CPU-forced: few steps need AdamW's fast start
-                       warmup_steps=2, num_epochs=5.0, batch_size=4, per_device_batch_size=1,
-                       max_input_tokens=768, max_output_tokens=320, save_steps=5, lora_r=8, lora_alpha=16,
-                       select_by="last")  # CPU-forced: the paper validates every 1,000 steps; a few dozen here
+_CPU_SFT = TrainConfig(
+    learning_rate=2e-3,
+    optimizer="adamw_torch",  # CPU-forced: few steps need AdamW's fast start
+    warmup_steps=2,
+    num_epochs=5.0,
+    batch_size=4,
+    per_device_batch_size=1,
+    max_input_tokens=768,
+    max_output_tokens=320,
+    save_steps=5,
+    lora_r=8,
+    lora_alpha=16,
+    select_by="last",
+)  # CPU-forced: the paper validates every 1,000 steps; a few dozen here
 _CPU_MSTEP = dataclasses.replace(_CPU_SFT, num_epochs=2.0)
 
 # The paper's models (PAPER.md, "Training and inference settings", stages 1 and 3): a Gemma 2B
@@ -174,7 +202,8 @@ PRESETS: dict[str, EMConfig] = {
         reasoning_max_tokens=96,  # CPU-forced: a short bullet list (when a teacher writes them)
         reasoning_max_words=60,  # CPU-forced: reasoning + answer must fit in 256 new tokens
         reward="rougeL",  # CPU-forced: the 135M base model is a weak judge; --reward judge uses it anyway
-        sft=_CPU_SFT, mstep=_CPU_MSTEP,
+        sft=_CPU_SFT,
+        mstep=_CPU_MSTEP,
     ),
 }
 
@@ -209,8 +238,12 @@ def _versions() -> dict[str, str]:
 
     from . import __version__
 
-    return {"restpg": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "peft": peft.__version__}
+    return {
+        "restpg": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+    }
 
 
 @contextlib.contextmanager
@@ -230,11 +263,19 @@ def _timed(run_dir: Path, name: str):
 def check_manifest(run_dir: Path, config: EMConfig, data_hash: str) -> dict:
     """Create the manifest, or check that an existing run folder belongs to this config and data."""
     path = run_dir / "manifest.json"
-    manifest = {"manifest_version": MANIFEST_VERSION, "config": config.to_dict(), "config_hash": _config_hash(config),
-                "data_hash": data_hash, "models": {"base": config.model,
-                                                   "teacher": reasoning_source(config),
-                                                   "judge": config.judge_model or config.model},
-                "versions": _versions(), "created": time.time()}
+    manifest = {
+        "manifest_version": MANIFEST_VERSION,
+        "config": config.to_dict(),
+        "config_hash": _config_hash(config),
+        "data_hash": data_hash,
+        "models": {
+            "base": config.model,
+            "teacher": reasoning_source(config),
+            "judge": config.judge_model or config.model,
+        },
+        "versions": _versions(),
+        "created": time.time(),
+    }
     if path.exists():
         try:
             old = json.loads(path.read_text())
@@ -243,8 +284,10 @@ def check_manifest(run_dir: Path, config: EMConfig, data_hash: str) -> dict:
         if old.get("config_hash") != manifest["config_hash"]:
             current = json.loads(json.dumps(config.to_dict()))  # tuples read back as lists
             changed = sorted(k for k, v in current.items() if old.get("config", {}).get(k) != v)
-            raise RunError(f"{run_dir} holds a run with another config (differs in: {', '.join(changed) or '?'}); "
-                           "use another --run-dir or the same settings")
+            raise RunError(
+                f"{run_dir} holds a run with another config (differs in: {', '.join(changed) or '?'}); "
+                "use another --run-dir or the same settings"
+            )
         if old.get("data_hash") != data_hash:
             raise RunError(f"{run_dir} holds a run on other data (data hash {old.get('data_hash')} != {data_hash})")
         return old
@@ -278,9 +321,11 @@ def check_models(config: EMConfig) -> None:
             AutoConfig.from_pretrained(resolve_model(name))
         except (OSError, ValueError, ModelError) as error:
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise RunError(f"the {role} {name!r} cannot be loaded here ({first_line}). Download it where the hub "
-                           f"is reachable (huggingface-cli download {name}) and pass its folder, or name another "
-                           f"model: {option} <hub id or folder> (e.g. {option} {DEFAULT_MODEL})") from None
+            raise RunError(
+                f"the {role} {name!r} cannot be loaded here ({first_line}). Download it where the hub "
+                f"is reachable (huggingface-cli download {name}) and pass its folder, or name another "
+                f"model: {option} <hub id or folder> (e.g. {option} {DEFAULT_MODEL})"
+            ) from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -394,7 +439,9 @@ class Models:
             # One name per adapter folder (two runs both have an "sft"); peft names may not hold dots.
             name = next((n for n, path in loaded.adapters.items() if path == adapter), None)
             if name is None:
-                name = re.sub(r"\W", "_", f"{adapter.parent.parent.name}__{adapter.parent.name}__{len(loaded.adapters)}")
+                name = re.sub(
+                    r"\W", "_", f"{adapter.parent.parent.name}__{adapter.parent.name}__{len(loaded.adapters)}"
+                )
                 load_adapter(loaded, adapter, name)
             use_adapter(loaded, name)
         return loaded
@@ -422,7 +469,8 @@ class Models:
         if self.config.reward == "judge":
             return self.judge(cache_file)
         weights = {"lexical-mix": {"rouge1": 1.0, "rougeL": 1.0, "meteor": 1.0}}.get(
-            self.config.reward, {self.config.reward: 1.0})
+            self.config.reward, {self.config.reward: 1.0}
+        )
         return LexicalRewardModel(self.metrics(), LexicalReward(weights))
 
 
@@ -448,8 +496,9 @@ def clip_reasoning(reasoning: str, max_words: int | None) -> str:
     return "\n".join(kept)
 
 
-def _sft_examples(config: EMConfig, records: Sequence[Record], reasoning: dict | None,
-                  count_tokens: Callable[[str], int]) -> list[TrainingExample]:
+def _sft_examples(
+    config: EMConfig, records: Sequence[Record], reasoning: dict | None, count_tokens: Callable[[str], int]
+) -> list[TrainingExample]:
     """Stage 2's training set: the prompt the E-step and evaluation will sample with (the same
     budget rule), and the reasoning target (or the real output alone, without reasoning)."""
     settings = PromptSettings(max_item_words=config.max_item_words)
@@ -469,8 +518,9 @@ def _sft_examples(config: EMConfig, records: Sequence[Record], reasoning: dict |
     return examples
 
 
-def e_step(models: Models, config: EMConfig, records: Sequence[Record], adapter: Path, round_dir: Path,
-           control: RunControl) -> list[dict]:
+def e_step(
+    models: Models, config: EMConfig, records: Sequence[Record], adapter: Path, round_dir: Path, control: RunControl
+) -> list[dict]:
     """Sample m outputs per input with the current model, score each answer, append to samples.jsonl.
 
     Inputs go in fixed batches, each sampled with its own seed (run seed, round, batch position):
@@ -488,7 +538,7 @@ def e_step(models: Models, config: EMConfig, records: Sequence[Record], adapter:
         return in_order(read_jsonl(samples_file))
     round_index = int(round_dir.name.split("-")[-1])
     per_batch = max(1, config.generation_batch_size // config.samples_per_input)
-    batches = [list(records[i:i + per_batch]) for i in range(0, len(records), per_batch)]
+    batches = [list(records[i : i + per_batch]) for i in range(0, len(records), per_batch)]
     rows_by_record: dict[str, list[dict]] = {}
     for row in read_jsonl(samples_file):
         rows_by_record.setdefault(row["record_id"], []).append(row)
@@ -511,19 +561,37 @@ def e_step(models: Models, config: EMConfig, records: Sequence[Record], adapter:
         if loaded is None:
             loaded = models.generator(adapter)
             reward = models.reward(round_dir.parent / "judge_cache.jsonl")
-        settings = GenerationSettings(max_new_tokens=config.max_new_tokens, temperature=config.temperature,
-                                      top_p=config.top_p, num_samples=config.samples_per_input,
-                                      batch_size=per_batch, max_input_tokens=config.max_input_tokens,
-                                      seed=config.seed + 100_003 * round_index + index)
-        predictions = predict(loaded, batch, config.prompt_kind, settings, config.k, prompt_settings,
-                              cancel=control.cancel)
+        settings = GenerationSettings(
+            max_new_tokens=config.max_new_tokens,
+            temperature=config.temperature,
+            top_p=config.top_p,
+            num_samples=config.samples_per_input,
+            batch_size=per_batch,
+            max_input_tokens=config.max_input_tokens,
+            seed=config.seed + 100_003 * round_index + index,
+        )
+        predictions = predict(
+            loaded, batch, config.prompt_kind, settings, config.k, prompt_settings, cancel=control.cancel
+        )
         flat = [(record, i, p) for record, preds in zip(batch, predictions) for i, p in enumerate(preds)]
         rewards = reward([r.input for r, _, _ in flat], [r.output for r, _, _ in flat], [p.answer for _, _, p in flat])
-        rows = [{"sample_id": f"{round_dir.name}:{p.record_id}:{i}", "record_id": p.record_id, "task": record.task,
-                 "model_version": adapter.parent.name, "prompt": p.prompt, "retrieved_ids": list(p.retrieved_ids),
-                 "text": p.text, "reasoning": p.reasoning, "answer": p.answer, "truncated": p.truncated,
-                 "reward": float(value), "reward_name": reward.name}
-                for (record, i, p), value in zip(flat, rewards)]
+        rows = [
+            {
+                "sample_id": f"{round_dir.name}:{p.record_id}:{i}",
+                "record_id": p.record_id,
+                "task": record.task,
+                "model_version": adapter.parent.name,
+                "prompt": p.prompt,
+                "retrieved_ids": list(p.retrieved_ids),
+                "text": p.text,
+                "reasoning": p.reasoning,
+                "answer": p.answer,
+                "truncated": p.truncated,
+                "reward": float(value),
+                "reward_name": reward.name,
+            }
+            for (record, i, p), value in zip(flat, rewards)
+        ]
         append_jsonl(samples_file, rows)
         all_rows.extend(rows)
         counter(len(batch))
@@ -531,23 +599,44 @@ def e_step(models: Models, config: EMConfig, records: Sequence[Record], adapter:
     return in_order(all_rows)
 
 
-def evaluate_round(models: Models, config: EMConfig, records: Sequence[Record], adapter: Path | None,
-                   cache_file: Path, control: RunControl, stage: str) -> dict:
+def evaluate_round(
+    models: Models,
+    config: EMConfig,
+    records: Sequence[Record],
+    adapter: Path | None,
+    cache_file: Path,
+    control: RunControl,
+    stage: str,
+) -> dict:
     loaded = models.generator(adapter)
-    settings = inference_settings(config.max_new_tokens, config.generation_batch_size, config.seed,
-                                  config.max_input_tokens)
+    settings = inference_settings(
+        config.max_new_tokens, config.generation_batch_size, config.seed, config.max_input_tokens
+    )
     counter = _Counter(control, f"{stage}: evaluation", len(records))
-    predictions = predict(loaded, records, config.prompt_kind, settings, config.k,
-                          PromptSettings(max_item_words=config.max_item_words), on_batch=counter, cancel=control.cancel)
+    predictions = predict(
+        loaded,
+        records,
+        config.prompt_kind,
+        settings,
+        config.k,
+        PromptSettings(max_item_words=config.max_item_words),
+        on_batch=counter,
+        cancel=control.cancel,
+    )
     answers = [p[0].answer for p in predictions]
     judge = models.judge(cache_file)
     rows = score_predictions(records, answers, models.metrics(), judge)
     summary = summarize(rows)
     summary["empty_answers"] = sum(1 for a in answers if not a.strip()) / len(answers)
-    return {"summary": summary,
-            "per_record": [{"record_id": r.record_id, "reasoning": p[0].reasoning, "answer": p[0].answer, **row}
-                           for r, p, row in zip(records, predictions, rows)],
-            "judge": judge.name, "metrics_variant": models.metrics().variant}
+    return {
+        "summary": summary,
+        "per_record": [
+            {"record_id": r.record_id, "reasoning": p[0].reasoning, "answer": p[0].answer, **row}
+            for r, p, row in zip(records, predictions, rows)
+        ],
+        "judge": judge.name,
+        "metrics_variant": models.metrics().variant,
+    }
 
 
 def reward_stats(samples: Sequence[dict], kept: Sequence[dict]) -> dict:
@@ -555,10 +644,15 @@ def reward_stats(samples: Sequence[dict], kept: Sequence[dict]) -> dict:
     bins = [0] * 10
     for value in rewards:
         bins[min(9, int(value * 10))] += 1
-    return {"samples": len(samples), "kept": len(kept), "truncated": sum(1 for s in samples if s.get("truncated")),
-            "reward_mean": sum(rewards) / max(1, len(rewards)),
-            "kept_reward_mean": sum(s["reward"] for s in kept) / max(1, len(kept)),
-            "reward_histogram": bins, "inputs_with_kept": len({s["record_id"] for s in kept})}
+    return {
+        "samples": len(samples),
+        "kept": len(kept),
+        "truncated": sum(1 for s in samples if s.get("truncated")),
+        "reward_mean": sum(rewards) / max(1, len(rewards)),
+        "kept_reward_mean": sum(s["reward"] for s in kept) / max(1, len(kept)),
+        "reward_histogram": bins,
+        "inputs_with_kept": len({s["record_id"] for s in kept}),
+    }
 
 
 def _main_process_first():
@@ -602,15 +696,23 @@ def run_em(config: EMConfig, run_dir: Path, control: RunControl | None = None) -
         # Stage 2: SFT (round 0)
         if not (sft_dir / "adapter" / "adapter_config.json").exists():
             control.check()
-            count_tokens = prompt_token_counter(load_tokenizer(resolve_model(config.model,
-                                                                             models.model_config().cache_dir)))
+            count_tokens = prompt_token_counter(
+                load_tokenizer(resolve_model(config.model, models.model_config().cache_dir))
+            )
             examples = _sft_examples(config, train, reasoning, count_tokens)
             selection = _checkpoint_selection(config.sft, models, config, held_out, run_dir, control, count_tokens)
             control.on_progress("stage 2: SFT", 0, 1)
             with _timed(run_dir, "stage2_sft"):
-                train_lora(models.model_config(), examples, config.sft, sft_dir,
-                           on_step=lambda step, total, logs: control.on_progress("stage 2: SFT", step, total),
-                           cancel=control.cancel, tracking=tracking, **selection)
+                train_lora(
+                    models.model_config(),
+                    examples,
+                    config.sft,
+                    sft_dir,
+                    on_step=lambda step, total, logs: control.on_progress("stage 2: SFT", step, total),
+                    cancel=control.cancel,
+                    tracking=tracking,
+                    **selection,
+                )
         results[0] = _evaluate_once(models, config, held_out, sft_dir, judge_cache, control, "SFT")
         previous = sft_dir / "adapter"
     control.on_round(0, results[0])
@@ -627,22 +729,39 @@ def run_em(config: EMConfig, run_dir: Path, control: RunControl | None = None) -
             if os.environ.get("RANK", "0") == "0":
                 tracking.log_estep(t, stats, [s["reward"] for s in samples])
             if not kept:
-                raise RunError(f"round {t}: no sample passed the threshold ({stats['samples']} samples, mean reward "
-                               f"{stats['reward_mean']:.3f}); lower --tau or use a lexical reward's quantile rule. "
-                               f"Rounds before {t} are intact in {run_dir}")
-            examples = [TrainingExample(s["prompt"], reasoning_target(s["reasoning"], s["answer"])
-                                        if config.reasoning else s["answer"], s["reward"], s["sample_id"])
-                        for s in kept]
+                raise RunError(
+                    f"round {t}: no sample passed the threshold ({stats['samples']} samples, mean reward "
+                    f"{stats['reward_mean']:.3f}); lower --tau or use a lexical reward's quantile rule. "
+                    f"Rounds before {t} are intact in {run_dir}"
+                )
+            examples = [
+                TrainingExample(
+                    s["prompt"],
+                    reasoning_target(s["reasoning"], s["answer"]) if config.reasoning else s["answer"],
+                    s["reward"],
+                    s["sample_id"],
+                )
+                for s in kept
+            ]
             init = previous if config.init == "previous" else None
             models.release()  # sampling and scoring are over until the round's evaluation
-            count_tokens = prompt_token_counter(load_tokenizer(resolve_model(config.model,
-                                                                             models.model_config().cache_dir)))
+            count_tokens = prompt_token_counter(
+                load_tokenizer(resolve_model(config.model, models.model_config().cache_dir))
+            )
             selection = _checkpoint_selection(config.mstep, models, config, held_out, run_dir, control, count_tokens)
             control.on_progress(f"round-{t}: M-step", 0, 1)
             with _timed(run_dir, f"round{t}_mstep"):
-                train_lora(models.model_config(), examples, config.mstep, round_dir, init_adapter=init,
-                           on_step=lambda step, total, logs, t=t: control.on_progress(f"round-{t}: M-step", step, total),
-                           cancel=control.cancel, tracking=tracking, **selection)
+                train_lora(
+                    models.model_config(),
+                    examples,
+                    config.mstep,
+                    round_dir,
+                    init_adapter=init,
+                    on_step=lambda step, total, logs, t=t: control.on_progress(f"round-{t}: M-step", step, total),
+                    cancel=control.cancel,
+                    tracking=tracking,
+                    **selection,
+                )
         results[t] = _evaluate_once(models, config, held_out, round_dir, judge_cache, control, f"round-{t}")
         results[t]["selection"] = json.loads((round_dir / "selection.json").read_text())
         control.on_round(t, results[t])
@@ -650,8 +769,15 @@ def run_em(config: EMConfig, run_dir: Path, control: RunControl | None = None) -
     return results
 
 
-def stage1_reasoning(models: Models, config: EMConfig, records: Sequence[Record], run_dir: Path,
-                     control: RunControl, stage: str, missing_ok: bool = False) -> dict:
+def stage1_reasoning(
+    models: Models,
+    config: EMConfig,
+    records: Sequence[Record],
+    run_dir: Path,
+    control: RunControl,
+    stage: str,
+    missing_ok: bool = False,
+) -> dict:
     """Stage 1: the reasoning path of each record, from the run's file or written by the teacher
     (cached in run_dir/reasoning.jsonl). ``missing_ok``: records a file does not cover are left out."""
     path = reasoning_file(config)
@@ -660,15 +786,30 @@ def stage1_reasoning(models: Models, config: EMConfig, records: Sequence[Record]
             return reasoning_from_file(path, records, missing_ok)
         except ReasoningFileError as error:
             raise RunError(str(error)) from None
-    teacher = (models.generator(None) if config.teacher_model in (None, config.model)
-               else load_model(models.model_config(config.teacher_model)))
-    settings = ReasoningSettings(k=config.k, prompt=PromptSettings(max_item_words=config.max_item_words),
-                                 generation=GenerationSettings(max_new_tokens=config.reasoning_max_tokens,
-                                                               temperature=0.0, batch_size=config.generation_batch_size,
-                                                               max_input_tokens=config.max_input_tokens))
+    teacher = (
+        models.generator(None)
+        if config.teacher_model in (None, config.model)
+        else load_model(models.model_config(config.teacher_model))
+    )
+    settings = ReasoningSettings(
+        k=config.k,
+        prompt=PromptSettings(max_item_words=config.max_item_words),
+        generation=GenerationSettings(
+            max_new_tokens=config.reasoning_max_tokens,
+            temperature=0.0,
+            batch_size=config.generation_batch_size,
+            max_input_tokens=config.max_input_tokens,
+        ),
+    )
     with _main_process_first(), _timed(run_dir, "stage1_reasoning"):
-        paths = reasoning_paths(teacher, records, run_dir / "reasoning.jsonl", settings,
-                                on_batch=_Counter(control, stage, len(records)), cancel=control.cancel)
+        paths = reasoning_paths(
+            teacher,
+            records,
+            run_dir / "reasoning.jsonl",
+            settings,
+            on_batch=_Counter(control, stage, len(records)),
+            cancel=control.cancel,
+        )
     del teacher  # the teacher's memory goes before training
     models.release()
     return paths
@@ -683,8 +824,15 @@ def validation_records(config: EMConfig, held_out: Sequence[Record], count: int)
     return [record for n, record in enumerate(held_out) if n in chosen]
 
 
-def _checkpoint_selection(stage: TrainConfig, models: Models, config: EMConfig, held_out: Sequence[Record],
-                          run_dir: Path, control: RunControl, count_tokens) -> dict:
+def _checkpoint_selection(
+    stage: TrainConfig,
+    models: Models,
+    config: EMConfig,
+    held_out: Sequence[Record],
+    run_dir: Path,
+    control: RunControl,
+    count_tokens,
+) -> dict:
     """train_lora's validation arguments for ``stage.select_by``: validation examples (the SFT
     targets of the validation records, for the loss) or a function scoring generated answers with
     the run's reward; nothing for "last"."""
@@ -692,27 +840,42 @@ def _checkpoint_selection(stage: TrainConfig, models: Models, config: EMConfig, 
         return {}
     records = validation_records(config, held_out, stage.validation_examples)
     if stage.select_by == "loss":
-        reasoning = (stage1_reasoning(models, config, records, run_dir, control, "validation reasoning paths",
-                                      missing_ok=True) if config.reasoning else None)
+        reasoning = (
+            stage1_reasoning(models, config, records, run_dir, control, "validation reasoning paths", missing_ok=True)
+            if config.reasoning
+            else None
+        )
         covered = [r for r in records if reasoning is None or r.record_id in reasoning]
         examples = _sft_examples(config, covered, reasoning, count_tokens) if covered else []
         if not examples:
-            raise RunError(f"select_by 'loss': none of the {len(records)} validation records has a reasoning path "
-                           f"({reasoning_source(config)}); pass --select-by reward or last, or a reasoning file "
-                           "that covers validation records")
+            raise RunError(
+                f"select_by 'loss': none of the {len(records)} validation records has a reasoning path "
+                f"({reasoning_source(config)}); pass --select-by reward or last, or a reasoning file "
+                "that covers validation records"
+            )
         return {"validation": examples}
-    settings = inference_settings(config.max_new_tokens, config.generation_batch_size, config.seed,
-                                  config.max_input_tokens)
+    settings = inference_settings(
+        config.max_new_tokens, config.generation_batch_size, config.seed, config.max_input_tokens
+    )
     prompt_settings = PromptSettings(max_item_words=config.max_item_words)
     tokenizer = load_tokenizer(resolve_model(config.model, models.model_config().cache_dir))
     reward = models.reward(run_dir / "judge_cache.jsonl")
 
     def validate(model) -> float:
         parameter = next(model.parameters())
-        loaded = LoadedModel(name=config.model, model=model, tokenizer=tokenizer, device=parameter.device,
-                             precision=Precision(parameter.dtype, "the model in training"))
-        answers = [p[0].answer for p in predict(loaded, records, config.prompt_kind, settings, config.k,
-                                                prompt_settings, cancel=control.cancel)]
+        loaded = LoadedModel(
+            name=config.model,
+            model=model,
+            tokenizer=tokenizer,
+            device=parameter.device,
+            precision=Precision(parameter.dtype, "the model in training"),
+        )
+        answers = [
+            p[0].answer
+            for p in predict(
+                loaded, records, config.prompt_kind, settings, config.k, prompt_settings, cancel=control.cancel
+            )
+        ]
         return fmean(reward([r.input for r in records], [r.output for r in records], answers))
 
     return {"validate": validate}
@@ -737,8 +900,9 @@ def reasoning_source(config: EMConfig) -> str:
     return f"{file_teachers(path) or 'unknown'} (file {path.name})"
 
 
-def _start_metrics(models: Models, config: EMConfig, held_out, adapter: Path, judge_cache: Path,
-                   control: RunControl, run_dir: Path) -> dict:
+def _start_metrics(
+    models: Models, config: EMConfig, held_out, adapter: Path, judge_cache: Path, control: RunControl, run_dir: Path
+) -> dict:
     """Round 0 of a run started from an existing SFT adapter: the adapter's own metrics when they
     were taken on these held-out records, else an evaluation (saved in run_dir/sft/metrics.json)."""
     from .models import check_adapter_folder
@@ -752,8 +916,10 @@ def _start_metrics(models: Models, config: EMConfig, held_out, adapter: Path, ju
         trained = json.loads(manifest_file.read_text()).get("config", {})
         for name in PROMPT_FIELDS:
             if name in trained and trained[name] != getattr(config, name):
-                raise RunError(f"sft_adapter {adapter} was trained with {name} = {trained[name]!r}, this run has "
-                               f"{getattr(config, name)!r}: use the same setting")
+                raise RunError(
+                    f"sft_adapter {adapter} was trained with {name} = {trained[name]!r}, this run has "
+                    f"{getattr(config, name)!r}: use the same setting"
+                )
     own = adapter.parent / "metrics.json"
     if own.exists():
         metrics = json.loads(own.read_text())
@@ -766,8 +932,9 @@ def _start_metrics(models: Models, config: EMConfig, held_out, adapter: Path, ju
     return json.loads(metrics_file.read_text())
 
 
-def _evaluate_once(models: Models, config: EMConfig, records, step_dir: Path, judge_cache: Path,
-                   control: RunControl, stage: str) -> dict:
+def _evaluate_once(
+    models: Models, config: EMConfig, records, step_dir: Path, judge_cache: Path, control: RunControl, stage: str
+) -> dict:
     metrics_file = step_dir / "metrics.json"
     with _main_process_first():
         if not metrics_file.exists():

@@ -9,5 +9,14 @@ from .models import ModelError
 from .prompts import PromptTooLongError
 from .ratings import RatingError
 
-PAGE_ERRORS = (DatasetError, ModelError, PromptTooLongError, RatingError, JobError, PrecisionError, ValueError,
-               KeyError, OSError)
+PAGE_ERRORS = (
+    DatasetError,
+    ModelError,
+    PromptTooLongError,
+    RatingError,
+    JobError,
+    PrecisionError,
+    ValueError,
+    KeyError,
+    OSError,
+)

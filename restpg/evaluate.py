@@ -10,8 +10,15 @@ from typing import Callable, Sequence
 
 from .longlamp import Record
 from .metrics import METRIC_NAMES, LexicalMetrics
-from .models import (PAPER_INFERENCE_TEMPERATURE, PAPER_MAX_INPUT_TOKENS, Generation, GenerationSettings, LoadedModel, generate,
-                     prompt_token_counter)
+from .models import (
+    PAPER_INFERENCE_TEMPERATURE,
+    PAPER_MAX_INPUT_TOKENS,
+    Generation,
+    GenerationSettings,
+    LoadedModel,
+    generate,
+    prompt_token_counter,
+)
 from .prompts import ParsedOutput, PromptSettings, answer_of, fitted_prompt
 from .retrieval import PAPER_TOP_K, RetrievedItem, retrieve
 
@@ -47,44 +54,80 @@ class Prediction:
         return self.generation.truncated
 
 
-def prompt_for(record: Record, kind: str, k: int = PAPER_TOP_K, prompt_settings: PromptSettings = PromptSettings(),
-               count_tokens: Callable[[str], int] | None = None,
-               budget: int | None = None) -> tuple[tuple[RetrievedItem, ...], str]:
+def prompt_for(
+    record: Record,
+    kind: str,
+    k: int = PAPER_TOP_K,
+    prompt_settings: PromptSettings = PromptSettings(),
+    count_tokens: Callable[[str], int] | None = None,
+    budget: int | None = None,
+) -> tuple[tuple[RetrievedItem, ...], str]:
     """The retrieved profile items in the prompt (none for the plain prompt) and the prompt of
     ``kind`` for one record; with a token budget, the lowest-ranked items give way
     (:func:`restpg.prompts.fit_prompt`), never the request."""
     retrieved = tuple(retrieve(record, k)) if kind != "plain" else ()
-    fitted = fitted_prompt(kind, record.task, record.input, [x.item for x in retrieved], prompt_settings,
-                           count_tokens, budget, name=f"record {record.record_id}")
-    return retrieved[:len(fitted.items)], fitted.prompt
+    fitted = fitted_prompt(
+        kind,
+        record.task,
+        record.input,
+        [x.item for x in retrieved],
+        prompt_settings,
+        count_tokens,
+        budget,
+        name=f"record {record.record_id}",
+    )
+    return retrieved[: len(fitted.items)], fitted.prompt
 
 
-def predict(loaded: LoadedModel, records: Sequence[Record], kind: str, settings: GenerationSettings,
-            k: int = PAPER_TOP_K, prompt_settings: PromptSettings = PromptSettings(),
-            on_batch: Callable[[int], None] | None = None, cancel=None) -> list[list[Prediction]]:
+def predict(
+    loaded: LoadedModel,
+    records: Sequence[Record],
+    kind: str,
+    settings: GenerationSettings,
+    k: int = PAPER_TOP_K,
+    prompt_settings: PromptSettings = PromptSettings(),
+    on_batch: Callable[[int], None] | None = None,
+    cancel=None,
+) -> list[list[Prediction]]:
     """``settings.num_samples`` predictions per record with the current adapter of ``loaded``;
     ``cancel`` (a threading.Event) stops at the next token (see :func:`restpg.models.generate`)."""
     count = prompt_token_counter(loaded.tokenizer)
-    retrieved, prompts = zip(*(prompt_for(r, kind, k, prompt_settings, count, settings.max_input_tokens)
-                               for r in records)) if records else ((), ())
+    retrieved, prompts = (
+        zip(*(prompt_for(r, kind, k, prompt_settings, count, settings.max_input_tokens) for r in records))
+        if records
+        else ((), ())
+    )
     outputs = generate(loaded, prompts, settings, on_batch=on_batch, cancel=cancel)
-    return [[Prediction(record.record_id, prompt, items, sample, answer_of(kind, sample.text, sample.truncated))
-             for sample in samples]
-            for record, items, prompt, samples in zip(records, retrieved, prompts, outputs)]
+    return [
+        [
+            Prediction(record.record_id, prompt, items, sample, answer_of(kind, sample.text, sample.truncated))
+            for sample in samples
+        ]
+        for record, items, prompt, samples in zip(records, retrieved, prompts, outputs)
+    ]
 
 
-def inference_settings(max_new_tokens: int, batch_size: int = 16, seed: int = 0,
-                       max_input_tokens: int = PAPER_MAX_INPUT_TOKENS) -> GenerationSettings:
+def inference_settings(
+    max_new_tokens: int, batch_size: int = 16, seed: int = 0, max_input_tokens: int = PAPER_MAX_INPUT_TOKENS
+) -> GenerationSettings:
     """The paper's inference: nucleus sampling at temperature 0.1, one output per input."""
-    return GenerationSettings(max_new_tokens=max_new_tokens, temperature=PAPER_INFERENCE_TEMPERATURE,
-                              batch_size=batch_size, seed=seed, max_input_tokens=max_input_tokens)
+    return GenerationSettings(
+        max_new_tokens=max_new_tokens,
+        temperature=PAPER_INFERENCE_TEMPERATURE,
+        batch_size=batch_size,
+        seed=seed,
+        max_input_tokens=max_input_tokens,
+    )
 
 
-def score_predictions(records: Sequence[Record], answers: Sequence[str], metrics: LexicalMetrics,
-                      judge=None) -> list[dict[str, float]]:
+def score_predictions(
+    records: Sequence[Record], answers: Sequence[str], metrics: LexicalMetrics, judge=None
+) -> list[dict[str, float]]:
     """Per record: judge score (when a judge is given) and the lexical metrics of the answer."""
-    rows = [metrics.score(a, r.output) if a.strip() else {name: 0.0 for name in METRIC_NAMES}
-            for r, a in zip(records, answers)]
+    rows = [
+        metrics.score(a, r.output) if a.strip() else {name: 0.0 for name in METRIC_NAMES}
+        for r, a in zip(records, answers)
+    ]
     if judge is not None:
         for row, value in zip(rows, judge([r.input for r in records], [r.output for r in records], list(answers))):
             row["judge"] = value
@@ -96,8 +139,9 @@ def summarize(rows: Sequence[dict[str, float]]) -> dict[str, float]:
     return {name: fmean(row[name] for row in rows) for name in names}
 
 
-def paired_bootstrap(method: Sequence[float], baseline: Sequence[float], samples: int = 10_000,
-                     seed: int = 0) -> tuple[float, float, float, float]:
+def paired_bootstrap(
+    method: Sequence[float], baseline: Sequence[float], samples: int = 10_000, seed: int = 0
+) -> tuple[float, float, float, float]:
     """(mean difference, 95% interval low, high, one-sided p that the method is no better)."""
     if len(method) != len(baseline) or not method:
         raise ValueError("paired bootstrap needs two equally long, non-empty score lists")

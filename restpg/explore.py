@@ -23,8 +23,18 @@ from .generations import GenerationKey, GenerationStore
 from .hardware import pick_device, set_threads
 from .jobs import JobError, safe_child
 from .longlamp import PUBLIC_TASKS, DatasetError, LoadedRecords, Record, load_records, sample_path
-from .models import (GenerationSettings, LoadedModel, ModelConfig, ModelError, default_max_new_tokens, load_adapter,
-                     load_model, prompt_token_counter, stream_generate, use_adapter)
+from .models import (
+    GenerationSettings,
+    LoadedModel,
+    ModelConfig,
+    ModelError,
+    default_max_new_tokens,
+    load_adapter,
+    load_model,
+    prompt_token_counter,
+    stream_generate,
+    use_adapter,
+)
 from .prompts import PromptSettings, answer_of
 from .store import Store
 from .versions import BASE_VERSION, SHIPPED_DIR, ModelVersion, best_shipped, find_versions
@@ -98,10 +108,14 @@ class ExploreService:
     def dataset_choices(self) -> list[str]:
         """The shipped sample, then every data file under the data directory (uploads included)."""
         root = self.paths.data_dir.resolve()
-        files = sorted(str(path.relative_to(root)) for path in root.rglob("*")
-                       if path.suffix in DATA_SUFFIXES and path.is_file()
-                       and path.resolve().is_relative_to(root)
-                       and not path.relative_to(root).parts[0] in ("longlamp_sample", "source"))
+        files = sorted(
+            str(path.relative_to(root))
+            for path in root.rglob("*")
+            if path.suffix in DATA_SUFFIXES
+            and path.is_file()
+            and path.resolve().is_relative_to(root)
+            and path.relative_to(root).parts[0] not in ("longlamp_sample", "source")
+        )
         return [SAMPLE_DATASET, *files]
 
     def dataset_path(self, dataset: str, task: str, family: str, split: str) -> Path:
@@ -112,8 +126,9 @@ class ExploreService:
         except JobError as error:
             raise DatasetError(str(error)) from None
         if not path.is_file() or path.suffix not in DATA_SUFFIXES:
-            raise DatasetError(f"{dataset}: no such data file under {self.paths.data_dir} "
-                               f"(one of {', '.join(DATA_SUFFIXES)})")
+            raise DatasetError(
+                f"{dataset}: no such data file under {self.paths.data_dir} (one of {', '.join(DATA_SUFFIXES)})"
+            )
         return path
 
     def dataset(self, dataset: str, task: str, family: str, split: str) -> LoadedRecords:
@@ -177,8 +192,11 @@ class ExploreService:
         generation by the default version has both a reasoning path and a response; None when the
         store has none (the page then opens on the first request)."""
         version = self.default_version()
-        rows = [row for row in self.generations.list(dataset=SAMPLE_DATASET, model_version=self.version_id(version))
-                if row["reasoning"].strip() and row["response"].strip() and row["split"] in ("test", "val")]
+        rows = [
+            row
+            for row in self.generations.list(dataset=SAMPLE_DATASET, model_version=self.version_id(version))
+            if row["reasoning"].strip() and row["response"].strip() and row["split"] in ("test", "val")
+        ]
         if not rows:
             return None
         order = {task: n for n, task in enumerate(PUBLIC_TASKS)}
@@ -187,24 +205,37 @@ class ExploreService:
         ids = [r.record_id for r in records]
         if row["record_id"] not in ids:
             return None
-        return {"version": version, "task": row["task"], "family": row["family"], "split": row["split"],
-                "user": row["user_id"], "request": ids.index(row["record_id"])}
+        return {
+            "version": version,
+            "task": row["task"],
+            "family": row["family"],
+            "split": row["split"],
+            "user": row["user_id"],
+            "request": ids.index(row["record_id"]),
+        }
 
     def describe(self, label: str) -> str:
         """One paragraph on a version for the page: what it is, its prompt, who wrote its reasoning data,
         its held-out scores."""
         version = self.version(label)
         if version.adapter is None:
-            return (f"{label}: {self.model_config.model} without any training (it has not learned the "
-                    "reasoning-then-answer format, so it often never reaches a final answer)")
-        parts = [f"{label}: LoRA adapter {version.adapter.parent.parent.name}/{version.step}",
-                 "reasons first, then answers" if version.prompt_kind == "reasoning" else "answers directly (no reasoning)",
-                 f"profile items cut to {version.max_item_words} words" if version.max_item_words else "whole profile items"]
+            return (
+                f"{label}: {self.model_config.model} without any training (it has not learned the "
+                "reasoning-then-answer format, so it often never reaches a final answer)"
+            )
+        parts = [
+            f"{label}: LoRA adapter {version.adapter.parent.parent.name}/{version.step}",
+            "reasons first, then answers" if version.prompt_kind == "reasoning" else "answers directly (no reasoning)",
+            f"profile items cut to {version.max_item_words} words" if version.max_item_words else "whole profile items",
+        ]
         if version.reasoning_by:
             parts.append(f"stage-1 reasoning by: {version.reasoning_by}")
         if version.held_out:
-            shown = ", ".join(f"{name} {version.held_out[name]:.3f}" for name in ("rougeL", "meteor", "judge")
-                              if name in version.held_out)
+            shown = ", ".join(
+                f"{name} {version.held_out[name]:.3f}"
+                for name in ("rougeL", "meteor", "judge")
+                if name in version.held_out
+            )
             answered = 1 - version.held_out.get("empty_answers", 0.0)
             parts.append(f"held-out: {shown}, final answer in {answered:.0%}")
         return "; ".join(parts)
@@ -260,11 +291,15 @@ class ExploreService:
 
         with self._lock:
             if self._judge is None:
-                judge_config = ModelConfig(model=self.judge_model or self.model_config.model,
-                                           device=self.model_config.device, dtype=self.model_config.dtype,
-                                           cache_dir=self.model_config.cache_dir)
-                self._judge = LLMJudge(self.on_torch(load_model, judge_config),
-                                       cache_file=self.paths.runs_dir / "app_judge_cache.jsonl")
+                judge_config = ModelConfig(
+                    model=self.judge_model or self.model_config.model,
+                    device=self.model_config.device,
+                    dtype=self.model_config.dtype,
+                    cache_dir=self.model_config.cache_dir,
+                )
+                self._judge = LLMJudge(
+                    self.on_torch(load_model, judge_config), cache_file=self.paths.runs_dir / "app_judge_cache.jsonl"
+                )
             return self._judge
 
     def judge_name(self) -> str:
@@ -295,16 +330,32 @@ class ExploreService:
     def generation_settings(version: ModelVersion, settings: dict, seed: int | None) -> GenerationSettings:
         """The page's settings, with the prompt budget ``version`` was trained with (else the paper's)."""
         budget = {"max_input_tokens": version.max_input_tokens} if version.max_input_tokens else {}
-        return GenerationSettings(max_new_tokens=settings["max_new_tokens"], temperature=settings["temperature"],
-                                  seed=seed, **budget)
+        return GenerationSettings(
+            max_new_tokens=settings["max_new_tokens"], temperature=settings["temperature"], seed=seed, **budget
+        )
 
     def prompt(self, record: Record, version: ModelVersion, k: int, loaded: LoadedModel, budget: int):
         """The retrieved items and the prompt ``version`` was trained to read, within ``budget`` tokens."""
-        return prompt_for(record, version.prompt_kind, k, PromptSettings(max_item_words=version.max_item_words),
-                          prompt_token_counter(loaded.tokenizer), budget)
+        return prompt_for(
+            record,
+            version.prompt_kind,
+            k,
+            PromptSettings(max_item_words=version.max_item_words),
+            prompt_token_counter(loaded.tokenizer),
+            budget,
+        )
 
-    def stream(self, dataset: str, record: Record, version: str, settings: dict, family: str = "", split: str = "",
-               stop: threading.Event | None = None, threads: int | None = None) -> Iterator[StreamUpdate]:
+    def stream(
+        self,
+        dataset: str,
+        record: Record,
+        version: str,
+        settings: dict,
+        family: str = "",
+        split: str = "",
+        stop: threading.Event | None = None,
+        threads: int | None = None,
+    ) -> Iterator[StreamUpdate]:
         """Generate reasoning + response token by token, then score and store it.
 
         ``threads``: torch threads for this generation (the page passes fewer while a CPU job runs).
@@ -313,8 +364,9 @@ class ExploreService:
         generation_settings = self.generation_settings(described, settings, seed=None)
         with self._generating:  # one generation at a time on the shared model
             loaded = self.activate(version)
-            retrieved, prompt = self.prompt(record, described, settings["k"], loaded,
-                                            generation_settings.max_input_tokens)
+            retrieved, prompt = self.prompt(
+                record, described, settings["k"], loaded, generation_settings.max_input_tokens
+            )
             self.on_torch(set_threads, threads)  # torch's thread count is per thread: set it where the model runs
             final, shown_at = None, 0.0
             for final in stream_generate(loaded, prompt, generation_settings, stop):
@@ -334,28 +386,66 @@ class ExploreService:
         notes += [f"parse: {problem}" for problem in parsed.problems]
         yield StreamUpdate(parsed.reasoning, parsed.response, done=True, row=row, note="; ".join(notes))
 
-    def generate_stored(self, dataset: str, records: list[Record], version: str, settings: dict, family: str = "",
-                        split: str = "", seed: int = 0, on_batch=None) -> list[dict]:
+    def generate_stored(
+        self,
+        dataset: str,
+        records: list[Record],
+        version: str,
+        settings: dict,
+        family: str = "",
+        split: str = "",
+        seed: int = 0,
+        on_batch=None,
+    ) -> list[dict]:
         """The same as :meth:`stream` for many records at once (batched, not streamed): generate,
         score and store one generation per record; returns the stored rows."""
         described = self.version(version)
         generation_settings = self.generation_settings(described, settings, seed)
         with self._generating:
             loaded = self.activate(version)
-            predictions = self.on_torch(predict, loaded, records, described.prompt_kind, generation_settings,
-                                        settings["k"], PromptSettings(max_item_words=described.max_item_words),
-                                        on_batch)
-        return [self._save(dataset, record, version, settings, p[0].prompt, p[0].retrieved, p[0].generation,
-                           p[0].parsed, family, split)
-                for record, p in zip(records, predictions)]
+            predictions = self.on_torch(
+                predict,
+                loaded,
+                records,
+                described.prompt_kind,
+                generation_settings,
+                settings["k"],
+                PromptSettings(max_item_words=described.max_item_words),
+                on_batch,
+            )
+        return [
+            self._save(
+                dataset,
+                record,
+                version,
+                settings,
+                p[0].prompt,
+                p[0].retrieved,
+                p[0].generation,
+                p[0].parsed,
+                family,
+                split,
+            )
+            for record, p in zip(records, predictions)
+        ]
 
     def _save(self, dataset, record, version, settings, prompt, retrieved, generation, parsed, family, split) -> dict:
         scores = self.score(record, parsed.response)
-        return self.generations.save(self.key(dataset, record, version, settings), record, prompt=prompt,
-                                     retrieved_ids=[x.item_id for x in retrieved], reasoning=parsed.reasoning,
-                                     response=parsed.response, text=generation.text,
-                                     new_tokens=generation.new_tokens, truncated=generation.truncated,
-                                     stopped=generation.stopped, scores=scores, family=family, split=split)
+        return self.generations.save(
+            self.key(dataset, record, version, settings),
+            record,
+            prompt=prompt,
+            retrieved_ids=[x.item_id for x in retrieved],
+            reasoning=parsed.reasoning,
+            response=parsed.response,
+            text=generation.text,
+            new_tokens=generation.new_tokens,
+            truncated=generation.truncated,
+            stopped=generation.stopped,
+            scores=scores,
+            family=family,
+            split=split,
+        )
 
     def score(self, record: Record, response: str) -> dict[str, float]:
         judge = self.judge() if self.use_judge else None

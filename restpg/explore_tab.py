@@ -40,8 +40,10 @@ def profile_table(record: Record, k: int) -> pd.DataFrame:
 
 def dataset_summary(loaded: LoadedRecords, shown: int = 5) -> str:
     """One line on the dataset, plus the bad records that were skipped."""
-    line = (f"{Path(loaded.source).name}: {len(loaded.records)} records, {len(loaded.users())} users, "
-            f"{len(loaded.problems)} bad record(s) skipped")
+    line = (
+        f"{Path(loaded.source).name}: {len(loaded.records)} records, {len(loaded.users())} users, "
+        f"{len(loaded.problems)} bad record(s) skipped"
+    )
     problems = [f"- {problem.index}: field {problem.field}: {problem.message}" for problem in loaded.problems[:shown]]
     more = [f"- ... and {len(loaded.problems) - shown} more"] if len(loaded.problems) > shown else []
     return "\n".join([line, *problems, *more, *(f"note: {note}" for note in loaded.notes)])
@@ -49,8 +51,11 @@ def dataset_summary(loaded: LoadedRecords, shown: int = 5) -> str:
 
 def scores_row(version: str, row: dict) -> dict:
     scores = json.loads(row["scores"])
-    return {"version": version, "generation": row["generation_id"],
-            **{name: round(scores[name], 4) if name in scores else None for name in SCORE_COLUMNS[2:]}}
+    return {
+        "version": version,
+        "generation": row["generation_id"],
+        **{name: round(scores[name], 4) if name in scores else None for name in SCORE_COLUMNS[2:]},
+    }
 
 
 def explore_tab(parts) -> dict:
@@ -104,12 +109,32 @@ def explore_tab(parts) -> dict:
                     notes.append(f"{version}: stored generation {stored['generation_id']} (Regenerate for a new one)")
         except PAGE_ERRORS as error:
             return ("", None, "", "", "", "", "", pd.DataFrame(columns=SCORE_COLUMNS), {}, f"error: {error}")
-        return (record.input, table, record.output, *shown, pd.DataFrame(list(rows.values()), columns=SCORE_COLUMNS),
-                rows, "\n".join(notes))
+        return (
+            record.input,
+            table,
+            record.output,
+            *shown,
+            pd.DataFrame(list(rows.values()), columns=SCORE_COLUMNS),
+            rows,
+            "\n".join(notes),
+        )
 
     def streamer(slot: int, regenerate: bool):
-        def run(dataset, task, family, split, user, request_index, k, tokens, temperature, version_a, version_b,
-                score_rows, stop_state):
+        def run(
+            dataset,
+            task,
+            family,
+            split,
+            user,
+            request_index,
+            k,
+            tokens,
+            temperature,
+            version_a,
+            version_b,
+            score_rows,
+            stop_state,
+        ):
             version = version_a if slot == 0 else version_b
             if user is None or request_index is None or not version:
                 raise gr.Error("choose a user, a request and a model version first")
@@ -126,8 +151,13 @@ def explore_tab(parts) -> dict:
 
             if stored is not None:
                 score_rows[str(slot)] = scores_row(version, stored)
-                yield (stored["reasoning"], stored["response"], table(), score_rows,
-                       f"{version}: stored generation {stored['generation_id']} (Regenerate for a new one)")
+                yield (
+                    stored["reasoning"],
+                    stored["response"],
+                    table(),
+                    score_rows,
+                    f"{version}: stored generation {stored['generation_id']} (Regenerate for a new one)",
+                )
                 return
             stop = threading.Event()
             stop_state[slot] = stop
@@ -136,12 +166,18 @@ def explore_tab(parts) -> dict:
                 for update in service.stream(dataset, record, version, settings, family, split, stop, threads):
                     if update.done:
                         score_rows[str(slot)] = scores_row(version, update.row)
-                        yield (update.reasoning, update.response, table(), score_rows,
-                               f"{version}: generation {update.row['generation_id']}; {update.note}")
+                        yield (
+                            update.reasoning,
+                            update.response,
+                            table(),
+                            score_rows,
+                            f"{version}: generation {update.row['generation_id']}; {update.note}",
+                        )
                     else:
                         yield update.reasoning, update.response, gr.skip(), gr.skip(), f"{version}: generating..."
             except PAGE_ERRORS as error:
                 raise gr.Error(str(error)) from error
+
         return run
 
     def on_stop(stop_state):
@@ -149,33 +185,58 @@ def explore_tab(parts) -> dict:
             event.set()
         return "stopping..."
 
-    start = service.demo_start() or {"version": service.default_version(), "task": PUBLIC_TASKS[0],
-                                      "family": "user", "split": "test", "user": None, "request": 0}
+    start = service.demo_start() or {
+        "version": service.default_version(),
+        "task": PUBLIC_TASKS[0],
+        "family": "user",
+        "split": "test",
+        "user": None,
+        "request": 0,
+    }
     with gr.Row():
-        dataset = gr.Dropdown(service.dataset_choices(), value=SAMPLE_DATASET, label="dataset", scale=2,
-                              allow_custom_value=True, elem_id="explore-dataset")  # the service refuses paths outside the data directory
+        dataset = gr.Dropdown(
+            service.dataset_choices(),
+            value=SAMPLE_DATASET,
+            label="dataset",
+            scale=2,
+            allow_custom_value=True,
+            elem_id="explore-dataset",
+        )  # the service refuses paths outside the data directory
         task = gr.Dropdown(list(PUBLIC_TASKS), value=start["task"], label="task")
         family = gr.Radio(list(SPLIT_FAMILIES), value=start["family"], label="split family")
         split = gr.Dropdown(list(SPLITS), value=start["split"], label="split")
-        upload = gr.File(label="upload a LongLaMP file (.json, .jsonl, .parquet)", file_types=[".json", ".jsonl", ".parquet"],
-                         type="filepath", scale=2)
+        upload = gr.File(
+            label="upload a LongLaMP file (.json, .jsonl, .parquet)",
+            file_types=[".json", ".jsonl", ".parquet"],
+            type="filepath",
+            scale=2,
+        )
     with gr.Row():
-        user = gr.Dropdown([], value=start["user"], label="user (type to search)", filterable=True, scale=2,
-                           allow_custom_value=True)  # checked by the service, so scripts can pass any id
+        user = gr.Dropdown(
+            [], value=start["user"], label="user (type to search)", filterable=True, scale=2, allow_custom_value=True
+        )  # checked by the service, so scripts can pass any id
         request = gr.Dropdown([], value=start["request"], label="request", scale=3, allow_custom_value=True)
     dataset_info = gr.Textbox(label="dataset", lines=2, interactive=False)
     with gr.Row():
         versions = list(service.versions())
-        version_a = gr.Dropdown(versions, value=start["version"], label="model version", elem_id="version-a",
-                                allow_custom_value=True)
-        version_b = gr.Dropdown(versions, value=None, label="compare with (optional)", elem_id="version-b",
-                                allow_custom_value=True)
+        version_a = gr.Dropdown(
+            versions, value=start["version"], label="model version", elem_id="version-a", allow_custom_value=True
+        )
+        version_b = gr.Dropdown(
+            versions, value=None, label="compare with (optional)", elem_id="version-b", allow_custom_value=True
+        )
         k = gr.Slider(1, 10, value=PAPER_TOP_K, step=1, label="k retrieved items (paper: 5)")
         tokens = gr.Number(value=0, precision=0, label="max new tokens (0: 1536 on GPU, 256 on CPU)")
-        temperature = gr.Slider(0.0, 1.5, value=PAPER_INFERENCE_TEMPERATURE, step=0.05,
-                                label="temperature (paper: 0.1; 0 = greedy)")
-    version_info = gr.Textbox(value=service.describe(start["version"]), label="model version", lines=2,
-                              interactive=False, elem_id="version-info")
+        temperature = gr.Slider(
+            0.0, 1.5, value=PAPER_INFERENCE_TEMPERATURE, step=0.05, label="temperature (paper: 0.1; 0 = greedy)"
+        )
+    version_info = gr.Textbox(
+        value=service.describe(start["version"]),
+        label="model version",
+        lines=2,
+        interactive=False,
+        elem_id="version-info",
+    )
     request_text = gr.Textbox(label="request", lines=3, interactive=False)
     profile = gr.Dataframe(label="profile (retrieved items first, ranked)", wrap=True, interactive=False)
     with gr.Row():
@@ -191,22 +252,36 @@ def explore_tab(parts) -> dict:
             reasoning_b = gr.Textbox(label="reasoning path (compared version)", lines=12, interactive=False)
             response_b = gr.Textbox(label="response (compared version)", lines=10, interactive=False)
         real = gr.Textbox(label="the user's real text", lines=23, interactive=False)
-    scores = gr.Dataframe(pd.DataFrame(columns=SCORE_COLUMNS), interactive=False,
-                          label=f"scores of each response against the real text (judge: {service.judge_name()})")
+    scores = gr.Dataframe(
+        pd.DataFrame(columns=SCORE_COLUMNS),
+        interactive=False,
+        label=f"scores of each response against the real text (judge: {service.judge_name()})",
+    )
     info = gr.Textbox(label="status", lines=2, interactive=False, elem_id="explore-status")
     stop_state = gr.State({})
     score_rows = gr.State({})  # slot ("0" = the version, "1" = the compared one) -> its scores row
 
     selectors = [dataset, task, family, split]
     request_inputs = selectors + [user, request, k, tokens, temperature, version_a, version_b]
-    request_outputs = [request_text, profile, real, reasoning_a, response_a, reasoning_b, response_b, scores,
-                       score_rows, info]
+    request_outputs = [
+        request_text,
+        profile,
+        real,
+        reasoning_a,
+        response_a,
+        reasoning_b,
+        response_b,
+        scores,
+        score_rows,
+        info,
+    ]
     for control in selectors:
         control.change(on_dataset, selectors + [user], [user, dataset_info], api_visibility="private")
     upload.upload(on_upload, [upload, task, family], [dataset, dataset_info], api_name="upload")
     # A new user's first request has the same index (0) as the old one's: refresh the request view explicitly.
     user.change(on_user, selectors + [user], request, api_visibility="private").then(
-        on_request, request_inputs, request_outputs, api_visibility="private")
+        on_request, request_inputs, request_outputs, api_visibility="private"
+    )
     for control in (request, k, version_a, version_b):
         control.change(on_request, request_inputs, request_outputs, api_visibility="private")
 
@@ -219,14 +294,35 @@ def explore_tab(parts) -> dict:
     version_a.change(on_version, version_a, version_info, api_visibility="private")
     stream_inputs = request_inputs + [score_rows, stop_state]
     model_queue = dict(concurrency_limit=1, concurrency_id="model")
-    gen_a = generate.click(streamer(0, False), stream_inputs, [reasoning_a, response_a, scores, score_rows, info],
-                           api_name="generate", **model_queue)
-    regen_a = regenerate.click(streamer(0, True), stream_inputs, [reasoning_a, response_a, scores, score_rows, info],
-                               api_name="regenerate", **model_queue)
-    both = compare.click(streamer(0, False), stream_inputs, [reasoning_a, response_a, scores, score_rows, info],
-                         api_name="compare_a", **model_queue).then(
-        streamer(1, False), stream_inputs, [reasoning_b, response_b, scores, score_rows, info], api_name="compare_b", **model_queue)
+    gen_a = generate.click(
+        streamer(0, False),
+        stream_inputs,
+        [reasoning_a, response_a, scores, score_rows, info],
+        api_name="generate",
+        **model_queue,
+    )
+    regen_a = regenerate.click(
+        streamer(0, True),
+        stream_inputs,
+        [reasoning_a, response_a, scores, score_rows, info],
+        api_name="regenerate",
+        **model_queue,
+    )
+    both = compare.click(
+        streamer(0, False),
+        stream_inputs,
+        [reasoning_a, response_a, scores, score_rows, info],
+        api_name="compare_a",
+        **model_queue,
+    ).then(
+        streamer(1, False),
+        stream_inputs,
+        [reasoning_b, response_b, scores, score_rows, info],
+        api_name="compare_b",
+        **model_queue,
+    )
     stop_button.click(on_stop, stop_state, info, api_name="stop", queue=False)
+
     def on_load(dataset_name, task_name, family_name, split_name, user_name, request_index):
         """A fresh page sees the data files and model versions as they are now, and the request it
         opens on with its stored generation."""
@@ -238,8 +334,9 @@ def explore_tab(parts) -> dict:
         return gr.update(choices=service.dataset_choices()), users, summary, requests
 
     load_inputs = selectors + [user, request]
-    return dict(load=(on_load, load_inputs, [dataset, user, dataset_info, request]),
-                show=(on_request, request_inputs, request_outputs), versions=[version_a, version_b],
-                events=[gen_a, regen_a, both])
-
-
+    return dict(
+        load=(on_load, load_inputs, [dataset, user, dataset_info, request]),
+        show=(on_request, request_inputs, request_outputs),
+        versions=[version_a, version_b],
+        events=[gen_a, regen_a, both],
+    )

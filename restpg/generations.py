@@ -46,42 +46,103 @@ class GenerationStore:
     def __post_init__(self) -> None:
         with self.store.write() as db:
             db["generations"].create(
-                {"generation_id": str, "cache_key": str, "dataset": str, "task": str, "family": str, "split": str,
-                 "user_id": str, "record_id": str, "request": str, "reference": str, "model_version": str,
-                 "settings": str, "prompt_version": str, "retrieved_ids": str, "prompt": str, "reasoning": str,
-                 "response": str, "text": str, "new_tokens": int, "truncated": int, "stopped": int, "scores": str,
-                 "created": float},
-                pk="generation_id", if_not_exists=True)
+                {
+                    "generation_id": str,
+                    "cache_key": str,
+                    "dataset": str,
+                    "task": str,
+                    "family": str,
+                    "split": str,
+                    "user_id": str,
+                    "record_id": str,
+                    "request": str,
+                    "reference": str,
+                    "model_version": str,
+                    "settings": str,
+                    "prompt_version": str,
+                    "retrieved_ids": str,
+                    "prompt": str,
+                    "reasoning": str,
+                    "response": str,
+                    "text": str,
+                    "new_tokens": int,
+                    "truncated": int,
+                    "stopped": int,
+                    "scores": str,
+                    "created": float,
+                },
+                pk="generation_id",
+                if_not_exists=True,
+            )
             db["generations"].create_index(["cache_key"], if_not_exists=True)
 
-    def save(self, key: GenerationKey, record, *, prompt: str, retrieved_ids, reasoning: str, response: str,
-             text: str, new_tokens: int, truncated: bool, stopped: bool, scores: dict[str, float],
-             family: str = "", split: str = "") -> dict:
+    def save(
+        self,
+        key: GenerationKey,
+        record,
+        *,
+        prompt: str,
+        retrieved_ids,
+        reasoning: str,
+        response: str,
+        text: str,
+        new_tokens: int,
+        truncated: bool,
+        stopped: bool,
+        scores: dict[str, float],
+        family: str = "",
+        split: str = "",
+    ) -> dict:
         """Store one generation; returns its row (with its new ``generation_id``)."""
         with self.store.write() as db:  # the numbering reads then writes: one writer at a time
             number = db.execute("SELECT count(*) FROM generations WHERE cache_key = ?", [key.digest]).fetchone()[0] + 1
-            row = {"generation_id": f"{key.digest}-{number}", "cache_key": key.digest, "dataset": key.dataset,
-                   "task": record.task, "family": family, "split": split, "user_id": record.user_id,
-                   "record_id": record.record_id, "request": record.input,
-                   "reference": record.output, "model_version": key.model_version,
-                   "settings": json.dumps(dict(key.settings)), "prompt_version": PROMPT_VERSION,
-                   "retrieved_ids": json.dumps(list(retrieved_ids)), "prompt": prompt, "reasoning": reasoning,
-                   "response": response, "text": text, "new_tokens": new_tokens, "truncated": int(truncated),
-                   "stopped": int(stopped), "scores": json.dumps(scores), "created": time.time()}
+            row = {
+                "generation_id": f"{key.digest}-{number}",
+                "cache_key": key.digest,
+                "dataset": key.dataset,
+                "task": record.task,
+                "family": family,
+                "split": split,
+                "user_id": record.user_id,
+                "record_id": record.record_id,
+                "request": record.input,
+                "reference": record.output,
+                "model_version": key.model_version,
+                "settings": json.dumps(dict(key.settings)),
+                "prompt_version": PROMPT_VERSION,
+                "retrieved_ids": json.dumps(list(retrieved_ids)),
+                "prompt": prompt,
+                "reasoning": reasoning,
+                "response": response,
+                "text": text,
+                "new_tokens": new_tokens,
+                "truncated": int(truncated),
+                "stopped": int(stopped),
+                "scores": json.dumps(scores),
+                "created": time.time(),
+            }
             db["generations"].insert(row)
         return row
 
     def latest(self, key: GenerationKey) -> dict | None:
         """The newest generation for ``key`` that ran to its end (not stopped by the user)."""
-        rows = list(self.store.db["generations"].rows_where(
-            "cache_key = ? AND stopped = 0", [key.digest], order_by="created desc", limit=1))
+        rows = list(
+            self.store.db["generations"].rows_where(
+                "cache_key = ? AND stopped = 0", [key.digest], order_by="created desc", limit=1
+            )
+        )
         return rows[0] if rows else None
 
     def latest_for(self, dataset: str, record_id: str, model_version: str) -> dict | None:
         """The newest finished generation of a record by a model version, whatever its settings."""
-        rows = list(self.store.db["generations"].rows_where(
-            "dataset = ? AND record_id = ? AND model_version = ? AND stopped = 0", [dataset, record_id, model_version],
-            order_by="created desc", limit=1))
+        rows = list(
+            self.store.db["generations"].rows_where(
+                "dataset = ? AND record_id = ? AND model_version = ? AND stopped = 0",
+                [dataset, record_id, model_version],
+                order_by="created desc",
+                limit=1,
+            )
+        )
         return rows[0] if rows else None
 
     def import_jsonl(self, path: Path) -> int:
@@ -93,8 +154,14 @@ class GenerationStore:
         columns = set(self.store.db["generations"].columns_dict)
         with self.store.write() as db:
             before = db.execute("SELECT count(*) FROM generations").fetchone()[0]
-            db["generations"].insert_all(({k: v for k, v in row.items() if k in columns} for row in rows
-                                          if isinstance(row, dict) and row.get("generation_id")), ignore=True)
+            db["generations"].insert_all(
+                (
+                    {k: v for k, v in row.items() if k in columns}
+                    for row in rows
+                    if isinstance(row, dict) and row.get("generation_id")
+                ),
+                ignore=True,
+            )
             return db.execute("SELECT count(*) FROM generations").fetchone()[0] - before
 
     def get(self, generation_id: str) -> dict:
@@ -111,5 +178,8 @@ class GenerationStore:
     def list(self, **where: str) -> list[dict]:
         """Generations in the order they were made, filtered by equality on any of their columns."""
         clause = " AND ".join(f"[{name}] = ?" for name in where) or None
-        return list(self.store.db["generations"].rows_where(clause, list(where.values()) or None,
-                                                            order_by="created, generation_id"))
+        return list(
+            self.store.db["generations"].rows_where(
+                clause, list(where.values()) or None, order_by="created, generation_id"
+            )
+        )

@@ -59,7 +59,9 @@ def native_bf16(flags: frozenset[str]) -> bool:
     return any(flag in flags for flag in NATIVE_BF16_FLAGS)
 
 
-def matmul_gflops(dtype: torch.dtype, rows: int = 512, inner: int = 576, cols: int = 1536, seconds: float = 0.15) -> float:
+def matmul_gflops(
+    dtype: torch.dtype, rows: int = 512, inner: int = 576, cols: int = 1536, seconds: float = 0.15
+) -> float:
     """GFLOP/s of a (rows x inner) @ (inner x cols) product in ``dtype`` on the CPU.
 
     The default shape is SmolLM2-135M's MLP projection for a 512-token batch.
@@ -80,8 +82,9 @@ def _cpu_bf16_speedup(threads: int) -> tuple[float, float]:
     return matmul_gflops(torch.float32), matmul_gflops(torch.bfloat16)
 
 
-def choose_precision(requested: str, device: torch.device, flags: frozenset[str] | None = None,
-                     measure=None) -> Precision:
+def choose_precision(
+    requested: str, device: torch.device, flags: frozenset[str] | None = None, measure=None
+) -> Precision:
     """The dtype for ``requested`` ("auto" or a name in DTYPES) on ``device``, with the reason.
 
     ``flags`` and ``measure`` (a function returning fp32 and bf16 GFLOP/s) are for tests; by default
@@ -94,8 +97,10 @@ def choose_precision(requested: str, device: torch.device, flags: frozenset[str]
         if device.type == "cpu" and requested == "bfloat16":
             flags = cpu_flags() if flags is None else flags
             if not native_bf16(flags):
-                reason += (" (warning: this CPU has no native bf16, torch falls back to a slow path; "
-                           "float32 is many times faster here)")
+                reason += (
+                    " (warning: this CPU has no native bf16, torch falls back to a slow path; "
+                    "float32 is many times faster here)"
+                )
         return Precision(DTYPES[requested], reason)
     if device.type == "cuda":
         if torch.cuda.is_bf16_supported():
@@ -105,14 +110,18 @@ def choose_precision(requested: str, device: torch.device, flags: frozenset[str]
         return Precision(torch.float32, f"{device.type}: float32")
     flags = cpu_flags() if flags is None else flags
     if not native_bf16(flags):
-        return Precision(torch.float32, "CPU without native bf16 (no avx512_bf16 / amx_bf16 flag): "
-                                        "bf16 would run through torch's slow fallback")
+        return Precision(
+            torch.float32,
+            "CPU without native bf16 (no avx512_bf16 / amx_bf16 flag): bf16 would run through torch's slow fallback",
+        )
     fp32, bf16 = (measure or (lambda: _cpu_bf16_speedup(torch.get_num_threads())))()
     if bf16 >= BF16_MIN_SPEEDUP * fp32:
-        return Precision(torch.bfloat16, f"CPU with native bf16, measured faster: {bf16:.0f} vs {fp32:.0f} "
-                                         "GFLOP/s in fp32")
-    return Precision(torch.float32, f"CPU with native bf16, but not measured faster: {bf16:.0f} vs {fp32:.0f} "
-                                    "GFLOP/s in fp32")
+        return Precision(
+            torch.bfloat16, f"CPU with native bf16, measured faster: {bf16:.0f} vs {fp32:.0f} GFLOP/s in fp32"
+        )
+    return Precision(
+        torch.float32, f"CPU with native bf16, but not measured faster: {bf16:.0f} vs {fp32:.0f} GFLOP/s in fp32"
+    )
 
 
 def pick_device(device: str) -> torch.device:

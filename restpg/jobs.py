@@ -161,8 +161,9 @@ class JobRequest:
             raise JobError(f"reward: unknown {self.reward!r}; known: {', '.join(REWARDS)}")
         if self.init is not None and self.init not in ("base", "previous"):
             raise JobError(f"init: must be base or previous, got {self.init!r}")
-        if self.tau is not None and (isinstance(self.tau, bool) or not isinstance(self.tau, (int, float))
-                                     or not 0.0 <= self.tau <= 1.0):
+        if self.tau is not None and (
+            isinstance(self.tau, bool) or not isinstance(self.tau, (int, float)) or not 0.0 <= self.tau <= 1.0
+        ):
             raise JobError(f"tau: must be between 0 and 1, got {self.tau!r}")
         if not isinstance(self.device, str) or not _DEVICE.fullmatch(self.device):
             raise JobError(f"device: must be auto, cpu, cuda or cuda:N, got {self.device!r}")
@@ -173,13 +174,23 @@ class JobRequest:
             if value is not None and (not isinstance(value, str) or not value.strip() or "\x00" in value):
                 raise JobError(f"{name}: must be a non-empty string, got {value!r}")
         args = ["--preset", self.preset, "--task", self.tasks]
-        for flag, name, minimum in [("--users", "users", 1), ("--eval-users", "eval_users", 1),
-                                    ("--rounds", "rounds", 0), ("--samples", "samples", 1)]:
+        for flag, name, minimum in [
+            ("--users", "users", 1),
+            ("--eval-users", "eval_users", 1),
+            ("--rounds", "rounds", 0),
+            ("--samples", "samples", 1),
+        ]:
             value = _whole_number(name, getattr(self, name), minimum)
             if value is not None:
                 args += [flag, str(value)]
-        for flag, value in [("--reward", self.reward), ("--tau", self.tau), ("--init", self.init),
-                            ("--model", self.model), ("--data", self.data), ("--sft-adapter", self.sft_adapter)]:
+        for flag, value in [
+            ("--reward", self.reward),
+            ("--tau", self.tau),
+            ("--init", self.init),
+            ("--model", self.model),
+            ("--data", self.data),
+            ("--sft-adapter", self.sft_adapter),
+        ]:
             if value is not None:
                 args += [flag, str(value)]
         if not self.reasoning:
@@ -268,8 +279,9 @@ class JobManager:
         if request.name is not None and not isinstance(request.name, str):
             raise JobError(f"name: must be text, got {request.name!r}")
         request.cli_args()  # field checks first, then the data path and the adapter
-        request = dataclasses.replace(request, data=self._data_source(request.data),
-                                      sft_adapter=self._sft_adapter(request.sft_adapter))
+        request = dataclasses.replace(
+            request, data=self._data_source(request.data), sft_adapter=self._sft_adapter(request.sft_adapter)
+        )
         args = request.cli_args()
         device = self.resolve_device(request.device)
         if device == "cuda" and not self.cuda_available():
@@ -278,8 +290,10 @@ class JobManager:
             self._reconcile()
             for row in self._rows():
                 if row["status"] == "running" and self._device_of(row) == device:
-                    raise JobError(f"job {Path(row['run_dir']).name!r} is already running on {device} "
-                                   f"(pid {row['pid']}, {row['stage']}); one job per device: wait for it or cancel it")
+                    raise JobError(
+                        f"job {Path(row['run_dir']).name!r} is already running on {device} "
+                        f"(pid {row['pid']}, {row['stage']}); one job per device: wait for it or cancel it"
+                    )
             if request.name:
                 safe = re.sub(r"[^A-Za-z0-9_-]+", "-", request.name).strip("-")[:80]
                 if not safe:
@@ -290,24 +304,44 @@ class JobManager:
             run_dir = safe_child(self.jobs_root, safe)
             run_id = str(run_dir)
             run_dir.mkdir(exist_ok=True)
-            command = [self.python, "-m", "restpg", "train", "--run-dir", str(run_dir),
-                       "--store", str(Path(self.store.path).resolve()), *args]
+            command = [
+                self.python,
+                "-m",
+                "restpg",
+                "train",
+                "--run-dir",
+                str(run_dir),
+                "--store",
+                str(Path(self.store.path).resolve()),
+                *args,
+            ]
             if device == "cpu":
                 command += ["--threads", str(job_threads())]  # the rest stay with the page's generation
             if device == "cpu" and shutil.which("nice"):
                 # The job shares the CPU with the page: a lower priority keeps the page responsive
                 # (nice execs the job, so the pid and the process group stay the job's own).
                 command = ["nice", "-n", str(CPU_JOB_NICENESS), *command]
-            self.store.start_run(run_id, KIND, run_dir, {"device": request.device, "resolved_device": device,
-                                                         "request": dataclasses.asdict(request)}, pid=0)
+            self.store.start_run(
+                run_id,
+                KIND,
+                run_dir,
+                {"device": request.device, "resolved_device": device, "request": dataclasses.asdict(request)},
+                pid=0,
+            )
             self.store.update_run(run_id, stage="queued", message=f"starting on {device}")
             self._cancelled.discard(run_id)
             try:
                 with open(run_dir / LOG_NAME, "ab") as log:
                     log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n".encode())
                     log.flush()
-                    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                               start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                    process = subprocess.Popen(
+                        command,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                    )
             except OSError as error:
                 self.store.update_run(run_id, status="failed", message=f"could not start {self.python}: {error}")
                 raise JobError(f"could not start the job: {error}") from None
@@ -341,9 +375,11 @@ class JobManager:
                 code = f", exit code {exit_codes[run_id]}" if run_id in exit_codes else ""
                 status, message = "failed", f"process {pid} is gone (killed or crashed{code}); finished rounds are kept"
             with self.store.write() as db:  # only if the job did not write its own final status meanwhile
-                db.execute("UPDATE runs SET status = ?, message = ?, updated = ? "
-                           "WHERE run_id = ? AND status = 'running' AND pid IS ?",
-                           [status, message, time.time(), run_id, pid])
+                db.execute(
+                    "UPDATE runs SET status = ?, message = ?, updated = ? "
+                    "WHERE run_id = ? AND status = 'running' AND pid IS ?",
+                    [status, message, time.time(), run_id, pid],
+                )
 
     def _rows(self) -> list[dict]:
         return [row for row in self.store.runs() if row["kind"] == KIND]
@@ -390,7 +426,6 @@ class JobManager:
         self._row(run_id)
         return self.store.metrics(run_id)
 
-
     # -- stopping ------------------------------------------------------------------------------
     def _live_pid(self, run_id: str) -> int:
         self.reconcile()
@@ -407,8 +442,10 @@ class JobManager:
         pid = self._live_pid(run_id)
         self._cancelled.add(run_id)
         _signal_group(pid, signal.SIGTERM)
-        return (f"cancelling job {Path(run_id).name!r} (pid {pid}): it stops at the next batch or training step; "
-                "finished rounds are kept")
+        return (
+            f"cancelling job {Path(run_id).name!r} (pid {pid}): it stops at the next batch or training step; "
+            "finished rounds are kept"
+        )
 
     def kill(self, run_id: str) -> str:
         """Stop a job that ignored cancel() (SIGKILL to its process group)."""

@@ -179,8 +179,11 @@ _FILE_SUFFIXES = (".json", ".jsonl", ".parquet")
 def _is_hub_id(source: str) -> bool:
     """owner/name that is not a path here (a mistyped file path is reported as missing, not fetched)."""
     path = Path(source)
-    return (bool(re.fullmatch(r"[\w.-]+/[\w.-]+", source)) and not path.exists()
-            and path.suffix.lower() not in _FILE_SUFFIXES)
+    return (
+        bool(re.fullmatch(r"[\w.-]+/[\w.-]+", source))
+        and not path.exists()
+        and path.suffix.lower() not in _FILE_SUFFIXES
+    )
 
 
 def _read_jsonl(path: Path) -> list[Any]:
@@ -192,8 +195,9 @@ def _read_jsonl(path: Path) -> list[Any]:
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as error:
-                raise DatasetError(f"{path}: line {line_number} is not valid JSON: {error.msg} "
-                                   f"(column {error.colno})") from None
+                raise DatasetError(
+                    f"{path}: line {line_number} is not valid JSON: {error.msg} (column {error.colno})"
+                ) from None
     return rows
 
 
@@ -201,16 +205,15 @@ def _read_json(path: Path) -> list[Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise DatasetError(f"{path}: not valid JSON: {error.msg} (line {error.lineno}, "
-                           f"column {error.colno})") from None
+        raise DatasetError(f"{path}: not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})") from None
     if not isinstance(data, list):
         raise DatasetError(f"{path}: expected a JSON list of records, found {type(data).__name__}")
     return data
 
 
 def _read_parquet(path: Path) -> list[Any]:
-    import pyarrow.parquet as pq
     import pyarrow.lib
+    import pyarrow.parquet as pq
 
     try:
         return pq.read_table(path).to_pylist()
@@ -242,8 +245,9 @@ def _read_hub(dataset_id: str, task: str, family: str, split: str) -> list[Any]:
     try:
         return datasets.load_dataset(dataset_id, name=config, split=check_split(split)).to_list()
     except Exception as error:  # network, auth, missing config: all reported the same way
-        raise DatasetError(f"could not load {dataset_id} config {config!r} split {split!r} "
-                           f"from the hub: {error}") from error
+        raise DatasetError(
+            f"could not load {dataset_id} config {config!r} split {split!r} from the hub: {error}"
+        ) from error
 
 
 def read_rows(source: str | Path, task: str, family: str = "user", split: str | None = None) -> list[Any]:
@@ -266,8 +270,10 @@ def read_rows(source: str | Path, task: str, family: str = "user", split: str | 
             return _read_parquet(path)
     except UnicodeDecodeError as error:
         raise DatasetError(f"{path}: not UTF-8 text: {error}") from None
-    raise DatasetError(f"{path}: unsupported file type {suffix or '(none)'!r}; "
-                       "use .json, .jsonl, .parquet or a datasets.save_to_disk folder")
+    raise DatasetError(
+        f"{path}: unsupported file type {suffix or '(none)'!r}; "
+        "use .json, .jsonl, .parquet or a datasets.save_to_disk folder"
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -369,20 +375,24 @@ def validate_rows(rows: Iterable[Any], task: str, source: str) -> LoadedRecords:
         repeat = seen.get(record.record_id, 0)
         seen[record.record_id] = repeat + 1
         if repeat:
-            record = Record(f"{record.record_id}-{repeat}", record.task, record.user_id,
-                            record.input, record.output, record.profile)
+            record = Record(
+                f"{record.record_id}-{repeat}", record.task, record.user_id, record.input, record.output, record.profile
+            )
         records.append(record)
     notes = []
     for name in spec.item_fields:
         lacking = sum(1 for r in records if any(name not in item.fields for item in r.profile))
         if lacking:
-            notes.append(f"{lacking} record(s) have profile items without the optional field {name!r} "
-                         "(the method does not read it)")
+            notes.append(
+                f"{lacking} record(s) have profile items without the optional field {name!r} "
+                "(the method does not read it)"
+            )
     return LoadedRecords(source=source, task=task, records=records, problems=problems, notes=notes)
 
 
-def load_records(source: str | Path, task: str, family: str = "user", split: str | None = None,
-                 strict: bool = True) -> LoadedRecords:
+def load_records(
+    source: str | Path, task: str, family: str = "user", split: str | None = None, strict: bool = True
+) -> LoadedRecords:
     """Load and validate LongLaMP records.
 
     strict=True (the CLI and training): any bad record raises :class:`DatasetError` naming the

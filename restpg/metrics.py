@@ -40,19 +40,66 @@ DEBIAN_WORDNET_DIR = Path("/usr/share/wordnet")
 # NLTK's WordNet reader needs the lexicographer-file list, which Debian's wordnet-base omits.
 # It is fixed for WordNet 3.0: number, name, syntactic category.
 _WORDNET_LEXNAMES = [
-    "adj.all 3", "adj.pert 3", "adv.all 4", "noun.Tops 1", "noun.act 1", "noun.animal 1",
-    "noun.artifact 1", "noun.attribute 1", "noun.body 1", "noun.cognition 1",
-    "noun.communication 1", "noun.event 1", "noun.feeling 1", "noun.food 1", "noun.group 1",
-    "noun.location 1", "noun.motive 1", "noun.object 1", "noun.person 1", "noun.phenomenon 1",
-    "noun.plant 1", "noun.possession 1", "noun.process 1", "noun.quantity 1", "noun.relation 1",
-    "noun.shape 1", "noun.state 1", "noun.substance 1", "noun.time 1", "verb.body 2",
-    "verb.change 2", "verb.cognition 2", "verb.communication 2", "verb.competition 2",
-    "verb.consumption 2", "verb.contact 2", "verb.creation 2", "verb.emotion 2", "verb.motion 2",
-    "verb.perception 2", "verb.possession 2", "verb.social 2", "verb.stative 2", "verb.weather 2",
+    "adj.all 3",
+    "adj.pert 3",
+    "adv.all 4",
+    "noun.Tops 1",
+    "noun.act 1",
+    "noun.animal 1",
+    "noun.artifact 1",
+    "noun.attribute 1",
+    "noun.body 1",
+    "noun.cognition 1",
+    "noun.communication 1",
+    "noun.event 1",
+    "noun.feeling 1",
+    "noun.food 1",
+    "noun.group 1",
+    "noun.location 1",
+    "noun.motive 1",
+    "noun.object 1",
+    "noun.person 1",
+    "noun.phenomenon 1",
+    "noun.plant 1",
+    "noun.possession 1",
+    "noun.process 1",
+    "noun.quantity 1",
+    "noun.relation 1",
+    "noun.shape 1",
+    "noun.state 1",
+    "noun.substance 1",
+    "noun.time 1",
+    "verb.body 2",
+    "verb.change 2",
+    "verb.cognition 2",
+    "verb.communication 2",
+    "verb.competition 2",
+    "verb.consumption 2",
+    "verb.contact 2",
+    "verb.creation 2",
+    "verb.emotion 2",
+    "verb.motion 2",
+    "verb.perception 2",
+    "verb.possession 2",
+    "verb.social 2",
+    "verb.stative 2",
+    "verb.weather 2",
     "adj.ppl 3",
 ]
-_WORDNET_FILES = ("data.adj", "data.adv", "data.noun", "data.verb", "index.adj", "index.adv",
-                  "index.noun", "index.verb", "adj.exc", "adv.exc", "noun.exc", "verb.exc")
+_WORDNET_FILES = (
+    "data.adj",
+    "data.adv",
+    "data.noun",
+    "data.verb",
+    "index.adj",
+    "index.adv",
+    "index.noun",
+    "index.verb",
+    "adj.exc",
+    "adv.exc",
+    "noun.exc",
+    "verb.exc",
+)
 
 
 class _NoSynonyms:
@@ -142,9 +189,11 @@ def load_wordnet(cache_dir: Path | None = None) -> tuple[object, str]:
     reader = _debian_wordnet(cache_dir or default_cache_dir())
     if reader is not None:
         return reader, "wordnet 3.0 (debian wordnet-base)"
-    message = ("METEOR runs WITHOUT WordNet synonyms (no nltk wordnet data, no /usr/share/wordnet): "
-               "scores are lower than evaluate's. Install Debian's wordnet-base or run "
-               "nltk.download('wordnet').")
+    message = (
+        "METEOR runs WITHOUT WordNet synonyms (no nltk wordnet data, no /usr/share/wordnet): "
+        "scores are lower than evaluate's. Install Debian's wordnet-base or run "
+        "nltk.download('wordnet')."
+    )
     warnings.warn(message, RuntimeWarning, stacklevel=2)
     log.warning(message)
     return _NoSynonyms(), "NO synonyms (exact+stem only)"
@@ -170,8 +219,11 @@ class LexicalMetrics:
     def _tokens(self, text: str) -> list[str]:
         if self._punkt:
             return word_tokenize(text)
-        return [token for sentence in _SENTENCE_END.split(text.strip())
-                for token in word_tokenize(sentence, preserve_line=True)]
+        return [
+            token
+            for sentence in _SENTENCE_END.split(text.strip())
+            for token in word_tokenize(sentence, preserve_line=True)
+        ]
 
     def rouge(self, prediction: str, reference: str) -> dict[str, float]:
         """ROUGE-1 and ROUGE-L F1 of one prediction against its reference.
@@ -182,8 +234,9 @@ class LexicalMetrics:
         """
         ref_tokens = self._rouge._tokenizer.tokenize(reference)
         pred_tokens = self._rouge._tokenizer.tokenize(prediction)
-        rouge1 = rouge_scorer._score_ngrams(rouge_scorer._create_ngrams(ref_tokens, 1),
-                                            rouge_scorer._create_ngrams(pred_tokens, 1)).fmeasure
+        rouge1 = rouge_scorer._score_ngrams(
+            rouge_scorer._create_ngrams(ref_tokens, 1), rouge_scorer._create_ngrams(pred_tokens, 1)
+        ).fmeasure
         if ref_tokens and pred_tokens:
             lcs = LCSseq.similarity(ref_tokens, pred_tokens)
             rouge_l = scoring.fmeasure(lcs / len(pred_tokens), lcs / len(ref_tokens))
@@ -192,8 +245,11 @@ class LexicalMetrics:
         return {"rouge1": rouge1, "rougeL": rouge_l}
 
     def meteor(self, prediction: str, reference: str) -> float:
-        return float(single_meteor_score(self._tokens(reference), self._tokens(prediction),
-                                         alpha=0.9, beta=3, gamma=0.5, wordnet=self._wordnet))
+        return float(
+            single_meteor_score(
+                self._tokens(reference), self._tokens(prediction), alpha=0.9, beta=3, gamma=0.5, wordnet=self._wordnet
+            )
+        )
 
     def score(self, prediction: str, reference: str) -> dict[str, float]:
         """Scores of one prediction against its reference, each in [0, 1]."""

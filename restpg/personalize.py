@@ -27,12 +27,25 @@ class PersonalizedOutput:
     scores: dict[str, float]  # of the parsed response against the user's real text
 
 
-def personalize(loaded: LoadedModel, records: Sequence[Record], metrics: LexicalMetrics,
-                k: int = PAPER_TOP_K, generation: GenerationSettings = GenerationSettings(),
-                prompt_settings: PromptSettings = PromptSettings(),
-                on_batch: Callable[[int], None] | None = None) -> list[PersonalizedOutput]:
+def personalize(
+    loaded: LoadedModel,
+    records: Sequence[Record],
+    metrics: LexicalMetrics,
+    k: int = PAPER_TOP_K,
+    generation: GenerationSettings = GenerationSettings(),
+    prompt_settings: PromptSettings = PromptSettings(),
+    on_batch: Callable[[int], None] | None = None,
+) -> list[PersonalizedOutput]:
     """Reasoning + response for each record (first sample of each), scored against its output."""
     predictions = predict(loaded, records, "reasoning", generation, k, prompt_settings, on_batch=on_batch)
-    return [PersonalizedOutput(record, first.retrieved, first.prompt, first.generation, first.parsed,
-                               metrics.score(first.answer, record.output))
-            for record, (first, *_) in zip(records, predictions)]
+    return [
+        PersonalizedOutput(
+            record,
+            first.retrieved,
+            first.prompt,
+            first.generation,
+            first.parsed,
+            metrics.score(first.answer, record.output),
+        )
+        for record, (first, *_) in zip(records, predictions)
+    ]

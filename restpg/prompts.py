@@ -73,8 +73,11 @@ def _clip_words(text: str, limit: int | None) -> str:
         return text
     tail = int(limit * TAIL_SHARE)
     head = limit - tail
-    return " ".join(words[:head]) + " ... " + " ".join(words[len(words) - tail:]) if tail else \
-        " ".join(words[:head]) + " ..."
+    return (
+        " ".join(words[:head]) + " ... " + " ".join(words[len(words) - tail :])
+        if tail
+        else " ".join(words[:head]) + " ..."
+    )
 
 
 def format_item(task: str, item: ProfileItem, settings: PromptSettings = PromptSettings()) -> str:
@@ -93,8 +96,13 @@ def format_context(task: str, items: Sequence[ProfileItem], settings: PromptSett
     return ITEM_SEPARATOR.join(format_item(task, item, settings) for item in items)
 
 
-def teacher_prompt(task: str, request: str, expected_output: str, items: Sequence[ProfileItem],
-                   settings: PromptSettings = PromptSettings()) -> str:
+def teacher_prompt(
+    task: str,
+    request: str,
+    expected_output: str,
+    items: Sequence[ProfileItem],
+    settings: PromptSettings = PromptSettings(),
+) -> str:
     """Stage 1 (paper's Figure 7): ask for the reasoning path that links profile and output."""
     noun = DOCUMENT_NOUN[task]
     return (
@@ -121,8 +129,9 @@ _PERSONALIZED_PREAMBLE = (
 )
 
 
-def personalized_prompt(task: str, request: str, items: Sequence[ProfileItem],
-                        settings: PromptSettings = PromptSettings()) -> str:
+def personalized_prompt(
+    task: str, request: str, items: Sequence[ProfileItem], settings: PromptSettings = PromptSettings()
+) -> str:
     """Stages 2-3 (paper's Figure 8): reason about the user's style first, then answer."""
     task_spec(task)
     return (
@@ -134,15 +143,13 @@ def personalized_prompt(task: str, request: str, items: Sequence[ProfileItem],
     )
 
 
-def rag_prompt(task: str, request: str, items: Sequence[ProfileItem],
-               settings: PromptSettings = PromptSettings()) -> str:
+def rag_prompt(
+    task: str, request: str, items: Sequence[ProfileItem], settings: PromptSettings = PromptSettings()
+) -> str:
     """Retrieval-augmented prompt without reasoning (RAG, SFT and ReST-EM baselines)."""
     task_spec(task)
     return (
-        f"{_PERSONALIZED_PREAMBLE}\n"
-        f"instruction: {request}\n"
-        f"context: {format_context(task, items, settings)}\n"
-        "answer:"
+        f"{_PERSONALIZED_PREAMBLE}\ninstruction: {request}\ncontext: {format_context(task, items, settings)}\nanswer:"
     )
 
 
@@ -199,10 +206,10 @@ def parse_output(text: str, truncated: bool = False) -> ParsedOutput:
     body = text.strip()
     opening = _OPENING_RE.search(body)
     if opening and opening.start() <= 5:
-        body = body[opening.end():].strip()
+        body = body[opening.end() :].strip()
     transition = _TRANSITION_RE.search(body) or _LOOSE_TRANSITION_RE.search(body)
     if transition is not None:
-        reasoning, response = body[: transition.start()].strip(), body[transition.end():].strip()
+        reasoning, response = body[: transition.start()].strip(), body[transition.end() :].strip()
         found = True
     elif truncated:
         reasoning, response, found = body, "", False
@@ -223,8 +230,9 @@ def parse_output(text: str, truncated: bool = False) -> ParsedOutput:
 PROMPT_KINDS = ("plain", "rag", "reasoning")
 
 
-def build_prompt(kind: str, task: str, request: str, items: Sequence[ProfileItem],
-                 settings: PromptSettings = PromptSettings()) -> str:
+def build_prompt(
+    kind: str, task: str, request: str, items: Sequence[ProfileItem], settings: PromptSettings = PromptSettings()
+) -> str:
     """plain: no profile; rag: retrieved items, answer directly; reasoning: reason first (REST-PG)."""
     if kind == "plain":
         return plain_prompt(task, request)
@@ -259,8 +267,14 @@ class FittedPrompt:
         return bool(self.dropped) or self.item_words is not None
 
 
-def fit_prompt(build: Callable[[Sequence, PromptSettings], str], items: Sequence, settings: PromptSettings,
-               count_tokens: Callable[[str], int], budget: int, name: str = "prompt") -> FittedPrompt:
+def fit_prompt(
+    build: Callable[[Sequence, PromptSettings], str],
+    items: Sequence,
+    settings: PromptSettings,
+    count_tokens: Callable[[str], int],
+    budget: int,
+    name: str = "prompt",
+) -> FittedPrompt:
     """The prompt ``build(items, settings)`` within ``budget`` tokens (as ``count_tokens`` counts them).
 
     Only the retrieved profile items give way, never the instruction, the request or the chat
@@ -289,21 +303,38 @@ def fit_prompt(build: Callable[[Sequence, PromptSettings], str], items: Sequence
     prompt = build((), settings)
     length = count_tokens(prompt)
     if length > budget:
-        raise PromptTooLongError(f"{name}: {length} tokens without any profile item; the limit is {budget} "
-                                 "(the request itself is too long: shorten it or raise the input limit)")
+        raise PromptTooLongError(
+            f"{name}: {length} tokens without any profile item; the limit is {budget} "
+            "(the request itself is too long: shorten it or raise the input limit)"
+        )
     return _said(FittedPrompt(prompt, (), len(items)), name, budget)
 
 
 def _said(fitted: FittedPrompt, name: str, budget: int) -> FittedPrompt:
     shortened = f", the last kept one cut to {fitted.item_words} words per field" if fitted.item_words else ""
-    log.warning("%s: over %d tokens, so %d of %d retrieved profile item(s) dropped%s", name, budget,
-                fitted.dropped, fitted.dropped + len(fitted.items), shortened)
+    log.warning(
+        "%s: over %d tokens, so %d of %d retrieved profile item(s) dropped%s",
+        name,
+        budget,
+        fitted.dropped,
+        fitted.dropped + len(fitted.items),
+        shortened,
+    )
     return fitted
 
 
-def fitted_prompt(kind: str, task: str, request: str, items: Sequence[ProfileItem], settings: PromptSettings,
-                  count_tokens: Callable[[str], int] | None, budget: int | None, name: str = "prompt") -> FittedPrompt:
+def fitted_prompt(
+    kind: str,
+    task: str,
+    request: str,
+    items: Sequence[ProfileItem],
+    settings: PromptSettings,
+    count_tokens: Callable[[str], int] | None,
+    budget: int | None,
+    name: str = "prompt",
+) -> FittedPrompt:
     """:func:`build_prompt` of ``kind`` within ``budget`` tokens (no budget: the whole prompt)."""
+
     def build(kept, shown_settings):
         return build_prompt(kind, task, request, kept, shown_settings)
 

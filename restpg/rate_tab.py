@@ -26,8 +26,12 @@ Rate the **reasoning path** (not the response) for this user and request:
 Keys (outside text fields): **1-5** rate the highlighted criterion and move to the next one, **c** toggles
 the copy flag, **Enter** saves and moves on, **←/→** previous / next item.
 """
-FILTERS = [("not rated by me", "unrated"), ("rated by me", "mine"), ("low-rated (any criterion <= 2)", "low"),
-           ("all", "all")]
+FILTERS = [
+    ("not rated by me", "unrated"),
+    ("rated by me", "mine"),
+    ("low-rated (any criterion <= 2)", "low"),
+    ("all", "all"),
+]
 ANY_VERSION = "any version"
 SCORE_CHOICES = ["1", "2", "3", "4", "5"]
 
@@ -65,17 +69,35 @@ def rate_tab(parts):
         index = max(0, min(index, len(ids) - 1))
         row = generations.get(ids[index])
         existing = ratings.get(annotator.strip(), row["generation_id"]) if annotator and annotator.strip() else None
-        values = ([str(existing[c]) for c in CRITERIA] + [bool(existing["copies_output"]), existing["comment"]]
-                  if existing else [None, None, None, False, ""])
-        where = (f"item {index + 1} of {len(ids)} | {row['task']} | user {row['user_id']} | {row['model_version']}"
-                 f"{' | you rated it: editing' if existing else ''}")
-        return (row["generation_id"], where, row["request"], row["prompt"], row["reasoning"], row["response"],
-                row["reference"], *values, counter, status)
+        values = (
+            [str(existing[c]) for c in CRITERIA] + [bool(existing["copies_output"]), existing["comment"]]
+            if existing
+            else [None, None, None, False, ""]
+        )
+        where = (
+            f"item {index + 1} of {len(ids)} | {row['task']} | user {row['user_id']} | {row['model_version']}"
+            f"{' | you rated it: editing' if existing else ''}"
+        )
+        return (
+            row["generation_id"],
+            where,
+            row["request"],
+            row["prompt"],
+            row["reasoning"],
+            row["response"],
+            row["reference"],
+            *values,
+            counter,
+            status,
+        )
 
     def load(annotator, which, version):
         name, note = (annotator or "").strip(), ""
         if not name and which in ("unrated", "mine"):  # a first visit: show the items, ask for a name to rate
-            which, note = "all", "showing every item; enter your annotator name (then Enter) to rate and to see your own list"
+            which, note = (
+                "all",
+                "showing every item; enter your annotator name (then Enter) to rate and to see your own list",
+            )
         try:
             ids = ratings.queue(_annotator(name) if which in ("unrated", "mine") else name, which, scope(version))
         except RatingError as error:
@@ -96,15 +118,23 @@ def rate_tab(parts):
             if missing:
                 raise RatingError(f"rate {', '.join(missing)} first (1-5)")
             row = generations.get(generation_id)
-            rating = Rating(generation_id, _annotator(annotator), int(faithfulness), int(relevance), int(usefulness),
-                            bool(copies), comment or "")
+            rating = Rating(
+                generation_id,
+                _annotator(annotator),
+                int(faithfulness),
+                int(relevance),
+                int(usefulness),
+                bool(copies),
+                comment or "",
+            )
             ratings.save(rating, row["model_version"], row["reasoning"], row["response"])
         except (RatingError, KeyError, ValueError) as error:
             raise gr.Error(str(error)) from error
         return f"saved rating of {generation_id} by {rating.annotator} ({(time.perf_counter() - start) * 1000:.0f} ms)"
 
-    def save_and_next(ids, index, generation_id, annotator, version, faithfulness, relevance, usefulness, copies,
-                      comment):
+    def save_and_next(
+        ids, index, generation_id, annotator, version, faithfulness, relevance, usefulness, copies, comment
+    ):
         status = save(generation_id, annotator, faithfulness, relevance, usefulness, copies, comment)
         index = min(index + 1, len(ids) - 1) if ids else 0
         return index, *show(ids, index, annotator, version, status)
@@ -117,11 +147,15 @@ def rate_tab(parts):
 
     def agreement():
         result = ratings.agreement()
-        rows = [{"criterion": name, "Krippendorff's alpha": None if result.get(name) is None else round(result[name], 3)}
-                for name in (*CRITERIA, "copies_output")]
-        note = (f"{result.get('items', 0)} item(s) rated by 2 or more annotators; {result.get('annotators', 0)} annotator(s). "
-                "Ordinal alpha for the 1-5 criteria, nominal for the copy flag; empty where undefined (too few items "
-                "or no variation).")
+        rows = [
+            {"criterion": name, "Krippendorff's alpha": None if result.get(name) is None else round(result[name], 3)}
+            for name in (*CRITERIA, "copies_output")
+        ]
+        note = (
+            f"{result.get('items', 0)} item(s) rated by 2 or more annotators; {result.get('annotators', 0)} annotator(s). "
+            "Ordinal alpha for the 1-5 criteria, nominal for the copy flag; empty where undefined (too few items "
+            "or no variation)."
+        )
         return pd.DataFrame(rows), note
 
     with gr.Row():
@@ -129,9 +163,13 @@ def rate_tab(parts):
         which = gr.Radio(FILTERS, value="unrated", label="show", scale=2)
         # The list opens on the version the Explore tab opens on (the best shipped one), when it has items.
         opening = parts.service.version_id(parts.service.default_version())
-        version = gr.Dropdown(version_choices(), value=opening if opening in version_choices() else ANY_VERSION,
-                              label="model version", scale=2,
-                              allow_custom_value=True)
+        version = gr.Dropdown(
+            version_choices(),
+            value=opening if opening in version_choices() else ANY_VERSION,
+            label="model version",
+            scale=2,
+            allow_custom_value=True,
+        )
         load_button = gr.Button("Load items", elem_id="rate-load", scale=1)
     counter = gr.Textbox(label="progress", interactive=False, elem_id="rate-counter")
     with gr.Accordion("Guidelines", open=False):
@@ -143,7 +181,9 @@ def rate_tab(parts):
     with gr.Accordion("what the model saw (prompt with the retrieved profile items)", open=False):
         prompt = gr.Textbox(show_label=False, lines=10, interactive=False)
     with gr.Row():
-        reasoning = gr.Textbox(label="reasoning path (rate this)", lines=12, interactive=False, elem_id="rate-reasoning")
+        reasoning = gr.Textbox(
+            label="reasoning path (rate this)", lines=12, interactive=False, elem_id="rate-reasoning"
+        )
         response = gr.Textbox(label="response", lines=12, interactive=False)
         reference = gr.Textbox(label="the user's real text", lines=12, interactive=False)
     with gr.Row():
@@ -165,20 +205,52 @@ def rate_tab(parts):
         agreement_note = gr.Textbox(show_label=False, interactive=False)
 
     ids, index = gr.State([]), gr.State(0)
-    item_outputs = [generation_id, where, request, prompt, reasoning, response, reference, *scores, copies, comment,
-                    counter, status]
+    item_outputs = [
+        generation_id,
+        where,
+        request,
+        prompt,
+        reasoning,
+        response,
+        reference,
+        *scores,
+        copies,
+        comment,
+        counter,
+        status,
+    ]
     load_inputs = [annotator, which, version]
     for trigger in (load_button.click, which.change, version.change, annotator.submit):
         trigger(load, load_inputs, [ids, index, *item_outputs, version], api_visibility="private")
-    previous.click(lambda i, x, a, v: move(i, x, a, v, -1), [ids, index, annotator, version], [index, *item_outputs],
-                   api_visibility="private")
-    following.click(lambda i, x, a, v: move(i, x, a, v, 1), [ids, index, annotator, version], [index, *item_outputs],
-                    api_visibility="private")
-    save_button.click(save_and_next, [ids, index, generation_id, annotator, version, *scores, copies, comment],
-                      [index, *item_outputs], api_visibility="private")
+    previous.click(
+        lambda i, x, a, v: move(i, x, a, v, -1),
+        [ids, index, annotator, version],
+        [index, *item_outputs],
+        api_visibility="private",
+    )
+    following.click(
+        lambda i, x, a, v: move(i, x, a, v, 1),
+        [ids, index, annotator, version],
+        [index, *item_outputs],
+        api_visibility="private",
+    )
+    save_button.click(
+        save_and_next,
+        [ids, index, generation_id, annotator, version, *scores, copies, comment],
+        [index, *item_outputs],
+        api_visibility="private",
+    )
+
     # The scriptable endpoints (gradio_client, bench): one save, and the exports.
-    def rate(generation_id: str, annotator: str, faithfulness: int, relevance: int, usefulness: int,
-             copies_output: bool = False, comment: str = "") -> str:
+    def rate(
+        generation_id: str,
+        annotator: str,
+        faithfulness: int,
+        relevance: int,
+        usefulness: int,
+        copies_output: bool = False,
+        comment: str = "",
+    ) -> str:
         return save(generation_id, annotator, faithfulness, relevance, usefulness, copies_output, comment)
 
     gr.api(rate, api_name="rate")

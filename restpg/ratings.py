@@ -27,9 +27,18 @@ QUEUES = ("all", "unrated", "mine", "low")
 MAX_ANNOTATOR_CHARS = 64
 MAX_COMMENT_CHARS = 2000
 
-_RATING_COLUMNS = {"annotator": str, "generation_id": str, **{c: int for c in CRITERIA}, "copies_output": int,
-                   "comment": str, "model_version": str, "reasoning": str, "response": str,
-                   "created": float, "updated": float}
+_RATING_COLUMNS = {
+    "annotator": str,
+    "generation_id": str,
+    **{c: int for c in CRITERIA},
+    "copies_output": int,
+    "comment": str,
+    "model_version": str,
+    "reasoning": str,
+    "response": str,
+    "created": float,
+    "updated": float,
+}
 COLUMNS = tuple(_RATING_COLUMNS)
 
 
@@ -54,8 +63,10 @@ class Rating:
         if not isinstance(self.annotator, str) or not self.annotator.strip():
             raise RatingError(f"annotator must be a non-empty name, got {self.annotator!r}")
         if len(self.annotator.strip()) > MAX_ANNOTATOR_CHARS:
-            raise RatingError(f"annotator must be at most {MAX_ANNOTATOR_CHARS} characters, "
-                              f"got {len(self.annotator.strip())}: {self.annotator[:80]!r}")
+            raise RatingError(
+                f"annotator must be at most {MAX_ANNOTATOR_CHARS} characters, "
+                f"got {len(self.annotator.strip())}: {self.annotator[:80]!r}"
+            )
         for name in CRITERIA:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 5:
@@ -91,22 +102,36 @@ class RatingStore:
         now = time.time()
         with self.store.write() as db:  # both tables together, or neither; the write lock taken up front
             conn = db.conn
-            first = conn.execute("SELECT created FROM ratings WHERE annotator = ? AND generation_id = ?",
-                                 [annotator, rating.generation_id]).fetchone()
-            row = {"annotator": annotator, "generation_id": rating.generation_id,
-                   **{c: getattr(rating, c) for c in CRITERIA}, "copies_output": int(rating.copies_output),
-                   "comment": rating.comment, "model_version": model_version, "reasoning": reasoning,
-                   "response": response, "created": first[0] if first else now, "updated": now}
+            first = conn.execute(
+                "SELECT created FROM ratings WHERE annotator = ? AND generation_id = ?",
+                [annotator, rating.generation_id],
+            ).fetchone()
+            row = {
+                "annotator": annotator,
+                "generation_id": rating.generation_id,
+                **{c: getattr(rating, c) for c in CRITERIA},
+                "copies_output": int(rating.copies_output),
+                "comment": rating.comment,
+                "model_version": model_version,
+                "reasoning": reasoning,
+                "response": response,
+                "created": first[0] if first else now,
+                "updated": now,
+            }
             names = ", ".join(COLUMNS)
             marks = ", ".join("?" * len(COLUMNS))
             conn.execute(f"INSERT OR REPLACE INTO ratings ({names}) VALUES ({marks})", [row[c] for c in COLUMNS])
-            conn.execute(f"INSERT INTO rating_history ({names}, saved_at) VALUES ({marks}, ?)",
-                         [row[c] for c in COLUMNS] + [now])
+            conn.execute(
+                f"INSERT INTO rating_history ({names}, saved_at) VALUES ({marks}, ?)", [row[c] for c in COLUMNS] + [now]
+            )
         return row
 
     def get(self, annotator: str, generation_id: str) -> dict | None:
-        rows = list(self.store.db["ratings"].rows_where("annotator = ? AND generation_id = ?",
-                                                        [annotator.strip(), generation_id]))
+        rows = list(
+            self.store.db["ratings"].rows_where(
+                "annotator = ? AND generation_id = ?", [annotator.strip(), generation_id]
+            )
+        )
         return rows[0] if rows else None
 
     def history(self, generation_id: str, annotator: str | None = None) -> list[dict]:
@@ -133,8 +158,9 @@ class RatingStore:
             params.append(value)
         return " AND ".join(clauses), params
 
-    def queue(self, annotator: str, which: str, generation_filter: dict | None = None,
-              low_threshold: int = 2) -> list[str]:
+    def queue(
+        self, annotator: str, which: str, generation_filter: dict | None = None, low_threshold: int = 2
+    ) -> list[str]:
         """Generation ids to rate, by ``created`` then id.
 
         ``all``: every generation; ``unrated``: not rated by this annotator; ``mine``: rated by this annotator;
@@ -164,8 +190,10 @@ class RatingStore:
         if selected is None:
             return 0, 0
         where, params = selected
-        sql = (f"SELECT COUNT(*), COALESCE(SUM(EXISTS (SELECT 1 FROM ratings r WHERE r.generation_id = "
-               f"g.generation_id AND r.annotator = ?)), 0) FROM generations g WHERE {where}")
+        sql = (
+            f"SELECT COUNT(*), COALESCE(SUM(EXISTS (SELECT 1 FROM ratings r WHERE r.generation_id = "
+            f"g.generation_id AND r.annotator = ?)), 0) FROM generations g WHERE {where}"
+        )
         total, rated = self.store.db.execute(sql, [annotator.strip(), *params]).fetchone()
         return rated, total
 
@@ -190,9 +218,12 @@ class RatingStore:
         (fewer than two such generations, or no variation). ``items``: those generations; ``annotators``:
         the annotators who rated at least one of them.
         """
-        rows = list(self.store.db.query(
-            "SELECT * FROM ratings WHERE generation_id IN "
-            "(SELECT generation_id FROM ratings GROUP BY generation_id HAVING COUNT(*) >= 2)"))
+        rows = list(
+            self.store.db.query(
+                "SELECT * FROM ratings WHERE generation_id IN "
+                "(SELECT generation_id FROM ratings GROUP BY generation_id HAVING COUNT(*) >= 2)"
+            )
+        )
         items = sorted({r["generation_id"] for r in rows})
         annotators = sorted({r["annotator"] for r in rows})
         out: dict[str, Any] = {}

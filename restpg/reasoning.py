@@ -58,11 +58,11 @@ def _words(text: str) -> list[str]:
 def drop_copied_lines(reasoning: str, output: str, n: int = COPY_NGRAM) -> tuple[str, int]:
     """Remove reasoning lines that share an n-word sequence with the output."""
     words = _words(output)
-    grams = {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+    grams = {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
     kept, dropped = [], 0
     for line in reasoning.splitlines():
         line_words = _words(line)
-        if any(tuple(line_words[i:i + n]) in grams for i in range(len(line_words) - n + 1)):
+        if any(tuple(line_words[i : i + n]) in grams for i in range(len(line_words) - n + 1)):
             dropped += 1
         else:
             kept.append(line)
@@ -77,8 +77,9 @@ def read_cache(cache_file: Path) -> dict[str, ReasoningPath]:
     paths: dict[str, ReasoningPath] = {}
     for row in read_jsonl(cache_file):
         try:
-            paths[row["key"]] = ReasoningPath(row["record_id"], row["teacher"], row["reasoning"],
-                                              row["dropped_copied_lines"], row["truncated"])
+            paths[row["key"]] = ReasoningPath(
+                row["record_id"], row["teacher"], row["reasoning"], row["dropped_copied_lines"], row["truncated"]
+            )
         except (KeyError, TypeError):
             continue
     return paths
@@ -86,16 +87,28 @@ def read_cache(cache_file: Path) -> dict[str, ReasoningPath]:
 
 def _teacher_prompt(record: Record, settings: ReasoningSettings, count_tokens: Callable[[str], int]) -> str:
     """Stage 1's prompt for ``record`` within the teacher's input budget (lowest-ranked items give way)."""
+
     def build(items, prompt_settings):
         return teacher_prompt(record.task, record.input, record.output, items, prompt_settings)
 
-    return fit_prompt(build, [x.item for x in retrieve(record, settings.k)], settings.prompt, count_tokens,
-                      settings.generation.max_input_tokens, name=f"teacher prompt of record {record.record_id}").prompt
+    return fit_prompt(
+        build,
+        [x.item for x in retrieve(record, settings.k)],
+        settings.prompt,
+        count_tokens,
+        settings.generation.max_input_tokens,
+        name=f"teacher prompt of record {record.record_id}",
+    ).prompt
 
 
-def reasoning_paths(teacher: LoadedModel, records: Sequence[Record], cache_file: Path,
-                    settings: ReasoningSettings = ReasoningSettings(),
-                    on_batch: Callable[[int], None] | None = None, cancel=None) -> dict[str, ReasoningPath]:
+def reasoning_paths(
+    teacher: LoadedModel,
+    records: Sequence[Record],
+    cache_file: Path,
+    settings: ReasoningSettings = ReasoningSettings(),
+    on_batch: Callable[[int], None] | None = None,
+    cancel=None,
+) -> dict[str, ReasoningPath]:
     """The reasoning path of every record (record_id -> path), generating only the missing ones."""
     cached = read_cache(cache_file)
     todo = [r for r in records if cache_key(r.record_id, teacher.name) not in cached]
@@ -104,7 +117,7 @@ def reasoning_paths(teacher: LoadedModel, records: Sequence[Record], cache_file:
     step = settings.generation.batch_size
     count_tokens = prompt_token_counter(teacher.tokenizer)
     for start in range(0, len(todo), step):
-        batch = todo[start:start + step]
+        batch = todo[start : start + step]
         prompts = [_teacher_prompt(r, settings, count_tokens) for r in batch]
         outputs = generate(teacher, prompts, settings.generation, cancel=cancel)
         rows = []
@@ -150,9 +163,11 @@ def reasoning_from_file(path: Path, records: Sequence[Record], missing_ok: bool 
         rows[row["record_id"]] = row
     missing = [r.record_id for r in records if r.record_id not in rows]
     if missing and not missing_ok:
-        raise ReasoningFileError(f"{path}: no reasoning path for {len(missing)} of {len(records)} training records "
-                                 f"(e.g. {', '.join(missing[:3])}); pass --reasoning-from teacher, or a file "
-                                 "that covers them")
+        raise ReasoningFileError(
+            f"{path}: no reasoning path for {len(missing)} of {len(records)} training records "
+            f"(e.g. {', '.join(missing[:3])}); pass --reasoning-from teacher, or a file "
+            "that covers them"
+        )
     paths = {}
     for record in (r for r in records if r.record_id in rows):
         row = rows[record.record_id]

@@ -50,8 +50,9 @@ class Reward(Protocol):
 
     name: str
 
-    def __call__(self, instructions: Sequence[str], references: Sequence[str],
-                 answers: Sequence[str]) -> list[float]: ...
+    def __call__(
+        self, instructions: Sequence[str], references: Sequence[str], answers: Sequence[str]
+    ) -> list[float]: ...
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,11 @@ class _LevelTokens:
         if len(set(self.tokens.values())) != len(self.levels):
             raise ValueError(f"judge levels tokenize ambiguously: {self.tokens}")
         # Sequences to run: the levels that no other level extends (the others are read inside them).
-        self.leaves = [lv for lv in levels
-                       if not any(o != lv and self.tokens[o][:len(self.tokens[lv])] == self.tokens[lv] for o in levels)]
+        self.leaves = [
+            lv
+            for lv in levels
+            if not any(o != lv and self.tokens[o][: len(self.tokens[lv])] == self.tokens[lv] for o in levels)
+        ]
         # One forward pass per prompt and multi-token leaf: a single-token level is read from the
         # first position of any row, since every row shares the prompt up to there.
         self.rows = [lv for lv in self.leaves if len(self.tokens[lv]) > 1] or [self.leaves[0]]
@@ -102,19 +106,25 @@ class LLMJudge:
                 continue
 
     def _key(self, instruction: str, reference: str, answer: str) -> str:
-        text = "\x00".join([self.loaded.name, str(self.loaded.active_adapter), JUDGE_PROMPT_VERSION,
-                            instruction, reference, answer])
+        text = "\x00".join(
+            [self.loaded.name, str(self.loaded.active_adapter), JUDGE_PROMPT_VERSION, instruction, reference, answer]
+        )
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
-    def score(self, instructions: Sequence[str], references: Sequence[str], answers: Sequence[str],
-              on_batch: Callable[[int], None] | None = None) -> list[JudgeScore]:
+    def score(
+        self,
+        instructions: Sequence[str],
+        references: Sequence[str],
+        answers: Sequence[str],
+        on_batch: Callable[[int], None] | None = None,
+    ) -> list[JudgeScore]:
         if not len(instructions) == len(references) == len(answers):
             raise ValueError("instructions, references and answers differ in length")
         keys = [self._key(i, r, a) for i, r, a in zip(instructions, references, answers)]
         todo = [n for n, key in enumerate(keys) if key not in self._cache]
         todo = list(dict.fromkeys(todo))
         for start in range(0, len(todo), self.batch_size):
-            batch = todo[start:start + self.batch_size]
+            batch = todo[start : start + self.batch_size]
             prompts = [judge_prompt(instructions[n], references[n], answers[n]) for n in batch]
             scores = self._score_prompts(prompts)
             with self._lock:
@@ -139,7 +149,7 @@ class LLMJudge:
         contexts = [tokenizer(chat_text(tokenizer, p), add_special_tokens=False)["input_ids"] for p in prompts]
         for n, ids in enumerate(contexts):
             if len(ids) > self.max_input_tokens:  # keep the instruction's end: cut the middle of the pair
-                contexts[n] = ids[: self.max_input_tokens // 2] + ids[-self.max_input_tokens // 2:]
+                contexts[n] = ids[: self.max_input_tokens // 2] + ids[-self.max_input_tokens // 2 :]
         rows, owners = [], []
         for n, ids in enumerate(contexts):
             for leaf in levels.rows:
@@ -155,8 +165,9 @@ class LLMJudge:
         # vocabulary times thousands of positions otherwise).
         keep = max(len(levels.tokens[leaf]) for leaf in levels.rows) + 1
         with torch.inference_mode():
-            logits = self.loaded.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
-                                       logits_to_keep=keep).logits
+            logits = self.loaded.model(
+                input_ids=input_ids, attention_mask=attention, position_ids=positions, logits_to_keep=keep
+            ).logits
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         offset = width - keep  # column j of logprobs is position offset + j
         # logprob of each level's tokens: read in a row that holds all of them (a single-token level
@@ -168,9 +179,12 @@ class LLMJudge:
             for level in levels.levels:
                 tokens = levels.tokens[level]
                 # extensions: next tokens of the levels that extend this one ("0" after "1")
-                extensions = {levels.tokens[o][len(tokens)] for o in levels.levels
-                              if len(levels.tokens[o]) > len(tokens) and levels.tokens[o][:len(tokens)] == tokens}
-                inside_row = leaf_tokens[:len(tokens)] == tokens  # every token of the level is in this row
+                extensions = {
+                    levels.tokens[o][len(tokens)]
+                    for o in levels.levels
+                    if len(levels.tokens[o]) > len(tokens) and levels.tokens[o][: len(tokens)] == tokens
+                }
+                inside_row = leaf_tokens[: len(tokens)] == tokens  # every token of the level is in this row
                 if level in log_p[n] or not (inside_row or (len(tokens) == 1 and not extensions)):
                     continue
                 value = sum(float(logprobs[row, start + i, t]) for i, t in enumerate(tokens))

@@ -52,15 +52,22 @@ def _copy_adapter(source: Path, target: Path) -> int:
         raise ShipError(f"{source}: not a finished adapter (adapter_config.json and adapter_model.safetensors needed)")
     target.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source / "adapter_config.json", target / "adapter_config.json")
-    tensors = {name: value.to(torch.bfloat16) if value.is_floating_point() else value
-               for name, value in load_file(str(weights)).items()}
+    tensors = {
+        name: value.to(torch.bfloat16) if value.is_floating_point() else value
+        for name, value in load_file(str(weights)).items()
+    }
     save_file(tensors, str(target / "adapter_model.safetensors"), metadata={"format": "pt"})
     return (target / "adapter_model.safetensors").stat().st_size
 
 
-def ship_run(run_dir: Path, name: str = "restpg-sample", shipped_root: Path = SHIPPED_DIR,
-             splits: tuple[str, ...] = ("val", "test"), model_config=None,
-             on_progress: Callable[[str, int, int], None] = lambda stage, done, total: None) -> ShipReport:
+def ship_run(
+    run_dir: Path,
+    name: str = "restpg-sample",
+    shipped_root: Path = SHIPPED_DIR,
+    splits: tuple[str, ...] = ("val", "test"),
+    model_config=None,
+    on_progress: Callable[[str, int, int], None] = lambda stage, done, total: None,
+) -> ShipReport:
     """Copy a finished run into ``shipped_root/name`` and generate its demo generations."""
     from .em import EMConfig
 
@@ -112,24 +119,29 @@ def _demo_generations(config, shipped_root: Path, name: str, splits, model_confi
 
     records_by_split = {split: load_split(config, split, None) for split in splits}
     with tempfile.TemporaryDirectory() as scratch:
-        service = ExploreService(model_config or ModelConfig(model=config.model, device=config.device, dtype=config.dtype),
-                                 AppPaths(data_dir=Path(scratch), runs_dir=Path(scratch) / "runs",
-                                          shipped_dir=shipped_root))
+        service = ExploreService(
+            model_config or ModelConfig(model=config.model, device=config.device, dtype=config.dtype),
+            AppPaths(data_dir=Path(scratch), runs_dir=Path(scratch) / "runs", shipped_dir=shipped_root),
+        )
         last = f"round-{config.rounds}" if config.rounds else "sft"
-        versions = ["base", f"{SHIPPED_LABEL} {name} sft"] + ([f"{SHIPPED_LABEL} {name} {last}"] if config.rounds else [])
+        versions = ["base", f"{SHIPPED_LABEL} {name} sft"] + (
+            [f"{SHIPPED_LABEL} {name} {last}"] if config.rounds else []
+        )
         settings = service.settings_for(config.k, None, 0.1)
         total = len(versions) * sum(len(r) for r in records_by_split.values())
         done = 0
         rows = []
         for version in versions:
             for split, records in records_by_split.items():
+
                 def step(n, version=version):
                     nonlocal done
                     done += n
                     on_progress(f"generating ({version})", done, total)
 
-                rows += service.generate_stored(SAMPLE_DATASET, records, version, settings, family=config.family,
-                                                split=split, on_batch=step)
+                rows += service.generate_stored(
+                    SAMPLE_DATASET, records, version, settings, family=config.family, split=split, on_batch=step
+                )
     return rows
 
 
@@ -144,7 +156,13 @@ def quality_table(rows: list[dict]) -> list[dict]:
     table = []
     for (version, split), group in groups.items():
         scores = [json.loads(r["scores"]) for r in group]
-        table.append({"version": version, "split": split, "requests": len(group),
-                      "answered": fmean(1.0 if r["reasoning"].strip() and r["response"].strip() else 0.0 for r in group),
-                      **{name: fmean(s.get(name, 0.0) for s in scores) for name in ("rougeL", "meteor", "judge")}})
+        table.append(
+            {
+                "version": version,
+                "split": split,
+                "requests": len(group),
+                "answered": fmean(1.0 if r["reasoning"].strip() and r["response"].strip() else 0.0 for r in group),
+                **{name: fmean(s.get(name, 0.0) for s in scores) for name in ("rougeL", "meteor", "judge")},
+            }
+        )
     return table

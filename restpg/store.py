@@ -30,12 +30,31 @@ class Store:
         self.db.enable_wal()
         with self.write() as db:
             db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
-            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", ["schema_version", str(SCHEMA_VERSION)])
-            db["runs"].create({"run_id": str, "kind": str, "run_dir": str, "config": str, "status": str, "stage": str,
-                               "progress": float, "message": str, "pid": int, "created": float, "updated": float},
-                              pk="run_id", if_not_exists=True)
-            db["round_metrics"].create({"run_id": str, "round": int, "name": str, "value": float, "detail": str},
-                                       pk=("run_id", "round", "name"), if_not_exists=True)
+            db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", ["schema_version", str(SCHEMA_VERSION)]
+            )
+            db["runs"].create(
+                {
+                    "run_id": str,
+                    "kind": str,
+                    "run_dir": str,
+                    "config": str,
+                    "status": str,
+                    "stage": str,
+                    "progress": float,
+                    "message": str,
+                    "pid": int,
+                    "created": float,
+                    "updated": float,
+                },
+                pk="run_id",
+                if_not_exists=True,
+            )
+            db["round_metrics"].create(
+                {"run_id": str, "round": int, "name": str, "value": float, "detail": str},
+                pk=("run_id", "round", "name"),
+                if_not_exists=True,
+            )
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite_utils.Database]:
@@ -58,10 +77,22 @@ class Store:
     def start_run(self, run_id: str, kind: str, run_dir: Path, config: dict[str, Any], pid: int) -> None:
         now = time.time()
         existing = self.run(run_id)
-        self.db["runs"].upsert({"run_id": run_id, "kind": kind, "run_dir": str(run_dir), "config": json.dumps(config),
-                                "status": "running", "stage": "starting", "progress": 0.0, "message": "",
-                                "pid": pid, "created": existing["created"] if existing else now, "updated": now},
-                               pk="run_id")
+        self.db["runs"].upsert(
+            {
+                "run_id": run_id,
+                "kind": kind,
+                "run_dir": str(run_dir),
+                "config": json.dumps(config),
+                "status": "running",
+                "stage": "starting",
+                "progress": 0.0,
+                "message": "",
+                "pid": pid,
+                "created": existing["created"] if existing else now,
+                "updated": now,
+            },
+            pk="run_id",
+        )
 
     def update_run(self, run_id: str, **values: Any) -> None:
         values["updated"] = time.time()
@@ -74,9 +105,19 @@ class Store:
     def runs(self) -> list[dict]:
         return list(self.db["runs"].rows_where(order_by="created desc"))
 
-    def record_metrics(self, run_id: str, round_index: int, metrics: dict[str, float], detail: dict | None = None) -> None:
-        rows = [{"run_id": run_id, "round": round_index, "name": name, "value": float(value),
-                 "detail": json.dumps(detail or {})} for name, value in metrics.items()]
+    def record_metrics(
+        self, run_id: str, round_index: int, metrics: dict[str, float], detail: dict | None = None
+    ) -> None:
+        rows = [
+            {
+                "run_id": run_id,
+                "round": round_index,
+                "name": name,
+                "value": float(value),
+                "detail": json.dumps(detail or {}),
+            }
+            for name, value in metrics.items()
+        ]
         self.db["round_metrics"].upsert_all(rows, pk=("run_id", "round", "name"))
 
     def metrics(self, run_id: str) -> dict[int, dict[str, float]]:

@@ -23,7 +23,7 @@ class TrackingError(ValueError):
 
 
 def parse_report_to(value: str | Sequence[str] | None) -> tuple[str, ...]:
-    """"tensorboard,wandb" or a list -> ("tensorboard", "wandb"); "none" or empty -> ()."""
+    """ "tensorboard,wandb" or a list -> ("tensorboard", "wandb"); "none" or empty -> ()."""
     names = value.split(",") if isinstance(value, str) else list(value or ())
     names = [n.strip().lower() for n in names if n.strip() and n.strip().lower() != "none"]
     for name in names:
@@ -35,7 +35,9 @@ def parse_report_to(value: str | Sequence[str] | None) -> tuple[str, ...]:
 def check_installed(report_to: Sequence[str]) -> None:
     for name in report_to:
         if importlib.util.find_spec(_PACKAGES[name]) is None:
-            raise TrackingError(f"--report-to {name} needs the {_PACKAGES[name]} package: pip install {_PACKAGES[name]}")
+            raise TrackingError(
+                f"--report-to {name} needs the {_PACKAGES[name]} package: pip install {_PACKAGES[name]}"
+            )
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,10 @@ class Tracking:
 
     def log_estep(self, round_index: int, stats: dict, rewards: Sequence[float]) -> None:
         """One round's E-step statistics (restpg.em.reward_stats) at step ``round_index``."""
-        scalars = {f"estep/{name}": float(stats[name]) for name in
-                   ("samples", "kept", "truncated", "reward_mean", "kept_reward_mean", "inputs_with_kept")}
+        scalars = {
+            f"estep/{name}": float(stats[name])
+            for name in ("samples", "kept", "truncated", "reward_mean", "kept_reward_mean", "inputs_with_kept")
+        }
         scalars["estep/kept_share"] = stats["kept"] / stats["samples"] if stats["samples"] else 0.0
         if "tensorboard" in self.report_to:
             import numpy
@@ -72,8 +76,12 @@ class Tracking:
                 for name, value in scalars.items():
                     writer.add_scalar(name, value, round_index)
                 if rewards:
-                    writer.add_histogram("estep/reward", numpy.asarray(rewards, dtype=float), round_index,
-                                         bins=numpy.linspace(0.0, 1.0, 11))
+                    writer.add_histogram(
+                        "estep/reward",
+                        numpy.asarray(rewards, dtype=float),
+                        round_index,
+                        bins=numpy.linspace(0.0, 1.0, 11),
+                    )
         if "wandb" in self.report_to:
             import wandb
 

@@ -22,8 +22,8 @@ import torch
 
 from .cancel import cancel_hooks
 from .hardware import Precision, choose_precision, pick_device
-from .models import ModelConfig, chat_text, load_tokenizer, resolve_model
 from .jsonl import write_json
+from .models import ModelConfig, chat_text, load_tokenizer, resolve_model
 from .prompts import PromptTooLongError
 from .tracking import Tracking
 
@@ -104,15 +104,20 @@ def tokenize_examples(tokenizer, examples: Sequence[TrainingExample], config: Tr
             raise PromptTooLongError(
                 f"training example {example.example_id or number}: its prompt has {len(prompt_ids)} tokens, the "
                 f"limit is {config.max_input_tokens}; build prompts with restpg.evaluate.prompt_for and a budget "
-                "(its lowest-ranked profile items give way)")
+                "(its lowest-ranked profile items give way)"
+            )
         completion_ids = tokenizer(example.completion, add_special_tokens=False)["input_ids"]
         if len(completion_ids) < config.max_output_tokens:
             completion_ids = completion_ids + [tokenizer.eos_token_id]  # the model learns to stop here
         else:  # cut at the limit: no end-of-sequence, the text goes on
             completion_ids = completion_ids[: config.max_output_tokens]
-        rows.append({"input_ids": prompt_ids + completion_ids,
-                     "labels": [-100] * len(prompt_ids) + completion_ids,
-                     "weight": float(example.weight)})
+        rows.append(
+            {
+                "input_ids": prompt_ids + completion_ids,
+                "labels": [-100] * len(prompt_ids) + completion_ids,
+                "weight": float(example.weight),
+            }
+        )
     return rows
 
 
@@ -149,8 +154,8 @@ def weighted_completion_loss(logits: torch.Tensor, targets: torch.Tensor, weight
     ``logits[:, i]`` predicts ``targets[:, i]``; targets of -100 (prompt, padding) are ignored.
     """
     token_loss = torch.nn.functional.cross_entropy(
-        logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100,
-        reduction="none").view(targets.shape)
+        logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100, reduction="none"
+    ).view(targets.shape)
     mask = (targets != -100).float()
     per_example = (token_loss * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
     return (per_example * weight.to(per_example.device)).mean()
@@ -204,8 +209,9 @@ def _progress_callback(on_step: Callable[[int, int, dict], None]):
     return Progress()
 
 
-def build_lora_model(model_config: ModelConfig, train_config: TrainConfig, precision: Precision,
-                     init_adapter: Path | None = None):
+def build_lora_model(
+    model_config: ModelConfig, train_config: TrainConfig, precision: Precision, init_adapter: Path | None = None
+):
     """A fresh base model with a trainable LoRA adapter (new, or continued from ``init_adapter``)."""
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM, set_seed
@@ -215,17 +221,28 @@ def build_lora_model(model_config: ModelConfig, train_config: TrainConfig, preci
     if init_adapter is not None:
         return PeftModel.from_pretrained(base, str(init_adapter), is_trainable=True), path
     set_seed(train_config.seed)  # the adapter's random initialisation is the same on every run
-    lora = LoraConfig(r=train_config.lora_r, lora_alpha=train_config.lora_alpha, lora_dropout=train_config.lora_dropout,
-                      target_modules="all-linear", task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=train_config.lora_r,
+        lora_alpha=train_config.lora_alpha,
+        lora_dropout=train_config.lora_dropout,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
     return get_peft_model(base, lora), path
 
 
-def train_lora(model_config: ModelConfig, examples: Sequence[TrainingExample], config: TrainConfig, output_dir: Path,
-               init_adapter: Path | None = None,
-               on_step: Callable[[int, int, dict], None] | None = None,
-               cancel: threading.Event | None = None, tracking: Tracking = Tracking(),
-               validation: Sequence[TrainingExample] = (),
-               validate: Callable[[torch.nn.Module], float] | None = None) -> TrainResult:
+def train_lora(
+    model_config: ModelConfig,
+    examples: Sequence[TrainingExample],
+    config: TrainConfig,
+    output_dir: Path,
+    init_adapter: Path | None = None,
+    on_step: Callable[[int, int, dict], None] | None = None,
+    cancel: threading.Event | None = None,
+    tracking: Tracking = Tracking(),
+    validation: Sequence[TrainingExample] = (),
+    validate: Callable[[torch.nn.Module], float] | None = None,
+) -> TrainResult:
     """Train a LoRA adapter and save it to ``output_dir/adapter`` (written atomically).
 
     Device and precision are ``model_config``'s (restpg.hardware chooses them for "auto").
@@ -273,9 +290,14 @@ def train_lora(model_config: ModelConfig, examples: Sequence[TrainingExample], c
         eval_rows = [{"unused": 0}]  # the Trainer wants an eval set; evaluate() calls validate instead
         selection = dict(metric_for_best_model="eval_reward", greater_is_better=True)
     if selection:
-        selection.update(eval_strategy="steps", eval_steps=every, load_best_model_at_end=True,
-                         prediction_loss_only=True, per_device_eval_batch_size=config.per_device_batch_size,
-                         label_names=["labels"])
+        selection.update(
+            eval_strategy="steps",
+            eval_steps=every,
+            load_best_model_at_end=True,
+            prediction_loss_only=True,
+            per_device_eval_batch_size=config.per_device_batch_size,
+            label_names=["labels"],
+        )
     args = TrainingArguments(
         output_dir=str(checkpoints),
         max_steps=max_steps,
@@ -300,9 +322,14 @@ def train_lora(model_config: ModelConfig, examples: Sequence[TrainingExample], c
         disable_tqdm=False,
         **selection,
     )
-    trainer = _trainer_class()(model=model, args=args, train_dataset=rows, eval_dataset=eval_rows,
-                               data_collator=WeightedCollator(tokenizer.pad_token_id),
-                               callbacks=tracker_callbacks + ([_progress_callback(on_step)] if on_step else []))
+    trainer = _trainer_class()(
+        model=model,
+        args=args,
+        train_dataset=rows,
+        eval_dataset=eval_rows,
+        data_collator=WeightedCollator(tokenizer.pad_token_id),
+        callbacks=tracker_callbacks + ([_progress_callback(on_step)] if on_step else []),
+    )
     trainer.validate_fn = validate if config.select_by == "reward" else None
     resume = checkpoints.exists() and any(checkpoints.glob("checkpoint-*"))
     start = time.perf_counter()
@@ -319,15 +346,31 @@ def train_lora(model_config: ModelConfig, examples: Sequence[TrainingExample], c
     trainer.accelerator.wait_for_everyone()
     tokens_per_step = sum(len(r["input_ids"]) for r in rows) / max(1, steps_per_epoch)
     best = trainer.state.best_model_checkpoint
-    result = TrainResult(adapter_dir=adapter_dir, steps=output.global_step, examples=len(rows),
-                         train_tokens=int(tokens_per_step * output.global_step), seconds=seconds,
-                         final_loss=output.training_loss, log_history=list(trainer.state.log_history),
-                         selected_step=int(best.rsplit("-", 1)[1]) if best else None,
-                         selected_metric=trainer.state.best_metric if best else None)
+    result = TrainResult(
+        adapter_dir=adapter_dir,
+        steps=output.global_step,
+        examples=len(rows),
+        train_tokens=int(tokens_per_step * output.global_step),
+        seconds=seconds,
+        final_loss=output.training_loss,
+        log_history=list(trainer.state.log_history),
+        selected_step=int(best.rsplit("-", 1)[1]) if best else None,
+        selected_metric=trainer.state.best_metric if best else None,
+    )
     if trainer.is_world_process_zero():
-        validated = [{"step": h["step"], **{k: v for k, v in h.items() if k in ("eval_loss", "eval_reward")}}
-                     for h in result.log_history if "eval_loss" in h or "eval_reward" in h]
-        write_json(output_dir / "checkpoint_selection.json",
-                   {"select_by": config.select_by, "steps": result.steps, "selected_step": result.selected_step,
-                    "selected_metric": result.selected_metric, "validated": validated})
+        validated = [
+            {"step": h["step"], **{k: v for k, v in h.items() if k in ("eval_loss", "eval_reward")}}
+            for h in result.log_history
+            if "eval_loss" in h or "eval_reward" in h
+        ]
+        write_json(
+            output_dir / "checkpoint_selection.json",
+            {
+                "select_by": config.select_by,
+                "steps": result.steps,
+                "selected_step": result.selected_step,
+                "selected_metric": result.selected_metric,
+                "validated": validated,
+            },
+        )
     return result

@@ -10,8 +10,8 @@ import time
 
 import pandas as pd
 
-from .em import PRESETS, REWARDS, default_preset
 from .compare import rounds_figure
+from .em import PRESETS, REWARDS, default_preset
 from .errors import PAGE_ERRORS
 from .jobs import JobError, JobRequest
 from .longlamp import PUBLIC_TASKS
@@ -28,20 +28,32 @@ def _job_label(row: dict) -> str:
 
 
 def jobs_table(rows: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame([{"job": _job_label(r), "status": r["status"], "stage": r["stage"],
-                          "progress": f"{100 * (r['progress'] or 0):.0f}%", "message": r["message"] or "",
-                          "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"])),
-                          "updated": time.strftime("%H:%M:%S", time.localtime(r["updated"]))} for r in rows],
-                        columns=JOB_COLUMNS)
+    return pd.DataFrame(
+        [
+            {
+                "job": _job_label(r),
+                "status": r["status"],
+                "stage": r["stage"],
+                "progress": f"{100 * (r['progress'] or 0):.0f}%",
+                "message": r["message"] or "",
+                "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"])),
+                "updated": time.strftime("%H:%M:%S", time.localtime(r["updated"])),
+            }
+            for r in rows
+        ],
+        columns=JOB_COLUMNS,
+    )
 
 
 def progress_html(row: dict | None) -> str:
     if row is None:
         return "<p>no job selected</p>"
     percent = 100 * (row["progress"] or 0)
-    return (f"<p><b>{html.escape(row['status'])}</b>: {html.escape(row['stage'] or '')} ({percent:.0f}%)</p>"
-            f"<progress max='100' value='{percent:.1f}' style='width:100%'></progress>"
-            f"<p>{html.escape(row['message'] or '')}</p>")
+    return (
+        f"<p><b>{html.escape(row['status'])}</b>: {html.escape(row['stage'] or '')} ({percent:.0f}%)</p>"
+        f"<progress max='100' value='{percent:.1f}' style='width:100%'></progress>"
+        f"<p>{html.escape(row['message'] or '')}</p>"
+    )
 
 
 def parse_tau(text: str | float | None) -> float | None:
@@ -77,21 +89,34 @@ def train_tab(parts, version_pickers):
             if start_from and start_from != TRAIN_SFT:
                 adapter = service.version(start_from).adapter
                 if not reasoning:
-                    raise JobError("an SFT-with-reasoning adapter cannot start ReST-EM without reasoning: "
-                                   f"choose '{TRAIN_SFT}'")
-            request = JobRequest(preset=preset, tasks=task, users=optional(users, int), rounds=optional(rounds, int),
-                                 samples=optional(samples, int), reward=optional(reward, str),
-                                 tau=parse_tau(tau),
-                                 init=init, reasoning=bool(reasoning), name=(name or "").strip() or None,
-                                 model=service.model_config.model, device=service.model_config.device,
-                                 dtype=service.model_config.dtype,
-                                 sft_adapter=str(adapter) if adapter else None)
+                    raise JobError(
+                        f"an SFT-with-reasoning adapter cannot start ReST-EM without reasoning: choose '{TRAIN_SFT}'"
+                    )
+            request = JobRequest(
+                preset=preset,
+                tasks=task,
+                users=optional(users, int),
+                rounds=optional(rounds, int),
+                samples=optional(samples, int),
+                reward=optional(reward, str),
+                tau=parse_tau(tau),
+                init=init,
+                reasoning=bool(reasoning),
+                name=(name or "").strip() or None,
+                model=service.model_config.model,
+                device=service.model_config.device,
+                dtype=service.model_config.dtype,
+                sft_adapter=str(adapter) if adapter else None,
+            )
             run_id = jobs.start(request)
         except PAGE_ERRORS as error:
             raise gr.Error(str(error)) from error
         rows = jobs.jobs()
-        return (f"started {run_id}", gr.update(choices=[(_job_label(r), r["run_id"]) for r in rows], value=run_id),
-                jobs_table(rows))
+        return (
+            f"started {run_id}",
+            gr.update(choices=[(_job_label(r), r["run_id"]) for r in rows], value=run_id),
+            jobs_table(rows),
+        )
 
     def cancel(run_id):
         if not run_id:
@@ -104,16 +129,24 @@ def train_tab(parts, version_pickers):
     def refresh(run_id, known_versions, shown_metrics):
         rows = jobs.jobs()
         row = next((r for r in rows if r["run_id"] == run_id), None)
-        picker = gr.update(choices=[(_job_label(r), r["run_id"]) for r in rows],
-                           value=run_id if row else (rows[0]["run_id"] if rows else None))
+        picker = gr.update(
+            choices=[(_job_label(r), r["run_id"]) for r in rows],
+            value=run_id if row else (rows[0]["run_id"] if rows else None),
+        )
         log = jobs.log_tail(run_id) if row else ""
         metrics = [run_id, jobs.round_metrics(run_id)] if row else [None, {}]
         # The plot is redrawn only when its numbers change (the page polls every 2 s).
-        figure = gr.skip() if metrics == shown_metrics else (
-            metrics_figure(_job_label(row).split(" ")[0], metrics[1]) if row else None)
+        figure = (
+            gr.skip()
+            if metrics == shown_metrics
+            else (metrics_figure(_job_label(row).split(" ")[0], metrics[1]) if row else None)
+        )
         versions = list(service.versions())
-        updates = [gr.update(choices=versions)] * len(version_pickers) if versions != known_versions else \
-            [gr.skip()] * len(version_pickers)
+        updates = (
+            [gr.update(choices=versions)] * len(version_pickers)
+            if versions != known_versions
+            else [gr.skip()] * len(version_pickers)
+        )
         return (jobs_table(rows), picker, progress_html(row), log, figure, versions, metrics, *updates)
 
     on_cpu = default_preset() == "cpu-small"
@@ -126,16 +159,21 @@ def train_tab(parts, version_pickers):
     with gr.Row():
         # On a CPU the page proposes one round on 2 users per task (18 requests): about ten minutes on
         # 2 cores (bench/demo_bench.py --only round); 0 means the preset's value.
-        users = gr.Number(value=CPU_PAGE_USERS if on_cpu else 0, precision=0,
-                          label="training users per task for EM (0: preset)")
+        users = gr.Number(
+            value=CPU_PAGE_USERS if on_cpu else 0, precision=0, label="training users per task for EM (0: preset)"
+        )
         rounds = gr.Number(value=1 if on_cpu else 0, precision=0, label="EM rounds (0: preset)")
         samples = gr.Number(value=0, precision=0, label="samples per request m (0: preset)")
         reasoning = gr.Checkbox(value=True, label="with reasoning (REST-PG); off: ReST-EM baseline")
         name = gr.Textbox(label="job name (an existing job's name resumes it)", placeholder="e.g. pr-small")
     with gr.Row():
         sft_labels = sft_choices()
-        start_from = gr.Dropdown([*sft_labels, TRAIN_SFT], value=(sft_labels or [TRAIN_SFT])[0],
-                                 label="EM rounds start from (an SFT adapter skips stages 1-2)", scale=3)
+        start_from = gr.Dropdown(
+            [*sft_labels, TRAIN_SFT],
+            value=(sft_labels or [TRAIN_SFT])[0],
+            label="EM rounds start from (an SFT adapter skips stages 1-2)",
+            scale=3,
+        )
     start_button = gr.Button("Start training job", variant="primary", elem_id="start-job")
     start_note = gr.Textbox(label="", interactive=False, show_label=False)
     jobs_frame = gr.Dataframe(jobs_table([]), label="jobs (this device runs one at a time)", interactive=False)
@@ -148,14 +186,19 @@ def train_tab(parts, version_pickers):
     known_versions = gr.State([])
     shown_metrics = gr.State([None, None])  # [run_id, round metrics] of the plot on the page
 
-    start_button.click(start, [preset, task, users, rounds, samples, reward, tau, init, reasoning, name, start_from],
-                       [start_note, job, jobs_frame], api_name="start_job")
+    start_button.click(
+        start,
+        [preset, task, users, rounds, samples, reward, tau, init, reasoning, name, start_from],
+        [start_note, job, jobs_frame],
+        api_name="start_job",
+    )
     cancel_button.click(cancel, job, start_note, api_name="cancel_job")
     refresh_outputs = [jobs_frame, job, progress, log, figure, known_versions, shown_metrics, *version_pickers]
     timer = gr.Timer(REFRESH_SECONDS)
     refresh_inputs = [job, known_versions, shown_metrics]
     timer.tick(refresh, refresh_inputs, refresh_outputs, api_visibility="private", show_progress="hidden")
     job.change(refresh, refresh_inputs, refresh_outputs, api_visibility="private", show_progress="hidden")
+
     def list_jobs() -> str:
         """Every job with its state, as JSON (for scripts)."""
         return json.dumps(jobs.jobs(), default=str)

@@ -83,12 +83,17 @@ def version_of(label: str, adapter: Path) -> ModelVersion:
     manifest = _read_json(step_dir.parent / "manifest.json")
     config = manifest.get("config", {})
     metrics = _read_json(step_dir / "metrics.json")
-    return ModelVersion(label=label, adapter=adapter,
-                        prompt_kind="reasoning" if config.get("reasoning", True) else "rag",
-                        k=int(config.get("k") or PAPER_TOP_K), max_item_words=config.get("max_item_words"),
-                        max_input_tokens=_trained_input_tokens(config),
-                        base_model=config.get("model"), reasoning_by=manifest.get("models", {}).get("teacher", ""),
-                        held_out=metrics.get("summary"))
+    return ModelVersion(
+        label=label,
+        adapter=adapter,
+        prompt_kind="reasoning" if config.get("reasoning", True) else "rag",
+        k=int(config.get("k") or PAPER_TOP_K),
+        max_item_words=config.get("max_item_words"),
+        max_input_tokens=_trained_input_tokens(config),
+        base_model=config.get("model"),
+        reasoning_by=manifest.get("models", {}).get("teacher", ""),
+        held_out=metrics.get("summary"),
+    )
 
 
 def _trained_input_tokens(config: dict) -> int | None:
@@ -98,8 +103,9 @@ def _trained_input_tokens(config: dict) -> int | None:
     return min(budgets) if budgets else None
 
 
-def find_versions(runs_root: Path, base_model: str, base_item_words: int | None,
-                  shipped_root: Path = SHIPPED_DIR) -> dict[str, ModelVersion]:
+def find_versions(
+    runs_root: Path, base_model: str, base_item_words: int | None, shipped_root: Path = SHIPPED_DIR
+) -> dict[str, ModelVersion]:
     """The base model, the shipped versions, then every finished step under runs_root; adapters
     trained on another base model than ``base_model`` are left out (they would not load)."""
     versions = {BASE_VERSION: ModelVersion(BASE_VERSION, None, max_item_words=base_item_words, base_model=base_model)}

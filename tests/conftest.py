@@ -20,10 +20,19 @@ def tiny_model_dir(tmp_path_factory, default_model_dir):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = load_tokenizer(str(default_model_dir))
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=2048,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
     folder = tmp_path_factory.mktemp("tiny-model")
@@ -89,4 +98,3 @@ def format_model_dir(tmp_path_factory, tiny_model_dir):
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
-

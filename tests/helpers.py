@@ -8,13 +8,27 @@ def review_row(user="U1", request="Generate the review text for a soft play tent
         "reviewerId": user,
         "input": request,
         "output": "My kids adore this tent. The poles are covered so nobody gets hurt.",
-        "profile": profile if profile is not None else [
-            {"overall": 5.0, "summary": "Safe train", "description": "Wooden toy train set.",
-             "reviewText": "My kids love it. Safety first: no small parts, smooth edges."},
-            {"overall": 4.0, "summary": "Good blender", "description": "A countertop blender.",
-             "reviewText": "Smoothies every morning. The lid locks."},
-            {"overall": 2.0, "summary": "Sharp toy blocks", "description": "Plastic blocks.",
-             "reviewText": "Sharp edges, my toddler cut a finger. Not safe for kids."},
+        "profile": profile
+        if profile is not None
+        else [
+            {
+                "overall": 5.0,
+                "summary": "Safe train",
+                "description": "Wooden toy train set.",
+                "reviewText": "My kids love it. Safety first: no small parts, smooth edges.",
+            },
+            {
+                "overall": 4.0,
+                "summary": "Good blender",
+                "description": "A countertop blender.",
+                "reviewText": "Smoothies every morning. The lid locks.",
+            },
+            {
+                "overall": 2.0,
+                "summary": "Sharp toy blocks",
+                "description": "Plastic blocks.",
+                "reviewText": "Sharp edges, my toddler cut a finger. Not safe for kids.",
+            },
         ],
     }
 
@@ -44,10 +58,38 @@ def format_config(model_dir):
     from restpg.em import EMConfig
     from restpg.train import TrainConfig
 
-    train = TrainConfig(select_by="last", learning_rate=1e-3, warmup_steps=0, max_steps=2, batch_size=2, per_device_batch_size=2,
-                        optimizer="adamw_torch", lora_r=4, lora_alpha=8, lora_dropout=0.0, save_steps=2,
-                        max_input_tokens=512, max_output_tokens=40)
-    return EMConfig(tasks=("product_review",), train_users=1, eval_users=1, model=str(model_dir), reasoning=True,
-                    rounds=1, samples_per_input=2, temperature=0.7, reward="rougeL", k=2, max_item_words=8,
-                    max_new_tokens=40, generation_batch_size=4, sft=train, mstep=train, device="cpu",
-                    dtype="float32", keep_truncated=True)  # 40 tokens cut the answer: keep it anyway
+    train = TrainConfig(
+        select_by="last",
+        learning_rate=1e-3,
+        warmup_steps=0,
+        max_steps=2,
+        batch_size=2,
+        per_device_batch_size=2,
+        optimizer="adamw_torch",
+        lora_r=4,
+        lora_alpha=8,
+        lora_dropout=0.0,
+        save_steps=2,
+        max_input_tokens=512,
+        max_output_tokens=40,
+    )
+    return EMConfig(
+        tasks=("product_review",),
+        train_users=1,
+        eval_users=1,
+        model=str(model_dir),
+        reasoning=True,
+        rounds=1,
+        samples_per_input=2,
+        temperature=0.7,
+        reward="rougeL",
+        k=2,
+        max_item_words=8,
+        max_new_tokens=40,
+        generation_batch_size=4,
+        sft=train,
+        mstep=train,
+        device="cpu",
+        dtype="float32",
+        keep_truncated=True,
+    )  # 40 tokens cut the answer: keep it anyway

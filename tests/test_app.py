@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from restpg.explore_tab import dataset_summary, profile_table
-from restpg.train_tab import TRAIN_SFT
 from restpg.longlamp import load_records, sample_path
+from restpg.train_tab import TRAIN_SFT
 
 ROOT = Path(__file__).resolve().parent.parent
 VAL_USER = load_records(sample_path("product_review", "user", "val"), "product_review").users()[0]
@@ -39,10 +39,27 @@ class App:
         self.data_dir.mkdir(exist_ok=True)
         self.log = (tmp_path / f"app-{self.port}.log").open("w")
         self.process = subprocess.Popen(
-            [sys.executable, "demo_app.py", "--port", str(self.port), "--model", str(model_dir), "--device", "cpu",
-             "--no-judge", "--data-dir", str(self.data_dir), "--runs-dir", str(self.runs_dir), *extra],
-            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
-            env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+            [
+                sys.executable,
+                "demo_app.py",
+                "--port",
+                str(self.port),
+                "--model",
+                str(model_dir),
+                "--device",
+                "cpu",
+                "--no-judge",
+                "--data-dir",
+                str(self.data_dir),
+                "--runs-dir",
+                str(self.runs_dir),
+                *extra,
+            ],
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"},
+        )
         deadline = time.time() + 120
         while time.time() < deadline:
             try:
@@ -75,8 +92,9 @@ def app(tiny_model_dir, tmp_path):
 
 
 def generate(client, endpoint="/generate", dataset="shipped sample", user=VAL_USER, request=0, tokens=6):
-    return client.predict(dataset, "product_review", "user", "val", user, request, 3, tokens, 0.0, "base", None,
-                          api_name=endpoint)
+    return client.predict(
+        dataset, "product_review", "user", "val", user, request, 3, tokens, 0.0, "base", None, api_name=endpoint
+    )
 
 
 def test_generate_streams_stores_and_regenerates(app):
@@ -86,8 +104,9 @@ def test_generate_streams_stores_and_regenerates(app):
     if not hostname_ip.startswith("127."):
         with pytest.raises(OSError):
             socket.create_connection((hostname_ip, app.port), timeout=2).close()
-    job = client.submit("shipped sample", "product_review", "user", "val", VAL_USER, 0, 3, 6, 0.0, "base", None,
-                        api_name="/generate")
+    job = client.submit(
+        "shipped sample", "product_review", "user", "val", VAL_USER, 0, 3, 6, 0.0, "base", None, api_name="/generate"
+    )
     updates = list(job)
     reasoning, response, scores, info = job.result()
     assert len(updates) >= 2  # streamed: partial outputs before the final one
@@ -115,12 +134,17 @@ def test_rate_edit_export_and_agreement(app):
         client.predict(generation_id, "   ", 3, 3, 2, False, "", api_name="/rate")
     with open(client.predict(api_name="/export_csv"), newline="") as handle:
         rows = {row["annotator"]: row for row in csv.DictReader(handle)}
-    assert set(rows) == {"alice", "bob"} and rows["alice"]["comment"] == "edited" and rows["alice"]["faithfulness"] == "5"
+    assert (
+        set(rows) == {"alice", "bob"} and rows["alice"]["comment"] == "edited" and rows["alice"]["faithfulness"] == "5"
+    )
     jsonl = [json.loads(line) for line in Path(client.predict(api_name="/export_jsonl")).read_text().splitlines()]
     assert len(jsonl) == 2 and all(r["reasoning"] is not None and r["model_version"] for r in jsonl)
     table, note = client.predict(api_name="/agreement")
     assert "1 item(s) rated by 2 or more" in note and [row[0] for row in table["data"]][:3] == [
-        "faithfulness", "relevance", "usefulness"]
+        "faithfulness",
+        "relevance",
+        "usefulness",
+    ]
     # history kept: two saves by alice
     from restpg.ratings import RatingStore
     from restpg.store import Store
@@ -129,9 +153,9 @@ def test_rate_edit_export_and_agreement(app):
 
 
 def test_bad_input_shows_an_error_and_the_app_keeps_serving(app, tmp_path):
-    from helpers import review_row
-
     from gradio_client import handle_file
+
+    from helpers import review_row
 
     client = app.client()
     broken = tmp_path / "broken.jsonl"
@@ -161,8 +185,9 @@ def test_twenty_concurrent_raters_lose_nothing(app):
         try:
             own = app.client()
             for generation_id in ids:
-                saved.append(own.predict(generation_id, f"rater{n}", 1 + n % 5, 3, 4, n % 2 == 0, f"c{n}",
-                                         api_name="/rate"))
+                saved.append(
+                    own.predict(generation_id, f"rater{n}", 1 + n % 5, 3, 4, n % 2 == 0, f"c{n}", api_name="/rate")
+                )
         except Exception as error:  # noqa: BLE001 - collected and asserted below
             errors.append(error)
 
@@ -206,8 +231,20 @@ def test_auth_is_required_when_set(tiny_model_dir, tmp_path):
 
 def test_start_and_cancel_a_training_job(app):
     client = app.client()
-    note, *_ = client.predict("cpu-small", "product_review", 2, 1, 2, "preset's value", "", "base", True, "smoke",
-                              TRAIN_SFT, api_name="/start_job")
+    note, *_ = client.predict(
+        "cpu-small",
+        "product_review",
+        2,
+        1,
+        2,
+        "preset's value",
+        "",
+        "base",
+        True,
+        "smoke",
+        TRAIN_SFT,
+        api_name="/start_job",
+    )
     run_id = note.removeprefix("started ")
     assert run_id.endswith("smoke")
     job = next(j for j in json.loads(client.predict(api_name="/jobs")) if j["run_id"] == run_id)
@@ -217,8 +254,20 @@ def test_start_and_cancel_a_training_job(app):
         time.sleep(0.1)
     assert os.getpriority(os.PRIO_PROCESS, job["pid"]) == 10
     with pytest.raises(Exception, match="already running"):
-        client.predict("cpu-small", "product_review", 2, 1, 2, "preset's value", "", "base", True, "second",
-                       TRAIN_SFT, api_name="/start_job")
+        client.predict(
+            "cpu-small",
+            "product_review",
+            2,
+            1,
+            2,
+            "preset's value",
+            "",
+            "base",
+            True,
+            "second",
+            TRAIN_SFT,
+            api_name="/start_job",
+        )
     client.predict(run_id, api_name="/cancel_job")
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -247,14 +296,17 @@ def test_dataset_summary_lists_skipped_records(tmp_path):
     path = tmp_path / "mixed.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in [review_row("U1"), dict(review_row("U2"), output="")]))
     summary = dataset_summary(load_records(path, "product_review", strict=False))
-    assert summary.splitlines() == ["mixed.jsonl: 1 records, 1 users, 1 bad record(s) skipped",
-                                    "- 1: field output: empty"]
+    assert summary.splitlines() == [
+        "mixed.jsonl: 1 records, 1 users, 1 bad record(s) skipped",
+        "- 1: field output: empty",
+    ]
 
 
 def test_stop_ends_a_streaming_generation(app):
     client = app.client()
-    job = client.submit("shipped sample", "product_review", "user", "val", VAL_USER, 1, 3, 400, 0.7, "base", None,
-                        api_name="/generate")
+    job = client.submit(
+        "shipped sample", "product_review", "user", "val", VAL_USER, 1, 3, 400, 0.7, "base", None, api_name="/generate"
+    )
     deadline = time.time() + 60
     while not job.outputs() and time.time() < deadline:  # wait for the first tokens
         time.sleep(0.2)

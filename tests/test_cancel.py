@@ -33,13 +33,25 @@ def test_generation_stops_at_the_next_token(tiny_model):
     timer.start()
     start = time.perf_counter()
     with pytest.raises(Cancelled):
-        generate(tiny_model, ["a long story"], GenerationSettings(max_new_tokens=100_000, temperature=0.0), cancel=event)
+        generate(
+            tiny_model, ["a long story"], GenerationSettings(max_new_tokens=100_000, temperature=0.0), cancel=event
+        )
     assert time.perf_counter() - start < 5
 
 
 def test_training_stops_mid_step_and_keeps_its_checkpoints(tiny_model_dir, tmp_path):
-    config = TrainConfig(select_by="last", learning_rate=1e-3, warmup_steps=0, max_steps=400, batch_size=1, per_device_batch_size=1,
-                         optimizer="adamw_torch", lora_r=2, lora_alpha=4, save_steps=2)
+    config = TrainConfig(
+        select_by="last",
+        learning_rate=1e-3,
+        warmup_steps=0,
+        max_steps=400,
+        batch_size=1,
+        per_device_batch_size=1,
+        optimizer="adamw_torch",
+        lora_r=2,
+        lora_alpha=4,
+        save_steps=2,
+    )
     examples = [TrainingExample("prompt " * 50, "completion " * 50)] * 4
     event = threading.Event()
     steps = []
@@ -51,8 +63,14 @@ def test_training_stops_mid_step_and_keeps_its_checkpoints(tiny_model_dir, tmp_p
 
     start = time.perf_counter()
     with pytest.raises(Cancelled):
-        train_lora(ModelConfig(model=str(tiny_model_dir), dtype="float32"), examples, config, tmp_path / "run",
-                   on_step=on_step, cancel=event)
+        train_lora(
+            ModelConfig(model=str(tiny_model_dir), dtype="float32"),
+            examples,
+            config,
+            tmp_path / "run",
+            on_step=on_step,
+            cancel=event,
+        )
     assert max(steps) < 10 and time.perf_counter() - start < 60
     assert (tmp_path / "run" / "checkpoints" / "checkpoint-2").is_dir()  # finished work is kept
     assert not (tmp_path / "run" / "adapter").exists()

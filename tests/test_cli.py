@@ -16,12 +16,38 @@ def review_file(tmp_path):
 
 
 def test_generate_prints_every_part(review_file, tiny_model_dir, capsys):
-    code = main(["generate", "--task", "product_review", "--data", str(review_file), "--user", "U1",
-                 "--model", str(tiny_model_dir), "--device", "cpu", "--max-new-tokens", "8", "--k", "2"])
+    code = main(
+        [
+            "generate",
+            "--task",
+            "product_review",
+            "--data",
+            str(review_file),
+            "--user",
+            "U1",
+            "--model",
+            str(tiny_model_dir),
+            "--device",
+            "cpu",
+            "--max-new-tokens",
+            "8",
+            "--k",
+            "2",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
-    for part in ("== request ==", "== retrieved profile items (2 of 3, BM25) ==", "== reasoning ==",
-                 "== response ==", "== real text ==", "rouge1", "rougeL", "meteor", "8 new tokens"):
+    for part in (
+        "== request ==",
+        "== retrieved profile items (2 of 3, BM25) ==",
+        "== reasoning ==",
+        "== response ==",
+        "== real text ==",
+        "rouge1",
+        "rougeL",
+        "meteor",
+        "8 new tokens",
+    ):
         assert part in out
     assert "My kids adore this tent." in out  # the real text
 
@@ -30,8 +56,21 @@ def test_generate_with_the_real_model_on_the_shipped_sample(real_model, capsys):
     """The issue's command, end to end, with SmolLM2-135M-Instruct and a shipped sample user."""
     loaded = load_records(sample_path("product_review", "user", "test"), "product_review")
     user = loaded.users()[0]
-    code = main(["generate", "--task", "product_review", "--split", "test", "--user", user,
-                 "--request", "0", "--max-new-tokens", "48"])
+    code = main(
+        [
+            "generate",
+            "--task",
+            "product_review",
+            "--split",
+            "test",
+            "--user",
+            user,
+            "--request",
+            "0",
+            "--max-new-tokens",
+            "48",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "model: smollm2-135m-instruct on cpu" in out and "wordnet" in out
@@ -75,10 +114,39 @@ def test_train_cli_runs_the_pipeline_and_records_status(tiny_model_dir, tmp_path
     from restpg.store import Store
 
     run_dir, db = tmp_path / "run", tmp_path / "restpg.db"
-    args = ["train", "--preset", "cpu-small", "--task", "product_review", "--model", str(tiny_model_dir),
-            "--device", "cpu", "--dtype", "float32", "--users", "1", "--eval-users", "1", "--rounds", "1",
-            "--samples", "2", "--max-new-tokens", "8", "--no-reasoning", "--keep-truncated", "--reward", "rougeL",
-            "--tau", "0.0", "--run-dir", str(run_dir), "--store", str(db)]
+    args = [
+        "train",
+        "--preset",
+        "cpu-small",
+        "--task",
+        "product_review",
+        "--model",
+        str(tiny_model_dir),
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+        "--users",
+        "1",
+        "--eval-users",
+        "1",
+        "--rounds",
+        "1",
+        "--samples",
+        "2",
+        "--max-new-tokens",
+        "8",
+        "--no-reasoning",
+        "--keep-truncated",
+        "--reward",
+        "rougeL",
+        "--tau",
+        "0.0",
+        "--run-dir",
+        str(run_dir),
+        "--store",
+        str(db),
+    ]
     code = main(args)
     out = capsys.readouterr().out
     assert code == 0, out
@@ -100,19 +168,58 @@ def test_the_paper_preset_names_the_papers_models_and_fails_fast_without_them(tm
     from restpg.em import PRESETS
 
     paper = PRESETS["paper"]
-    assert (paper.model, paper.teacher_model, paper.judge_model) == ("google/gemma-2b", "google/gemma-7b-it",
-                                                                      "google/gemma-7b-it")
+    assert (paper.model, paper.teacher_model, paper.judge_model) == (
+        "google/gemma-2b",
+        "google/gemma-7b-it",
+        "google/gemma-7b-it",
+    )
     env = dict(os.environ, HF_HUB_OFFLINE="1")  # the same answer where a hub is reachable: no download here
     store = tmp_path / "store.db"
-    run = subprocess.run([sys.executable, "-m", "restpg", "train", "--preset", "paper", "--task", "product_review",
-                          "--run-dir", str(tmp_path / "run"), "--store", str(store)],
-                         capture_output=True, text=True, env=env, timeout=120)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "restpg",
+            "train",
+            "--preset",
+            "paper",
+            "--task",
+            "product_review",
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--store",
+            str(store),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert run.returncode == 2, run.stderr
     assert "the generator 'google/gemma-2b' cannot be loaded here" in run.stderr
     assert "huggingface-cli download google/gemma-2b" in run.stderr and "--model <hub id or folder>" in run.stderr
     assert not (tmp_path / "run" / "sft").exists()  # nothing started
-    run = subprocess.run([sys.executable, "-m", "restpg", "train", "--preset", "paper", "--task", "product_review",
-                          "--model", "smollm2-135m-instruct", "--run-dir", str(tmp_path / "run2"), "--store", str(store)],
-                         capture_output=True, text=True, env=env, timeout=120)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "restpg",
+            "train",
+            "--preset",
+            "paper",
+            "--task",
+            "product_review",
+            "--model",
+            "smollm2-135m-instruct",
+            "--run-dir",
+            str(tmp_path / "run2"),
+            "--store",
+            str(store),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert run.returncode == 2 and "the stage-1 teacher 'google/gemma-7b-it'" in run.stderr
     assert "--teacher-model <hub id or folder>" in run.stderr

@@ -6,23 +6,38 @@ import json
 import pytest
 
 import restpg.em as em
-from restpg.compare import (AVERAGE, METHODS, bootstrap_interval, compare_methods, comparison_table, plot_rounds,
-                            task_table, write_table, write_task_table)
+from restpg.compare import (
+    AVERAGE,
+    METHODS,
+    bootstrap_interval,
+    compare_methods,
+    comparison_table,
+    plot_rounds,
+    task_table,
+    write_table,
+    write_task_table,
+)
 
 
 def test_comparison_table_and_plot(tmp_path):
-    rows = lambda v: [{"judge": v, "rouge1": v, "rougeL": v, "meteor": v}] * 5
+    def rows(v):
+        return [{"judge": v, "rouge1": v, "rougeL": v, "meteor": v}] * 5
+
     table = comparison_table({"SFT": rows(0.2), "REST-PG": rows(0.3)})
     assert table[0]["method"] == "SFT" and "rougeL_vs_sft" not in table[0]
     assert table[1]["rougeL_vs_sft"] == pytest.approx(0.1) and table[1]["rougeL_vs_sft_p"] == 0.0
-    history = {0: {"summary": {"judge": 0.1, "rouge1": 0.2, "rougeL": 0.1, "meteor": 0.1}},
-               1: {"summary": {"judge": 0.3, "rouge1": 0.25, "rougeL": 0.12, "meteor": 0.11}}}
+    history = {
+        0: {"summary": {"judge": 0.1, "rouge1": 0.2, "rougeL": 0.1, "meteor": 0.1}},
+        1: {"summary": {"judge": 0.3, "rouge1": 0.25, "rougeL": 0.12, "meteor": 0.11}},
+    }
     plot_rounds({"rest-pg": history, "rest-em": history}, tmp_path / "rounds.png")
     assert (tmp_path / "rounds.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_write_table(tmp_path):
-    rows = lambda v: [{"judge": v, "rouge1": v, "rougeL": v, "meteor": v}] * 5
+    def rows(v):
+        return [{"judge": v, "rouge1": v, "rougeL": v, "meteor": v}] * 5
+
     table = comparison_table({"SFT": rows(0.2), "REST-PG": rows(0.3)})
     write_table(table, tmp_path, "test", 5, "judge:m", "meteor: x")
     markdown = (tmp_path / "table.md").read_text()
@@ -32,7 +47,10 @@ def test_write_table(tmp_path):
 
 def test_the_table_per_task_and_their_average_with_bootstrap_intervals(tmp_path):
     """#12.7: Table 1's shape: every method per task, the average of the task means, 95% intervals."""
-    scores = lambda values: [{"judge": v, "rouge1": v, "rougeL": v, "meteor": v} for v in values]
+
+    def scores(values):
+        return [{"judge": v, "rouge1": v, "rougeL": v, "meteor": v} for v in values]
+
     tasks = ["product_review"] * 4 + ["topic_writing"] * 2
     per_method = {"SFT": scores([0.1, 0.2, 0.3, 0.4, 0.9, 0.9]), "REST-PG": scores([0.5] * 6)}
     rows = task_table(per_method, tasks, samples=500)
@@ -58,8 +76,12 @@ def test_compare_methods_scores_six_methods_with_their_own_adapters(format_model
 
     config = format_config(format_model_dir)
     paths = tmp_path / "paths.jsonl"
-    paths.write_text("".join(json.dumps({"record_id": r.record_id, "reasoning": FORMAT_REASONING, "teacher": "t"})
-                             + "\n" for r in em.load_split(config, "train", config.train_users)))
+    paths.write_text(
+        "".join(
+            json.dumps({"record_id": r.record_id, "reasoning": FORMAT_REASONING, "teacher": "t"}) + "\n"
+            for r in em.load_split(config, "train", config.train_users)
+        )
+    )
     config = dataclasses.replace(config, reasoning_from=str(paths), tau=0.0)  # tau 0: ReST-EM keeps any answer
     used = []
     generator = em.Models.generator
@@ -71,8 +93,14 @@ def test_compare_methods_scores_six_methods_with_their_own_adapters(format_model
     monkeypatch.setattr(em.Models, "generator", spy)
     result = compare_methods(config, tmp_path, split="test")
     assert [row["method"] for row in result["table"]] == [name for name, *_ in METHODS]
-    assert used[-len(METHODS):] == [None, None, "rest-em/sft/adapter", "rest-pg/sft/adapter",
-                                    "rest-em/round-1/adapter", "rest-pg/round-1/adapter"]
+    assert used[-len(METHODS) :] == [
+        None,
+        None,
+        "rest-em/sft/adapter",
+        "rest-pg/sft/adapter",
+        "rest-em/round-1/adapter",
+        "rest-pg/round-1/adapter",
+    ]
     assert sorted(result["histories"]) == ["rest-em", "rest-pg"] and sorted(result["histories"]["rest-pg"]) == [0, 1]
     out = tmp_path / "comparison"
     predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
@@ -80,5 +108,6 @@ def test_compare_methods_scores_six_methods_with_their_own_adapters(format_model
     assert len(predictions) == len(METHODS) * test_records
     assert {p["method"] for p in predictions if p["reasoning"]} <= {"SFT with reasoning", "REST-PG"}
     assert "| REST-PG |" in (out / "table.md").read_text() and (out / "rounds.png").exists()
-    assert {(r["method"], r["task"]) for r in result["by_task"]} == \
-        {(name, task) for name, *_ in METHODS for task in ("product_review", "average")}
+    assert {(r["method"], r["task"]) for r in result["by_task"]} == {
+        (name, task) for name, *_ in METHODS for task in ("product_review", "average")
+    }

@@ -6,22 +6,49 @@ import json
 import pytest
 import torch
 
-from restpg.em import EMConfig, PRESETS, RunControl, RunError, Cancelled, run_em, select_samples
+from restpg.em import PRESETS, Cancelled, EMConfig, RunControl, RunError, run_em, select_samples
 from restpg.train import TrainConfig
 
-TINY_TRAIN = TrainConfig(select_by="last", learning_rate=1e-2, warmup_steps=0, max_steps=4, batch_size=4, per_device_batch_size=2,
-                         optimizer="adamw_torch", lora_r=4, lora_alpha=8, lora_dropout=0.0, save_steps=2,
-                         max_input_tokens=512, max_output_tokens=32)
+TINY_TRAIN = TrainConfig(
+    select_by="last",
+    learning_rate=1e-2,
+    warmup_steps=0,
+    max_steps=4,
+    batch_size=4,
+    per_device_batch_size=2,
+    optimizer="adamw_torch",
+    lora_r=4,
+    lora_alpha=8,
+    lora_dropout=0.0,
+    save_steps=2,
+    max_input_tokens=512,
+    max_output_tokens=32,
+)
 
 
 @pytest.fixture
 def tiny_config(tiny_model_dir):
     # ReST-EM mechanics (no reasoning: a random model never writes the reasoning format), judge reward
     # from the tiny model with tau = 0 so every non-empty answer passes.
-    return EMConfig(tasks=("product_review",), train_users=2, eval_users=1, model=str(tiny_model_dir),
-                    reasoning=False, rounds=2, samples_per_input=2, reward="judge", tau=0.0, max_item_words=8,
-                    max_new_tokens=6, generation_batch_size=2, sft=TINY_TRAIN, mstep=TINY_TRAIN, device="cpu", dtype="float32",
-                    keep_truncated=True)  # a random model never stops by itself
+    return EMConfig(
+        tasks=("product_review",),
+        train_users=2,
+        eval_users=1,
+        model=str(tiny_model_dir),
+        reasoning=False,
+        rounds=2,
+        samples_per_input=2,
+        reward="judge",
+        tau=0.0,
+        max_item_words=8,
+        max_new_tokens=6,
+        generation_batch_size=2,
+        sft=TINY_TRAIN,
+        mstep=TINY_TRAIN,
+        device="cpu",
+        dtype="float32",
+        keep_truncated=True,
+    )  # a random model never stops by itself
 
 
 def sample(record_id, reward, answer="a", reasoning="r"):
@@ -63,7 +90,9 @@ def test_run_writes_every_round_and_resume_redoes_nothing(tiny_config, tmp_path,
     for t in (1, 2):
         samples = [json.loads(line) for line in (run / f"round-{t}" / "samples.jsonl").read_text().splitlines()]
         assert len(samples) == 6 * 2  # 2 users x 3 requests, m = 2
-        assert {"sample_id", "prompt", "retrieved_ids", "reasoning", "answer", "reward", "model_version"} <= set(samples[0])
+        assert {"sample_id", "prompt", "retrieved_ids", "reasoning", "answer", "reward", "model_version"} <= set(
+            samples[0]
+        )
         selection = json.loads((run / f"round-{t}" / "selection.json").read_text())
         assert 0 < selection["kept"] <= selection["samples"] == 12
         assert set(results[t]["summary"]) >= {"judge", "rouge1", "rougeL", "meteor"}
@@ -94,6 +123,7 @@ def test_kill_mid_estep_and_mid_mstep_then_resume_gives_the_same_result(tiny_con
         def on_progress(stage, done, total):
             if stage.startswith(stage_prefix) and done == at:
                 raise Killed(stage)
+
         return on_progress
 
     run = tmp_path / "run"
@@ -108,7 +138,10 @@ def test_kill_mid_estep_and_mid_mstep_then_resume_gives_the_same_result(tiny_con
         a = (tmp_path / "reference" / f"round-{t}" / "samples.jsonl").read_text()
         b = (run / f"round-{t}" / "samples.jsonl").read_text()
         assert sorted(a.splitlines()) == sorted(b.splitlines())
-        ref_w, run_w = _weights(tmp_path / "reference" / f"round-{t}" / "adapter"), _weights(run / f"round-{t}" / "adapter")
+        ref_w, run_w = (
+            _weights(tmp_path / "reference" / f"round-{t}" / "adapter"),
+            _weights(run / f"round-{t}" / "adapter"),
+        )
         assert all(torch.allclose(ref_w[k], run_w[k], atol=1e-6) for k in ref_w)
     assert resumed[2]["summary"] == pytest.approx(reference[2]["summary"])
 
@@ -180,9 +213,15 @@ def test_a_run_reads_reasoning_from_a_file(tiny_config, tmp_path):
 
     config = dataclasses.replace(tiny_config, rounds=0)
     paths = tmp_path / "paths.jsonl"
-    paths.write_text("".join(json.dumps({"record_id": r.record_id, "reasoning": "- likes short sentences",
-                                         "teacher": "gemma-7b-it (elsewhere)"}) + "\n"
-                             for r in load_split(config, "train", config.train_users)))
+    paths.write_text(
+        "".join(
+            json.dumps(
+                {"record_id": r.record_id, "reasoning": "- likes short sentences", "teacher": "gemma-7b-it (elsewhere)"}
+            )
+            + "\n"
+            for r in load_split(config, "train", config.train_users)
+        )
+    )
     run_em(dataclasses.replace(config, reasoning=True, reasoning_from=str(paths)), tmp_path / "run")
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["models"]["teacher"] == "gemma-7b-it (elsewhere) (file paths.jsonl)"
@@ -201,7 +240,9 @@ def test_a_run_starts_its_rounds_from_another_runs_sft(tiny_config, tmp_path):
     results = run_em(second, tmp_path / "second", RunControl(on_progress=lambda s, d, t: stages.append(s)))
     assert sorted(results) == [0, 1] and not any(s.startswith(("stage 1", "stage 2")) for s in stages)
     assert results[0] == json.loads((tmp_path / "first" / "sft" / "metrics.json").read_text())  # reused, not redone
-    samples = [json.loads(line) for line in (tmp_path / "second" / "round-1" / "samples.jsonl").read_text().splitlines()]
+    samples = [
+        json.loads(line) for line in (tmp_path / "second" / "round-1" / "samples.jsonl").read_text().splitlines()
+    ]
     assert {s["model_version"] for s in samples} == {"sft"}
     with pytest.raises(RunError, match="trained with k = 5"):
         run_em(dataclasses.replace(second, k=3), tmp_path / "third")
@@ -252,8 +293,12 @@ def test_the_rest_pg_path_end_to_end(format_model_dir, tmp_path, monkeypatch):
     config = format_config(format_model_dir)
     train = em.load_split(config, "train", config.train_users)
     paths = tmp_path / "paths.jsonl"
-    paths.write_text("".join(json.dumps({"record_id": r.record_id, "reasoning": FORMAT_REASONING, "teacher": "tests"})
-                             + "\n" for r in train))
+    paths.write_text(
+        "".join(
+            json.dumps({"record_id": r.record_id, "reasoning": FORMAT_REASONING, "teacher": "tests"}) + "\n"
+            for r in train
+        )
+    )
     config = dataclasses.replace(config, reasoning_from=str(paths))
     trained = []
     train_lora = em.train_lora
@@ -272,15 +317,17 @@ def test_the_rest_pg_path_end_to_end(format_model_dir, tmp_path, monkeypatch):
     results = run_em(config, tmp_path / "run")
     assert [name for name, _ in trained] == ["sft", "round-1"]
     sft = trained[0][1]
-    assert [(e.example_id, e.completion, e.weight) for e in sft] == \
-        [(r.record_id, reasoning_target(FORMAT_REASONING, r.output), 1.0) for r in train]
+    assert [(e.example_id, e.completion, e.weight) for e in sft] == [
+        (r.record_id, reasoning_target(FORMAT_REASONING, r.output), 1.0) for r in train
+    ]
     samples = read_jsonl(tmp_path / "run" / "round-1" / "samples.jsonl")
     assert len(samples) == len(train) * config.samples_per_input
     kept = select_samples(samples, config)
     assert kept, "the format model's samples hold reasoning and an answer"
     mstep = trained[1][1]
-    assert [(e.example_id, e.prompt, e.completion, e.weight) for e in mstep] == \
-        [(s["sample_id"], s["prompt"], reasoning_target(s["reasoning"], s["answer"]), s["reward"]) for s in kept]
+    assert [(e.example_id, e.prompt, e.completion, e.weight) for e in mstep] == [
+        (s["sample_id"], s["prompt"], reasoning_target(s["reasoning"], s["answer"]), s["reward"]) for s in kept
+    ]
     for example, sample in zip(mstep, kept):
         assert sample["reasoning"].strip() and sample["answer"].strip()
         assert example.completion.index(sample["reasoning"]) < example.completion.index(sample["answer"])
@@ -297,8 +344,12 @@ def test_sft_examples_hold_the_clipped_reasoning_then_the_real_text(tiny_model):
     config = EMConfig(tasks=("product_review",), train_users=1, max_item_words=8, reasoning_max_words=5)
     records = load_split(config, "train", 1)
     count = prompt_token_counter(tiny_model.tokenizer)
-    paths = {r.record_id: ReasoningPath(r.record_id, "t", "- Likes short lines. Writes for parents.\n- Style: plain.",
-                                        0, False) for r in records}
+    paths = {
+        r.record_id: ReasoningPath(
+            r.record_id, "t", "- Likes short lines. Writes for parents.\n- Style: plain.", 0, False
+        )
+        for r in records
+    }
     paths[records[0].record_id] = ReasoningPath(records[0].record_id, "t", "", 2, False)  # all lines were copies
     examples = _sft_examples(config, records, paths, count)
     assert [e.example_id for e in examples] == [r.record_id for r in records[1:]]  # no usable reasoning: left out
@@ -308,7 +359,6 @@ def test_sft_examples_hold_the_clipped_reasoning_then_the_real_text(tiny_model):
     assert [e.completion for e in plain] == [r.output for r in records] and "summarize" not in plain[0].prompt
     with pytest.raises(RunError, match="stage 1 produced no usable reasoning"):
         _sft_examples(config, records[:1], paths, count)
-
 
 
 def test_training_curves_and_estep_statistics_go_to_tensorboard(tiny_config, tmp_path):
@@ -340,10 +390,12 @@ def test_training_curves_and_estep_statistics_go_to_tensorboard(tiny_config, tmp
 def test_a_run_keeps_the_best_validated_checkpoint_of_each_stage(tiny_config, tmp_path):
     """#12.2 through the pipeline: SFT selected on validation loss, the M-step on the reward of
     answers generated for a fixed validation sample."""
-    config = dataclasses.replace(tiny_config, rounds=1,
-                                 sft=dataclasses.replace(TINY_TRAIN, select_by="loss", save_steps=2),
-                                 mstep=dataclasses.replace(TINY_TRAIN, select_by="reward", save_steps=2,
-                                                           validation_examples=2))
+    config = dataclasses.replace(
+        tiny_config,
+        rounds=1,
+        sft=dataclasses.replace(TINY_TRAIN, select_by="loss", save_steps=2),
+        mstep=dataclasses.replace(TINY_TRAIN, select_by="reward", save_steps=2, validation_examples=2),
+    )
     run_em(config, tmp_path / "run")
     sft = json.loads((tmp_path / "run" / "sft" / "checkpoint_selection.json").read_text())
     assert sft["select_by"] == "loss" and [v["step"] for v in sft["validated"]] == [2, 4]
@@ -362,9 +414,15 @@ def test_validation_loss_needs_reasoning_for_the_validation_records(tiny_config,
 
     train = load_split(tiny_config, "train", tiny_config.train_users)
     paths = tmp_path / "paths.jsonl"  # covers the training records only
-    paths.write_text("".join(json.dumps({"record_id": r.record_id, "reasoning": "- short", "teacher": "t"}) + "\n"
-                             for r in train))
-    config = dataclasses.replace(tiny_config, rounds=0, reasoning=True, reasoning_from=str(paths),
-                                 sft=dataclasses.replace(TINY_TRAIN, select_by="loss"))
+    paths.write_text(
+        "".join(json.dumps({"record_id": r.record_id, "reasoning": "- short", "teacher": "t"}) + "\n" for r in train)
+    )
+    config = dataclasses.replace(
+        tiny_config,
+        rounds=0,
+        reasoning=True,
+        reasoning_from=str(paths),
+        sft=dataclasses.replace(TINY_TRAIN, select_by="loss"),
+    )
     with pytest.raises(RunError, match="none of the .* validation records has a reasoning path.*--select-by reward"):
         run_em(config, tmp_path / "run")

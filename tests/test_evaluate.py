@@ -17,7 +17,9 @@ def test_paired_bootstrap():
 
 
 def test_summarize_means_each_score():
-    rows = [{"judge": 0.1, "rouge1": 0.2, "rougeL": 0.3, "meteor": 0.4}, {"judge": 0.3, "rouge1": 0.4, "rougeL": 0.5,
-                                                                           "meteor": 0.6}]
+    rows = [
+        {"judge": 0.1, "rouge1": 0.2, "rougeL": 0.3, "meteor": 0.4},
+        {"judge": 0.3, "rouge1": 0.4, "rougeL": 0.5, "meteor": 0.6},
+    ]
     assert summarize(rows) == pytest.approx({"judge": 0.2, "rouge1": 0.3, "rougeL": 0.4, "meteor": 0.5})
     assert summarize([{"rougeL": 1.0, "meteor": 0.0, "rouge1": 0.5}]) == {"rouge1": 0.5, "rougeL": 1.0, "meteor": 0.0}

@@ -56,15 +56,25 @@ def test_upload_keeps_good_files_and_refuses_bad_ones(service, tmp_path):
 
 
 def test_stream_then_stored_then_regenerate(service):
-    record = service.record(SAMPLE_DATASET, "product_review", "user", "val",
-                            service.dataset(SAMPLE_DATASET, "product_review", "user", "val").users()[0], 0)
+    record = service.record(
+        SAMPLE_DATASET,
+        "product_review",
+        "user",
+        "val",
+        service.dataset(SAMPLE_DATASET, "product_review", "user", "val").users()[0],
+        0,
+    )
     settings = service.settings_for(3, 8, 0.0)
     assert service.stored(SAMPLE_DATASET, record, "base", settings) is None
     updates = list(service.stream(SAMPLE_DATASET, record, "base", settings, "user", "val"))
     assert not updates[0].done and updates[-1].done
     row = updates[-1].row
     assert row["model_version"] == service.model_config.model and json.loads(row["settings"])["k"] == 3
-    assert len(json.loads(row["retrieved_ids"])) == 3 and set(json.loads(row["scores"])) == {"rouge1", "rougeL", "meteor"}
+    assert len(json.loads(row["retrieved_ids"])) == 3 and set(json.loads(row["scores"])) == {
+        "rouge1",
+        "rougeL",
+        "meteor",
+    }
     assert service.stored(SAMPLE_DATASET, record, "base", settings)["generation_id"] == row["generation_id"]
     again = list(service.stream(SAMPLE_DATASET, record, "base", settings))[-1].row
     assert again["generation_id"] != row["generation_id"]

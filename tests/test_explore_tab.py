@@ -4,15 +4,17 @@ version's stored generation is on the page without a click, and the Rate tab has
 from pathlib import Path
 
 import pytest
+from test_app import App
+from test_rate_tab import CHROMIUM, CHROMIUM_FLAGS
 
 from restpg.explore_tab import dataset_summary
 from restpg.longlamp import validate_rows
 from restpg.models import DEFAULT_MODEL
-from test_app import App
-from test_rate_tab import CHROMIUM, CHROMIUM_FLAGS
 
-FILLED = ("(ids) => ids.every(id => ((document.querySelector(id + ' textarea, ' + id + ' input') || {}).value "
-          "|| '').trim().length > 0)")
+FILLED = (
+    "(ids) => ids.every(id => ((document.querySelector(id + ' textarea, ' + id + ' input') || {}).value "
+    "|| '').trim().length > 0)"
+)
 
 
 def test_the_first_page_shows_a_trained_model_reasoning_without_a_click(tmp_path):
@@ -33,7 +35,10 @@ def test_the_first_page_shows_a_trained_model_reasoning_without_a_click(tmp_path
             assert "stored generation" in status
             page.get_by_role("tab", name="Rate").click()
             page.wait_for_function(FILLED, arg=["#rate-generation", "#rate-reasoning"], timeout=30_000)
-            assert "enter your annotator name" in page.locator("#rate-status textarea, #rate-status input").first.input_value()
+            assert (
+                "enter your annotator name"
+                in page.locator("#rate-status textarea, #rate-status input").first.input_value()
+            )
             browser.close()
     finally:
         app.stop()
@@ -41,8 +46,11 @@ def test_the_first_page_shows_a_trained_model_reasoning_without_a_click(tmp_path
 
 def test_the_dataset_summary_names_bad_records_and_notes():
     item = {"id": "p1", "title": "T", "abstract": "A."}
-    loaded = validate_rows([{"name": "Ada", "input": "x", "output": "y", "profile": [item]}, {"name": "Bo"}],
-                           "abstract_generation", "mine.jsonl")
+    loaded = validate_rows(
+        [{"name": "Ada", "input": "x", "output": "y", "profile": [item]}, {"name": "Bo"}],
+        "abstract_generation",
+        "mine.jsonl",
+    )
     summary = dataset_summary(loaded)
     assert summary.startswith("mine.jsonl: 1 records, 1 users, 1 bad record(s) skipped")
     assert "field input: missing" in summary and "optional field 'year'" in summary

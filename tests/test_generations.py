@@ -10,8 +10,19 @@ def _record():
 
 
 def _save(generations, key, record, text="reasoning", stopped=False):
-    return generations.save(key, record, prompt="p", retrieved_ids=["a", "b"], reasoning=text, response="r",
-                            text=text, new_tokens=3, truncated=False, stopped=stopped, scores={"rougeL": 0.5})
+    return generations.save(
+        key,
+        record,
+        prompt="p",
+        retrieved_ids=["a", "b"],
+        reasoning=text,
+        response="r",
+        text=text,
+        new_tokens=3,
+        truncated=False,
+        stopped=stopped,
+        scores={"rougeL": 0.5},
+    )
 
 
 def test_same_request_and_settings_share_a_key_and_ids_never_change(tmp_path):
@@ -19,8 +30,10 @@ def test_same_request_and_settings_share_a_key_and_ids_never_change(tmp_path):
     record = _record()
     key = GenerationKey.of("sample", record.record_id, "m", k=5, temperature=0.1, max_new_tokens=256)
     assert key == GenerationKey.of("sample", record.record_id, "m", max_new_tokens=256, temperature=0.1, k=5)
-    assert key.digest != GenerationKey.of("sample", record.record_id, "m + round-1", k=5, temperature=0.1,
-                                          max_new_tokens=256).digest
+    assert (
+        key.digest
+        != GenerationKey.of("sample", record.record_id, "m + round-1", k=5, temperature=0.1, max_new_tokens=256).digest
+    )
     first = _save(generations, key, record, "first")
     second = _save(generations, key, record, "second")
     assert (first["generation_id"], second["generation_id"]) == (f"{key.digest}-1", f"{key.digest}-2")

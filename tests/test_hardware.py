@@ -11,12 +11,16 @@ AVX2_ONLY = frozenset({"sse4_2", "avx", "avx2", "fma"})  # e.g. AMD EPYC Rome: n
 NATIVE = frozenset({"avx2", "avx512f", "avx512_bf16"})
 
 
-@pytest.mark.parametrize("flags, speeds, expected, why", [
-    (AVX2_ONLY, None, torch.float32, "without native bf16"),
-    (NATIVE, (100.0, 400.0), torch.bfloat16, "measured faster: 400 vs 100"),
-    (NATIVE, (100.0, 105.0), torch.float32, "not measured faster"),
-    (frozenset({"amx_bf16"}), (100.0, 300.0), torch.bfloat16, "native bf16"),
-], ids=["avx2 only", "native and faster", "native, not faster", "amx"])
+@pytest.mark.parametrize(
+    "flags, speeds, expected, why",
+    [
+        (AVX2_ONLY, None, torch.float32, "without native bf16"),
+        (NATIVE, (100.0, 400.0), torch.bfloat16, "measured faster: 400 vs 100"),
+        (NATIVE, (100.0, 105.0), torch.float32, "not measured faster"),
+        (frozenset({"amx_bf16"}), (100.0, 300.0), torch.bfloat16, "native bf16"),
+    ],
+    ids=["avx2 only", "native and faster", "native, not faster", "amx"],
+)
 def test_auto_picks_bf16_on_a_cpu_only_where_native_and_faster(flags, speeds, expected, why):
     measured = []
 
@@ -70,8 +74,21 @@ def test_training_runs_in_the_runs_precision(monkeypatch, tiny_model_dir, tmp_pa
     seen = []
     real = train.build_lora_model
     monkeypatch.setattr(train, "build_lora_model", lambda *a, **k: seen.append(a[2]) or real(*a, **k))
-    config = train.TrainConfig(select_by="last", max_steps=1, batch_size=1, per_device_batch_size=1, warmup_steps=0, save_steps=1,
-                               optimizer="adamw_torch", lora_r=2, lora_alpha=4)
-    train.train_lora(ModelConfig(model=str(tiny_model_dir), device="cpu", dtype="bfloat16"),
-                     [train.TrainingExample("a", "b")], config, tmp_path / "run")
+    config = train.TrainConfig(
+        select_by="last",
+        max_steps=1,
+        batch_size=1,
+        per_device_batch_size=1,
+        warmup_steps=0,
+        save_steps=1,
+        optimizer="adamw_torch",
+        lora_r=2,
+        lora_alpha=4,
+    )
+    train.train_lora(
+        ModelConfig(model=str(tiny_model_dir), device="cpu", dtype="bfloat16"),
+        [train.TrainingExample("a", "b")],
+        config,
+        tmp_path / "run",
+    )
     assert seen[0].dtype == torch.bfloat16

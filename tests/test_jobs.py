@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from restpg.jobs import JobError, JobManager, JobRequest, pid_alive, safe_child
-from restpg.versions import find_adapters
 from restpg.store import Store
+from restpg.versions import find_adapters
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -186,8 +186,9 @@ def test_reconcile_marks_rows_of_dead_processes_failed(tmp_path):
     zombie = subprocess.Popen([sys.executable, "-c", "pass", "restpg"])  # exits, not reaped yet
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "restpg"])
     try:
-        wait_for(lambda: Path(f"/proc/{zombie.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z",
-                 what="a zombie")
+        wait_for(
+            lambda: Path(f"/proc/{zombie.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z", what="a zombie"
+        )
         for name, pid in [("exited", exited.pid), ("other", other.pid), ("zombie", zombie.pid), ("live", live.pid)]:
             store.start_run(name, "em", tmp_path / "runs" / "jobs" / name, {"device": "cpu"}, pid)
         store.start_run("done", "em", tmp_path / "runs" / "jobs" / "done", {}, exited.pid)
@@ -206,13 +207,25 @@ def test_reconcile_marks_rows_of_dead_processes_failed(tmp_path):
             process.wait()
 
 
-@pytest.mark.parametrize("changes, field", [
-    ({"preset": "huge"}, "preset"), ({"tasks": "poetry"}, "tasks"), ({"reward": "bleu"}, "reward"),
-    ({"users": 0}, "users"), ({"users": 2.5}, "users"), ({"eval_users": 0}, "eval_users"),
-    ({"rounds": -1}, "rounds"), ({"samples": 0}, "samples"), ({"tau": 1.5}, "tau"), ({"tau": -0.1}, "tau"),
-    ({"tau": math.nan}, "tau"), ({"init": "random"}, "init"), ({"device": "gpu; rm -rf /"}, "device"),
-    ({"model": ""}, "model"),
-])
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"preset": "huge"}, "preset"),
+        ({"tasks": "poetry"}, "tasks"),
+        ({"reward": "bleu"}, "reward"),
+        ({"users": 0}, "users"),
+        ({"users": 2.5}, "users"),
+        ({"eval_users": 0}, "eval_users"),
+        ({"rounds": -1}, "rounds"),
+        ({"samples": 0}, "samples"),
+        ({"tau": 1.5}, "tau"),
+        ({"tau": -0.1}, "tau"),
+        ({"tau": math.nan}, "tau"),
+        ({"init": "random"}, "init"),
+        ({"device": "gpu; rm -rf /"}, "device"),
+        ({"model": ""}, "model"),
+    ],
+)
 def test_request_validation_names_the_field(changes, field):
     with pytest.raises(JobError, match=rf"^{field}: "):
         JobRequest(**changes).cli_args()
@@ -221,14 +234,39 @@ def test_request_validation_names_the_field(changes, field):
 def test_cli_args_parse_with_the_real_train_parser():
     from restpg.cli import build_parser
 
-    request = JobRequest(preset="cpu-small", tasks="all", users=3.0, eval_users=1, rounds=0, samples=2,
-                         reward="rouge1", tau=0.5, init="previous", reasoning=False, model="m", device="cpu",
-                         data="LongLaMP/LongLaMP")
+    request = JobRequest(
+        preset="cpu-small",
+        tasks="all",
+        users=3.0,
+        eval_users=1,
+        rounds=0,
+        samples=2,
+        reward="rouge1",
+        tau=0.5,
+        init="previous",
+        reasoning=False,
+        model="m",
+        device="cpu",
+        data="LongLaMP/LongLaMP",
+    )
     args = build_parser().parse_args(["train", "--run-dir", "x", *request.cli_args()])
-    assert (args.preset, args.task, args.users, args.eval_users, args.rounds, args.samples) == \
-        ("cpu-small", "all", 3, 1, 0, 2)
-    assert (args.reward, args.tau, args.init, args.no_reasoning, args.model, args.device, args.data) == \
-        ("rouge1", 0.5, "previous", True, "m", "cpu", "LongLaMP/LongLaMP")
+    assert (args.preset, args.task, args.users, args.eval_users, args.rounds, args.samples) == (
+        "cpu-small",
+        "all",
+        3,
+        1,
+        0,
+        2,
+    )
+    assert (args.reward, args.tau, args.init, args.no_reasoning, args.model, args.device, args.data) == (
+        "rouge1",
+        0.5,
+        "previous",
+        True,
+        "m",
+        "cpu",
+        "LongLaMP/LongLaMP",
+    )
     args = build_parser().parse_args(["train", "--run-dir", "x", *JobRequest().cli_args()])
     assert args.users is None and args.reward is None and not args.no_reasoning and args.device == "auto"
 
@@ -241,8 +279,7 @@ def test_safe_child(tmp_path):
     (root / "inner").symlink_to(root / "sub")
     assert safe_child(root, "sub/a.jsonl") == (root / "sub" / "a.jsonl").resolve()
     assert safe_child(root, "inner/a.jsonl") == (root / "sub" / "a.jsonl").resolve()
-    for bad in ["../x", "sub/../../x", "/etc", str(root / "sub"), "~/x", "", ".", "escape", "escape/a.jsonl",
-                "a\x00b"]:
+    for bad in ["../x", "sub/../../x", "/etc", str(root / "sub"), "~/x", "", ".", "escape", "escape/a.jsonl", "a\x00b"]:
         with pytest.raises(JobError):
             safe_child(root, bad)
     with pytest.raises(JobError, match=r"'\.\./x'"):
@@ -296,10 +333,14 @@ def test_adapters(tmp_path):
     (tmp_path / "outside" / "sft" / "adapter" / "adapter_config.json").write_text("{}")
     (runs / "linked").symlink_to(tmp_path / "outside")  # a link out of the runs folder
     found = find_adapters(runs)
-    assert [label for label, _ in found] == ["cpu-small sft", "cpu-small round-2", "cpu-small round-10",
-                                             "jobs/a sft", "jobs/a round-1"]
-    assert all(path.is_relative_to(runs.resolve()) and (path / "adapter_config.json").is_file()
-               for _, path in found)
+    assert [label for label, _ in found] == [
+        "cpu-small sft",
+        "cpu-small round-2",
+        "cpu-small round-10",
+        "jobs/a sft",
+        "jobs/a round-1",
+    ]
+    assert all(path.is_relative_to(runs.resolve()) and (path / "adapter_config.json").is_file() for _, path in found)
     assert find_adapters(tmp_path / "missing") == []
 
 

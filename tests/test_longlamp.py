@@ -3,8 +3,7 @@ import json
 import pytest
 
 from helpers import review_row
-from restpg.longlamp import (PUBLIC_TASKS, SPLITS, DatasetError, load_records, read_rows, sample_path,
-                             validate_rows)
+from restpg.longlamp import PUBLIC_TASKS, SPLITS, DatasetError, load_records, read_rows, sample_path, validate_rows
 
 
 def write_jsonl(path, rows):
@@ -13,6 +12,7 @@ def write_jsonl(path, rows):
 
 
 # -- the shipped sample ---------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("task", PUBLIC_TASKS)
 def test_sample_follows_the_published_schema_and_sizes(task):
@@ -47,6 +47,7 @@ def test_repeated_request_gets_distinct_ids():
 
 # -- every source form --------------------------------------------------------------------------
 
+
 def test_json_jsonl_parquet_and_saved_dataset_give_the_same_records(tmp_path):
     import datasets
 
@@ -59,8 +60,12 @@ def test_json_jsonl_parquet_and_saved_dataset_give_the_same_records(tmp_path):
     dataset.save_to_disk(str(tmp_path / "saved"))
     datasets.DatasetDict({"train": dataset, "val": dataset}).save_to_disk(str(tmp_path / "saved_dict"))
     expected = [r.record_id for r in load_records(jsonl, "product_review").records]
-    for source, split in [(as_json, None), (tmp_path / "d.parquet", None), (tmp_path / "saved", None),
-                          (tmp_path / "saved_dict", "val")]:
+    for source, split in [
+        (as_json, None),
+        (tmp_path / "d.parquet", None),
+        (tmp_path / "saved", None),
+        (tmp_path / "saved_dict", "val"),
+    ]:
         assert [r.record_id for r in load_records(source, "product_review", split=split).records] == expected
     with pytest.raises(DatasetError, match="holds several splits"):
         load_records(tmp_path / "saved_dict", "product_review")
@@ -99,15 +104,23 @@ def test_hub_failure_is_a_clear_error(monkeypatch):
 
 
 def test_topic_writing_accepts_the_benchmark_code_field_names(tmp_path):
-    row = {"author": "a1", "input": "Generate the content for a reddit post about bread", "output": "Bake it.",
-           "profile": [{"id": "x1", "input": "sourdough", "output": "Feed the starter."}]}
+    row = {
+        "author": "a1",
+        "input": "Generate the content for a reddit post about bread",
+        "output": "Bake it.",
+        "profile": [{"id": "x1", "input": "sourdough", "output": "Feed the starter."}],
+    }
     record = load_records(write_jsonl(tmp_path / "t.jsonl", [row]), "topic_writing").records[0]
     assert record.profile[0].fields["summary"] == "sourdough" and record.profile[0].item_id == "x1"
 
 
 def test_email_completion_shape_is_supported(tmp_path):
-    row = {"user_id": "e1", "input": "Complete the email: Hi team,", "output": "see you Monday.",
-           "profile": [{"title": "Re: plan", "text": "Sounds good."}]}
+    row = {
+        "user_id": "e1",
+        "input": "Complete the email: Hi team,",
+        "output": "see you Monday.",
+        "profile": [{"title": "Re: plan", "text": "Sounds good."}],
+    }
     assert load_records(write_jsonl(tmp_path / "e.jsonl", [row]), "email_completion").records[0].user_id == "e1"
 
 
@@ -118,17 +131,21 @@ def test_messy_real_text_is_kept(tmp_path):
 
 # -- bad input: one clear error naming file, record, user and field -----------------------------
 
-@pytest.mark.parametrize("mutate, field, message", [
-    (lambda r: r.pop("output"), "output", "missing"),
-    (lambda r: r.pop("reviewerId"), "reviewerId", "missing"),
-    (lambda r: r.update(input=""), "input", "empty"),
-    (lambda r: r.update(input=["not", "text"]), "input", "expected text"),
-    (lambda r: r.update(profile=[]), "profile", "empty profile"),
-    (lambda r: r.update(profile="a string"), "profile", "expected a list"),
-    (lambda r: r["profile"][1].pop("reviewText"), "profile[1].reviewText", "missing"),
-    (lambda r: r["profile"].__setitem__(2, "just text"), "profile[2]", "expected an object"),
-    (lambda r: r["profile"][0].update(summary={"a": 1}), "profile[0].summary", "expected text"),
-])
+
+@pytest.mark.parametrize(
+    "mutate, field, message",
+    [
+        (lambda r: r.pop("output"), "output", "missing"),
+        (lambda r: r.pop("reviewerId"), "reviewerId", "missing"),
+        (lambda r: r.update(input=""), "input", "empty"),
+        (lambda r: r.update(input=["not", "text"]), "input", "expected text"),
+        (lambda r: r.update(profile=[]), "profile", "empty profile"),
+        (lambda r: r.update(profile="a string"), "profile", "expected a list"),
+        (lambda r: r["profile"][1].pop("reviewText"), "profile[1].reviewText", "missing"),
+        (lambda r: r["profile"].__setitem__(2, "just text"), "profile[2]", "expected an object"),
+        (lambda r: r["profile"][0].update(summary={"a": 1}), "profile[0].summary", "expected text"),
+    ],
+)
 def test_bad_record_is_named_precisely(tmp_path, mutate, field, message):
     rows = [review_row("GOOD"), review_row("BAD")]
     mutate(rows[1])
@@ -219,12 +236,22 @@ def test_optional_item_fields_may_be_missing_with_a_note(tmp_path):
     """A year the method never reads is optional: the record loads and the loader says so."""
     path = tmp_path / "abstracts.jsonl"
     item = {"id": "p1", "title": "A title", "abstract": "An abstract."}  # no "year"
-    path.write_text(json.dumps({"name": "Ada", "input": "Generate an abstract for the title \"X\"", "output": "Y.",
-                                "profile": [item, dict(item, id="p2", year=2020)]}) + "\n")
+    path.write_text(
+        json.dumps(
+            {
+                "name": "Ada",
+                "input": 'Generate an abstract for the title "X"',
+                "output": "Y.",
+                "profile": [item, dict(item, id="p2", year=2020)],
+            }
+        )
+        + "\n"
+    )
     loaded = load_records(path, "abstract_generation")
     assert len(loaded.records) == 1 and not loaded.problems
-    assert loaded.notes == ["1 record(s) have profile items without the optional field 'year' "
-                            "(the method does not read it)"]
+    assert loaded.notes == [
+        "1 record(s) have profile items without the optional field 'year' (the method does not read it)"
+    ]
     del item["title"]  # a field the method reads is still required
     path.write_text(json.dumps({"name": "Ada", "input": "x", "output": "y", "profile": [item]}) + "\n")
     with pytest.raises(DatasetError, match=r"record 0 \(user 'Ada'\): field profile\[0\].title: missing"):

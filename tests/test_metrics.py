@@ -26,10 +26,15 @@ def test_rouge_values_computed_once_with_evaluate_defaults(metrics):
 
 
 def test_pairs_from_longlamp_like_text(metrics):
-    reference = ("My kids adore this tent. The fabric is soft, and the poles are covered. "
-                 "As always I checked for small parts: none.")
-    assert metrics.score(reference, reference) == {"rouge1": pytest.approx(1.0), "rougeL": pytest.approx(1.0),
-                                                   "meteor": pytest.approx(0.9998, abs=1e-3)}
+    reference = (
+        "My kids adore this tent. The fabric is soft, and the poles are covered. "
+        "As always I checked for small parts: none."
+    )
+    assert metrics.score(reference, reference) == {
+        "rouge1": pytest.approx(1.0),
+        "rougeL": pytest.approx(1.0),
+        "meteor": pytest.approx(0.9998, abs=1e-3),
+    }
     unrelated = metrics.score("Quarterly revenue grew by four percent.", reference)
     assert all(unrelated[name] < 0.1 for name in METRIC_NAMES)
 
@@ -78,8 +83,11 @@ def test_fast_rouge_equals_rouge_score_on_every_sample_pair(metrics):
     from restpg.longlamp import load_records, sample_path
 
     reference_scorer = rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=False)
-    texts = [r.output for task in ("product_review", "topic_writing")
-             for r in load_records(sample_path(task, "user", "train"), task).records]
+    texts = [
+        r.output
+        for task in ("product_review", "topic_writing")
+        for r in load_records(sample_path(task, "user", "train"), task).records
+    ]
     pairs = list(zip(texts, texts[1:] + texts[:1])) + [("", "x"), ("x", ""), ("same words", "same words")]
     for prediction, reference in pairs:
         expected = reference_scorer.score(reference, prediction)

@@ -3,12 +3,23 @@ import json
 import pytest
 
 from helpers import make_adapter
-
 from restpg.hardware import PrecisionError
+from restpg.models import (
+    DEFAULT_MODEL,
+    GenerationSettings,
+    ModelConfig,
+    ModelError,
+    chat_text,
+    check_adapter_folder,
+    generate,
+    load_adapter,
+    load_model,
+    load_tokenizer,
+    resolve_model,
+    stream_generate,
+    use_adapter,
+)
 from restpg.prompts import PromptTooLongError
-from restpg.models import (DEFAULT_MODEL, GenerationSettings, ModelConfig, ModelError, stream_generate,
-                           chat_text, check_adapter_folder, generate, load_adapter, load_model, load_tokenizer, resolve_model,
-                           use_adapter)
 
 GREEDY = GenerationSettings(max_new_tokens=6, temperature=0.0, batch_size=2)
 
@@ -51,7 +62,10 @@ def test_a_base_model_without_a_chat_template_reads_its_bos_then_the_plain_promp
     loaded = load_model(ModelConfig(model=str(folder), device="cpu", dtype="float32"))
     bos = loaded.tokenizer.bos_token_id
     assert not loaded.tokenizer.chat_template
-    assert chat_text(loaded.tokenizer, "instruction: hi\nanswer:") == loaded.tokenizer.bos_token + "instruction: hi\nanswer:"
+    assert (
+        chat_text(loaded.tokenizer, "instruction: hi\nanswer:")
+        == loaded.tokenizer.bos_token + "instruction: hi\nanswer:"
+    )
     row = tokenize_examples(loaded.tokenizer, [TrainingExample("instruction: hi\nanswer:", "yes")], TrainConfig())[0]
     assert row["input_ids"][0] == bos and row["input_ids"].count(bos) == 1
     seen = {}
@@ -153,8 +167,12 @@ def test_streaming_yields_token_by_token_and_ends_like_generate(tiny_model):
     updates = list(stream_generate(tiny_model, "Write a short review.", settings))
     final = updates[-1]
     batch = generate(tiny_model, ["Write a short review."], settings)[0][0]
-    assert (final.text, final.new_tokens, final.truncated, final.stopped) == (batch.text, batch.new_tokens,
-                                                                              batch.truncated, False)
+    assert (final.text, final.new_tokens, final.truncated, final.stopped) == (
+        batch.text,
+        batch.new_tokens,
+        batch.truncated,
+        False,
+    )
     counts = [u.new_tokens for u in updates[:-1]]
     assert counts == sorted(counts) and len(counts) >= 2  # grew one chunk at a time
 
@@ -164,8 +182,9 @@ def test_streaming_stops_when_asked(tiny_model):
 
     stop = threading.Event()
     seen = []
-    for update in stream_generate(tiny_model, "Write a long review.", GenerationSettings(max_new_tokens=200,
-                                                                                          temperature=0.0), stop):
+    for update in stream_generate(
+        tiny_model, "Write a long review.", GenerationSettings(max_new_tokens=200, temperature=0.0), stop
+    ):
         seen.append(update)
         if update.new_tokens >= 3:
             stop.set()
@@ -183,6 +202,7 @@ def test_shared_prefill_for_several_samples_matches_separate_runs(which, request
     prompts = ["Write one sentence about tents.", "Summarize this user's style: short, funny, mentions kids often."]
     greedy = GenerationSettings(max_new_tokens=10, temperature=0.0, batch_size=2)
     alone = [generate(loaded, [p], greedy)[0][0].text for p in prompts]
-    shared = generate(loaded, prompts, GenerationSettings(max_new_tokens=10, temperature=0.0, batch_size=2,
-                                                          num_samples=3))
+    shared = generate(
+        loaded, prompts, GenerationSettings(max_new_tokens=10, temperature=0.0, batch_size=2, num_samples=3)
+    )
     assert [[g.text for g in samples] for samples in shared] == [[text] * 3 for text in alone]

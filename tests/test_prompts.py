@@ -1,6 +1,17 @@
 from helpers import review_record
-from restpg.prompts import (ITEM_SEPARATOR, OPENING, TRANSITION, PromptSettings, format_item, parse_output,
-                            personalized_prompt, plain_prompt, rag_prompt, reasoning_target, teacher_prompt)
+from restpg.prompts import (
+    ITEM_SEPARATOR,
+    OPENING,
+    TRANSITION,
+    PromptSettings,
+    format_item,
+    parse_output,
+    personalized_prompt,
+    plain_prompt,
+    rag_prompt,
+    reasoning_target,
+    teacher_prompt,
+)
 
 
 def test_teacher_prompt_has_items_subject_and_expected_output():
@@ -87,18 +98,23 @@ def test_a_prompt_over_its_budget_loses_its_lowest_ranked_items_never_the_reques
     assert whole.items == tuple(items) and not whole.changed
     for budget in (_words(whole.prompt), _words(whole.prompt) - 1):
         fitted = fitted_prompt("reasoning", record.task, record.input, items, PromptSettings(), _words, budget)
-        assert _words(fitted.prompt) <= budget and fitted.items == tuple(items[:len(fitted.items)])
+        assert _words(fitted.prompt) <= budget and fitted.items == tuple(items[: len(fitted.items)])
         assert record.input in fitted.prompt and fitted.prompt.startswith(whole.prompt[:200].split("context:")[0])
-    fitted = fitted_prompt("reasoning", record.task, record.input, items, PromptSettings(), _words,
-                           _words(whole.prompt) - 1)
+    fitted = fitted_prompt(
+        "reasoning", record.task, record.input, items, PromptSettings(), _words, _words(whole.prompt) - 1
+    )
     assert fitted.dropped == 1 and "Sharp edges" not in fitted.prompt  # the third (lowest-ranked) item went
     bare = fitted_prompt("reasoning", record.task, record.input, [], PromptSettings(), _words, None).prompt
     one = fitted_prompt("reasoning", record.task, record.input, items[:1], PromptSettings(), _words, None).prompt
-    squeezed = fitted_prompt("reasoning", record.task, record.input, items, PromptSettings(), _words,
-                             _words(one) - 3)  # the best item alone is too long: it is shortened
-    assert squeezed.items == (items[0],) and squeezed.item_words is not None and _words(squeezed.prompt) <= _words(one) - 3
+    squeezed = fitted_prompt(
+        "reasoning", record.task, record.input, items, PromptSettings(), _words, _words(one) - 3
+    )  # the best item alone is too long: it is shortened
+    assert (
+        squeezed.items == (items[0],) and squeezed.item_words is not None and _words(squeezed.prompt) <= _words(one) - 3
+    )
     none = fitted_prompt("reasoning", record.task, record.input, items, PromptSettings(), _words, _words(bare))
     assert none.items == () and none.dropped == 3 and none.prompt == bare
     with pytest.raises(PromptTooLongError, match=f"record X: {_words(bare)} tokens without any profile item"):
-        fitted_prompt("reasoning", record.task, record.input, items, PromptSettings(), _words, _words(bare) - 1,
-                      name="record X")
+        fitted_prompt(
+            "reasoning", record.task, record.input, items, PromptSettings(), _words, _words(bare) - 1, name="record X"
+        )

@@ -10,12 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_app import App
 
 from helpers import review_row
 from restpg.generations import GenerationKey, GenerationStore
 from restpg.longlamp import load_records, sample_path, validate_rows
 from restpg.store import Store
-from test_app import App
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -37,11 +37,23 @@ def seeded_app(tiny_model_dir, tmp_path):
     store = GenerationStore(Store(app.runs_dir / "restpg.db"))
     sample = load_records(sample_path("product_review", "user", "val"), "product_review").records[0]
     hostile = validate_rows([row], "product_review", "hostile.jsonl").records[0]
-    for dataset, record, reasoning in (("shipped sample", sample, "- Background: a careful shopper"),
-                                       ("hostile.jsonl", hostile, f"- Style: {HOSTILE} short lines")):
-        store.save(GenerationKey.of(dataset, record.record_id, "tiny", k=5), record, prompt="p", retrieved_ids=[],
-                   reasoning=reasoning, response=f"A fine tent. {HOSTILE}", text="t", new_tokens=6, truncated=False,
-                   stopped=False, scores={"rougeL": 0.1})
+    for dataset, record, reasoning in (
+        ("shipped sample", sample, "- Background: a careful shopper"),
+        ("hostile.jsonl", hostile, f"- Style: {HOSTILE} short lines"),
+    ):
+        store.save(
+            GenerationKey.of(dataset, record.record_id, "tiny", k=5),
+            record,
+            prompt="p",
+            retrieved_ids=[],
+            reasoning=reasoning,
+            response=f"A fine tent. {HOSTILE}",
+            text="t",
+            new_tokens=6,
+            truncated=False,
+            stopped=False,
+            scores={"rougeL": 0.1},
+        )
     yield app
     app.stop()
 
@@ -90,6 +102,8 @@ def test_rate_with_the_keyboard_in_a_real_browser(seeded_app, tmp_path):
         assert shot.stat().st_size > 10_000
         browser.close()
     with sqlite3.connect(seeded_app.runs_dir / "restpg.db") as db:
-        rows = db.execute("SELECT generation_id, faithfulness, relevance, usefulness, copies_output FROM ratings "
-                          "WHERE annotator = 'kim'").fetchall()
+        rows = db.execute(
+            "SELECT generation_id, faithfulness, relevance, usefulness, copies_output FROM ratings "
+            "WHERE annotator = 'kim'"
+        ).fetchall()
     assert rows == [(first_id, 4, 2, 5, 1)]

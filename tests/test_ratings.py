@@ -10,14 +10,23 @@ import numpy as np
 import pytest
 
 from restpg.cli import main
-from restpg.ratings import CRITERIA, COLUMNS, Rating, RatingError, RatingStore
+from restpg.ratings import COLUMNS, CRITERIA, Rating, RatingError, RatingStore
 from restpg.store import Store
 
 
 def add_generations(store, rows):
     """Rows straight into the generations table (the generations module owns it)."""
-    base = {"record_id": "r", "task": "product_review", "family": "user", "split": "dev", "user_id": "u",
-            "dataset": "sample", "model_version": "m1", "reasoning": "why", "response": "what"}
+    base = {
+        "record_id": "r",
+        "task": "product_review",
+        "family": "user",
+        "split": "dev",
+        "user_id": "u",
+        "dataset": "sample",
+        "model_version": "m1",
+        "reasoning": "why",
+        "response": "what",
+    }
     store.db["generations"].insert_all([{**base, **row} for row in rows], pk="generation_id", alter=True)
 
 
@@ -32,16 +41,28 @@ def ratings(store):
 
 
 def rate(ratings, generation_id, annotator, scores=(4, 4, 4), copies=False, comment=""):
-    return ratings.save(Rating(generation_id, annotator, *scores, copies_output=copies, comment=comment),
-                        model_version="m1", reasoning=f"reasoning of {generation_id}", response="resp")
+    return ratings.save(
+        Rating(generation_id, annotator, *scores, copies_output=copies, comment=comment),
+        model_version="m1",
+        reasoning=f"reasoning of {generation_id}",
+        response="resp",
+    )
 
 
-@pytest.mark.parametrize("changes, field", [
-    ({"faithfulness": 0}, "faithfulness"), ({"relevance": 6}, "relevance"), ({"usefulness": 3.0}, "usefulness"),
-    ({"usefulness": True}, "usefulness"), ({"faithfulness": "4"}, "faithfulness"),
-    ({"annotator": "   "}, "annotator"), ({"annotator": "a" * 65}, "annotator"),
-    ({"comment": "x" * 2001}, "comment"), ({"copies_output": "yes"}, "copies_output"),
-])
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"faithfulness": 0}, "faithfulness"),
+        ({"relevance": 6}, "relevance"),
+        ({"usefulness": 3.0}, "usefulness"),
+        ({"usefulness": True}, "usefulness"),
+        ({"faithfulness": "4"}, "faithfulness"),
+        ({"annotator": "   "}, "annotator"),
+        ({"annotator": "a" * 65}, "annotator"),
+        ({"comment": "x" * 2001}, "comment"),
+        ({"copies_output": "yes"}, "copies_output"),
+    ],
+)
 def test_bad_values_name_the_field(ratings, changes, field):
     values = {"generation_id": "g1", "annotator": "ann", "faithfulness": 3, "relevance": 3, "usefulness": 3, **changes}
     with pytest.raises(RatingError, match=field):
@@ -57,8 +78,12 @@ def test_limits_are_inclusive_and_annotator_is_stripped(ratings):
 
 def test_upsert_replaces_and_history_keeps_every_version(ratings):
     first = rate(ratings, "g1", "ann", (2, 3, 4), comment="first")
-    second = ratings.save(Rating("g1", "ann", 5, 5, 5, copies_output=True, comment="edited"),
-                          model_version="m2", reasoning="new text", response="resp2")
+    second = ratings.save(
+        Rating("g1", "ann", 5, 5, 5, copies_output=True, comment="edited"),
+        model_version="m2",
+        reasoning="new text",
+        response="resp2",
+    )
     stored = ratings.get("ann", "g1")
     assert stored == second
     assert stored["faithfulness"] == 5 and stored["copies_output"] == 1 and stored["comment"] == "edited"
@@ -74,12 +99,15 @@ def test_upsert_replaces_and_history_keeps_every_version(ratings):
 
 
 def test_queues_and_progress(store, ratings):
-    add_generations(store, [
-        {"generation_id": "g3", "created": 1.0, "task": "abstract_generation"},
-        {"generation_id": "g1", "created": 2.0},
-        {"generation_id": "g2", "created": 2.0, "model_version": "m2"},
-        {"generation_id": "g0", "created": 3.0},
-    ])
+    add_generations(
+        store,
+        [
+            {"generation_id": "g3", "created": 1.0, "task": "abstract_generation"},
+            {"generation_id": "g1", "created": 2.0},
+            {"generation_id": "g2", "created": 2.0, "model_version": "m2"},
+            {"generation_id": "g0", "created": 3.0},
+        ],
+    )
     assert ratings.queue("ann", "all") == ["g3", "g1", "g2", "g0"]  # by created, then id
     assert ratings.progress("ann") == (0, 4)
     rate(ratings, "g1", "ann", (4, 4, 4))
@@ -141,7 +169,8 @@ def test_agreement(ratings):
     result = ratings.agreement()
     faithfulness = np.array([[1, 3, 5, 1], [1, 3, 5, 2], [np.nan, 4, np.nan, np.nan]])
     assert result["faithfulness"] == pytest.approx(
-        krippendorff.alpha(reliability_data=faithfulness, level_of_measurement="ordinal"))
+        krippendorff.alpha(reliability_data=faithfulness, level_of_measurement="ordinal")
+    )
     assert 0 < result["faithfulness"] < 1
     # copies: g1 (1,1), g2 (0,0,1), g3 (0,1), g4 (0,0). Pairable values 9: n1=4, n0=5.
     # coincidences: o11 = 2, o01 = o10 = 1 (g2: 2 pairs at 1/2) + 1 (g3) = 2, o00 = 1 (g2) + 2 (g4) = 3.

@@ -11,9 +11,11 @@ FAST = ReasoningSettings(k=2, generation=GenerationSettings(max_new_tokens=6, te
 
 def test_copied_lines_are_dropped():
     output = "My kids adore this tent and the poles are covered so nobody gets hurt at all."
-    reasoning = ("- the user mentions kids and safety\n"
-                 "- she writes: my kids adore this tent and the poles are covered so nobody\n"
-                 "- short sentences")
+    reasoning = (
+        "- the user mentions kids and safety\n"
+        "- she writes: my kids adore this tent and the poles are covered so nobody\n"
+        "- short sentences"
+    )
     kept, dropped = drop_copied_lines(reasoning, output)
     assert dropped == 1 and kept == "- the user mentions kids and safety\n- short sentences"
 
@@ -48,8 +50,12 @@ def test_a_crash_mid_file_redoes_only_the_torn_record(tiny_model, tmp_path):
 def sample_training_records():
     from restpg.longlamp import PUBLIC_TASKS, SPLIT_FAMILIES, load_records, sample_path
 
-    return [r for task in PUBLIC_TASKS for family in SPLIT_FAMILIES
-            for r in load_records(sample_path(task, family, "train"), task, family, "train").records]
+    return [
+        r
+        for task in PUBLIC_TASKS
+        for family in SPLIT_FAMILIES
+        for r in load_records(sample_path(task, family, "train"), task, family, "train").records
+    ]
 
 
 def test_the_sample_ships_a_hand_written_path_for_every_training_record():
@@ -67,12 +73,19 @@ def test_the_sample_ships_a_hand_written_path_for_every_training_record():
         assert record.output[:40] not in path.reasoning
 
 
-@pytest.mark.parametrize("content, message", [
-    ('{"record_id": "x", "reasoning": "- a"}\n', "line 1: field 'teacher' missing"),
-    ('not json\n', "line 1: not JSON"),
-    ('\n{"record_id": "x", "reasoning": "", "teacher": "t"}\n', "line 2: field 'reasoning' missing"),
-    ('{"record_id": "other", "reasoning": "- a", "teacher": "t"}\n', "no reasoning path for 1 of 1 training records"),
-], ids=["no teacher", "not json", "empty reasoning", "record not covered"])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"record_id": "x", "reasoning": "- a"}\n', "line 1: field 'teacher' missing"),
+        ("not json\n", "line 1: not JSON"),
+        ('\n{"record_id": "x", "reasoning": "", "teacher": "t"}\n', "line 2: field 'reasoning' missing"),
+        (
+            '{"record_id": "other", "reasoning": "- a", "teacher": "t"}\n',
+            "no reasoning path for 1 of 1 training records",
+        ),
+    ],
+    ids=["no teacher", "not json", "empty reasoning", "record not covered"],
+)
 def test_a_bad_reasoning_file_names_the_file_and_line(tmp_path, content, message):
     from restpg.reasoning import ReasoningFileError, reasoning_from_file
 
@@ -90,7 +103,11 @@ def test_a_reasoning_file_row_that_copies_the_output_loses_that_line(tmp_path):
 
     record = review_record()
     path = tmp_path / "paths.jsonl"
-    path.write_text(json.dumps({"record_id": record.record_id, "teacher": "gemma-7b-it",
-                                "reasoning": f"- safety first\n- {record.output}"}) + "\n")
+    path.write_text(
+        json.dumps(
+            {"record_id": record.record_id, "teacher": "gemma-7b-it", "reasoning": f"- safety first\n- {record.output}"}
+        )
+        + "\n"
+    )
     found = reasoning_from_file(path, [record])[record.record_id]
     assert found.reasoning == "- safety first" and found.dropped_copied_lines == 1 and found.teacher == "gemma-7b-it"

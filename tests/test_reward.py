@@ -56,8 +56,10 @@ def test_lexical_reward_model(metrics):
 def test_real_judge_ranks_a_copy_of_the_truth_above_unrelated_text(real_model):
     """The paper's judge with SmolLM2-135M-Instruct: a copy of the real text must beat unrelated text."""
     records = load_records(sample_path("product_review", "user", "test"), "product_review").records[:3]
-    unrelated = ("The quarterly budget meeting moved to Thursday; bring the revised spreadsheets and "
-                 "the minutes from last week's board call.")
+    unrelated = (
+        "The quarterly budget meeting moved to Thursday; bring the revised spreadsheets and "
+        "the minutes from last week's board call."
+    )
     judge = LLMJudge(real_model, batch_size=6)
     copies = judge.score([r.input for r in records], [r.output for r in records], [r.output for r in records])
     others = judge.score([r.input for r in records], [r.output for r in records], [unrelated] * 3)
@@ -81,8 +83,9 @@ def test_level_probabilities_equal_a_brute_force_computation(tiny_model):
     judge = LLMJudge(tiny_model)
     score = judge.score(["instr"], ["truth text"], ["an answer"])[0]
     tokenizer = tiny_model.tokenizer
-    context = tokenizer(chat_text(tokenizer, judge_prompt("instr", "truth text", "an answer")),
-                        add_special_tokens=False)["input_ids"]
+    context = tokenizer(
+        chat_text(tokenizer, judge_prompt("instr", "truth text", "an answer")), add_special_tokens=False
+    )["input_ids"]
 
     def next_logprobs(ids):
         with torch.inference_mode():

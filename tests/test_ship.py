@@ -13,20 +13,50 @@ from restpg.models import ModelConfig
 from restpg.ship import ShipError, ship_run
 from restpg.train import TrainConfig
 
-TINY = TrainConfig(select_by="last", learning_rate=1e-2, warmup_steps=0, max_steps=2, batch_size=2, per_device_batch_size=2,
-                   optimizer="adamw_torch", lora_r=2, lora_alpha=4, lora_dropout=0.0, save_steps=2)
+TINY = TrainConfig(
+    select_by="last",
+    learning_rate=1e-2,
+    warmup_steps=0,
+    max_steps=2,
+    batch_size=2,
+    per_device_batch_size=2,
+    optimizer="adamw_torch",
+    lora_r=2,
+    lora_alpha=4,
+    lora_dropout=0.0,
+    save_steps=2,
+)
 
 
 @pytest.fixture(scope="module")
 def shipped(tiny_model_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("ship")
-    config = EMConfig(tasks=("product_review",), train_users=1, eval_users=1, model=str(tiny_model_dir),
-                      reasoning=False, rounds=1, samples_per_input=2, reward="rougeL", tau=0.0, max_item_words=8,
-                      max_new_tokens=4, generation_batch_size=4, sft=TINY, mstep=TINY, device="cpu", dtype="float32",
-                      keep_truncated=True)
+    config = EMConfig(
+        tasks=("product_review",),
+        train_users=1,
+        eval_users=1,
+        model=str(tiny_model_dir),
+        reasoning=False,
+        rounds=1,
+        samples_per_input=2,
+        reward="rougeL",
+        tau=0.0,
+        max_item_words=8,
+        max_new_tokens=4,
+        generation_batch_size=4,
+        sft=TINY,
+        mstep=TINY,
+        device="cpu",
+        dtype="float32",
+        keep_truncated=True,
+    )
     run_em(config, root / "run")
-    report = ship_run(root / "run", "tiny", root / "shipped",
-                      model_config=ModelConfig(model=str(tiny_model_dir), device="cpu", dtype="float32"))
+    report = ship_run(
+        root / "run",
+        "tiny",
+        root / "shipped",
+        model_config=ModelConfig(model=str(tiny_model_dir), device="cpu", dtype="float32"),
+    )
     return root, report
 
 

@@ -34,8 +34,12 @@ def test_stored_generations_cover_every_held_out_request_for_base_sft_and_rest_p
     for row in shipped_rows():
         assert row["dataset"] == SAMPLE_DATASET
         by_version[row["model_version"].split(" + ")[-1]].add((row["split"], row["record_id"]))
-    held_out = {(split, r.record_id) for task in PUBLIC_TASKS for split in ("val", "test")
-                for r in load_records(sample_path(task, "user", split), task, "user", split).records}
+    held_out = {
+        (split, r.record_id)
+        for task in PUBLIC_TASKS
+        for split in ("val", "test")
+        for r in load_records(sample_path(task, "user", split), task, "user", split).records
+    }
     rounds = json.loads((RUN / "manifest.json").read_text())["config"]["rounds"]
     assert set(by_version) == {DEFAULT_MODEL, "shipped restpg-sample sft", f"shipped restpg-sample round-{rounds}"}
     assert all(seen == held_out for seen in by_version.values())
@@ -55,8 +59,9 @@ def test_the_default_version_reaches_a_final_answer_on_nine_in_ten_held_out_requ
 def test_a_live_generation_with_the_default_version_reasons_then_answers(tmp_path):
     """The real model with the shipped adapter, streamed at the CPU token limit, as the page does."""
     (tmp_path / "data").mkdir()
-    service = ExploreService(ModelConfig(device="cpu", dtype="float32"), AppPaths(tmp_path / "data", tmp_path / "runs"),
-                             use_judge=False)
+    service = ExploreService(
+        ModelConfig(device="cpu", dtype="float32"), AppPaths(tmp_path / "data", tmp_path / "runs"), use_judge=False
+    )
     version = service.default_version()
     record = load_records(sample_path("topic_writing", "user", "val"), "topic_writing").records[0]
     settings = service.settings_for(5, 256, 0.1)

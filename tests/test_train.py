@@ -1,16 +1,33 @@
-import json
 import dataclasses
+import json
 
 import pytest
 import torch
 
-from restpg.models import ModelConfig, generate, GenerationSettings, load_adapter, load_model
+from restpg.models import GenerationSettings, ModelConfig, generate, load_adapter, load_model
 from restpg.prompts import PromptTooLongError
-from restpg.train import (TrainConfig, TrainingExample, WeightedCollator, tokenize_examples, train_lora,
-                          weighted_completion_loss)
+from restpg.train import (
+    TrainConfig,
+    TrainingExample,
+    WeightedCollator,
+    tokenize_examples,
+    train_lora,
+    weighted_completion_loss,
+)
 
-FAST = TrainConfig(select_by="last", learning_rate=5e-3, warmup_steps=0, max_steps=6, batch_size=2, per_device_batch_size=2,
-                   optimizer="adamw_torch", lora_r=4, lora_alpha=8, lora_dropout=0.0, save_steps=2)
+FAST = TrainConfig(
+    select_by="last",
+    learning_rate=5e-3,
+    warmup_steps=0,
+    max_steps=6,
+    batch_size=2,
+    per_device_batch_size=2,
+    optimizer="adamw_torch",
+    lora_r=4,
+    lora_alpha=8,
+    lora_dropout=0.0,
+    save_steps=2,
+)
 
 
 def test_loss_masks_the_prompt_and_scales_with_weight():
@@ -36,9 +53,12 @@ def test_tokenize_and_collate(tiny_model):
     assert row["input_ids"][prompt_len:] == row["labels"][prompt_len:]
     assert row["labels"][-1] == tiny_model.tokenizer.eos_token_id and row["weight"] == 0.5
     with pytest.raises(PromptTooLongError, match="training example e7: its prompt has .* tokens, the limit is 10"):
-        tokenize_examples(tiny_model.tokenizer, [TrainingExample("long " * 50, "x", 1.0, "e7")],
-                          TrainConfig(max_input_tokens=10))  # never cut: the header and request would go
-    batch = WeightedCollator(0)(rows + tokenize_examples(tiny_model.tokenizer, [TrainingExample("a", "b")], TrainConfig()))
+        tokenize_examples(
+            tiny_model.tokenizer, [TrainingExample("long " * 50, "x", 1.0, "e7")], TrainConfig(max_input_tokens=10)
+        )  # never cut: the header and request would go
+    batch = WeightedCollator(0)(
+        rows + tokenize_examples(tiny_model.tokenizer, [TrainingExample("a", "b")], TrainConfig())
+    )
     assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape
     assert batch["weight"].tolist() == [0.5, 1.0]
 
@@ -77,12 +97,23 @@ def test_interrupted_training_resumes_from_its_checkpoint(tiny_model_dir, tmp_pa
             raise Crash
 
     with pytest.raises(Crash):
-        train_lora(ModelConfig(model=str(tiny_model_dir), dtype="float32"), examples, FAST, tmp_path / "run", on_step=crash_at_step_3)
+        train_lora(
+            ModelConfig(model=str(tiny_model_dir), dtype="float32"),
+            examples,
+            FAST,
+            tmp_path / "run",
+            on_step=crash_at_step_3,
+        )
     assert (tmp_path / "run" / "checkpoints" / "checkpoint-2").exists()
     assert not (tmp_path / "run" / "adapter").exists()
     seen = []
-    result = train_lora(ModelConfig(model=str(tiny_model_dir), dtype="float32"), examples, FAST, tmp_path / "run",
-                        on_step=lambda step, total, logs: seen.append(step))
+    result = train_lora(
+        ModelConfig(model=str(tiny_model_dir), dtype="float32"),
+        examples,
+        FAST,
+        tmp_path / "run",
+        on_step=lambda step, total, logs: seen.append(step),
+    )
     assert result.steps == 6 and min(s for s in seen if s) == 3  # steps 1-2 were not redone
 
 
@@ -90,7 +121,9 @@ def test_bad_examples_are_refused(tiny_model_dir, tmp_path):
     with pytest.raises(ValueError, match="no training examples"):
         train_lora(ModelConfig(model=str(tiny_model_dir), dtype="float32"), [], FAST, tmp_path)
     with pytest.raises(ValueError, match="non-negative"):
-        train_lora(ModelConfig(model=str(tiny_model_dir), dtype="float32"), [TrainingExample("a", "b", -1.0)], FAST, tmp_path)
+        train_lora(
+            ModelConfig(model=str(tiny_model_dir), dtype="float32"), [TrainingExample("a", "b", -1.0)], FAST, tmp_path
+        )
 
 
 def _one_sgd_step(tiny_model_dir, tmp_path, micro: int, name: str):
@@ -98,9 +131,21 @@ def _one_sgd_step(tiny_model_dir, tmp_path, micro: int, name: str):
     from safetensors.torch import load_file
 
     examples = [TrainingExample(f"prompt {i} " * (2 + i), "the answer " * (1 + 2 * i), 1.0 + i / 4) for i in range(4)]
-    config = TrainConfig(select_by="last", learning_rate=0.5, optimizer="sgd", warmup_steps=0, max_steps=1, batch_size=4,
-                         per_device_batch_size=micro, weight_decay=0.0, max_grad_norm=1e9, lora_r=2, lora_alpha=4,
-                         lora_dropout=0.0, save_steps=1)
+    config = TrainConfig(
+        select_by="last",
+        learning_rate=0.5,
+        optimizer="sgd",
+        warmup_steps=0,
+        max_steps=1,
+        batch_size=4,
+        per_device_batch_size=micro,
+        weight_decay=0.0,
+        max_grad_norm=1e9,
+        lora_r=2,
+        lora_alpha=4,
+        lora_dropout=0.0,
+        save_steps=1,
+    )
     result = train_lora(ModelConfig(model=str(tiny_model_dir), dtype="float32"), examples, config, tmp_path / name)
     loss = next(h["loss"] for h in result.log_history if "loss" in h)
     return load_file(str(result.adapter_dir / "adapter_model.safetensors")), loss
@@ -122,25 +167,32 @@ def test_loss_on_the_completion_positions_equals_the_full_loss(tiny_model):
     """Logits only where a completion token is predicted give the same loss as logits everywhere."""
     from restpg.train import predicted_positions
 
-    rows = tokenize_examples(tiny_model.tokenizer, [TrainingExample("a longer prompt here", "yes"),
-                                                     TrainingExample("hi", "a longer completion")], TrainConfig())
+    rows = tokenize_examples(
+        tiny_model.tokenizer,
+        [TrainingExample("a longer prompt here", "yes"), TrainingExample("hi", "a longer completion")],
+        TrainConfig(),
+    )
     batch = WeightedCollator(0)(rows)
     with torch.no_grad():
         full = tiny_model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         positions = predicted_positions(batch["labels"])
-        kept = tiny_model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                logits_to_keep=positions).logits
+        kept = tiny_model.model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=positions
+        ).logits
     assert kept.shape[1] == len(positions) < full.shape[1]
     expected = weighted_completion_loss(full[:, :-1], batch["labels"][:, 1:], batch["weight"])
-    assert weighted_completion_loss(kept, batch["labels"][:, positions + 1], batch["weight"]) == \
-        pytest.approx(expected.item(), rel=1e-5)
+    assert weighted_completion_loss(kept, batch["labels"][:, positions + 1], batch["weight"]) == pytest.approx(
+        expected.item(), rel=1e-5
+    )
 
 
 def test_a_completion_cut_at_the_limit_gets_no_end_of_sequence(tiny_model):
     eos = tiny_model.tokenizer.eos_token_id
-    short, cut = tokenize_examples(tiny_model.tokenizer, [TrainingExample("p", "one two"),
-                                                          TrainingExample("p", "one two three four five six")],
-                                   TrainConfig(max_output_tokens=4))
+    short, cut = tokenize_examples(
+        tiny_model.tokenizer,
+        [TrainingExample("p", "one two"), TrainingExample("p", "one two three four five six")],
+        TrainConfig(max_output_tokens=4),
+    )
     assert short["labels"][-1] == eos
     assert cut["labels"][-1] != eos and sum(1 for t in cut["labels"] if t != -100) == 4
 
@@ -148,7 +200,9 @@ def test_a_completion_cut_at_the_limit_gets_no_end_of_sequence(tiny_model):
 def _validation_loss(model_dir, adapter, examples):
     loaded = load_model(ModelConfig(model=str(model_dir), device="cpu", dtype="float32"))
     load_adapter(loaded, adapter)
-    batch = WeightedCollator(loaded.tokenizer.pad_token_id)(tokenize_examples(loaded.tokenizer, examples, TrainConfig()))
+    batch = WeightedCollator(loaded.tokenizer.pad_token_id)(
+        tokenize_examples(loaded.tokenizer, examples, TrainConfig())
+    )
     weight = batch.pop("weight")
     labels = batch.pop("labels")
     with torch.no_grad():
@@ -161,8 +215,13 @@ def test_the_checkpoint_with_the_best_validation_loss_is_kept(tiny_model_dir, tm
     examples = [TrainingExample("say the word", "banana banana banana")] * 4
     validation = [TrainingExample("say the word", "cherry plum"), TrainingExample("a fruit", "cherry")]
     config = dataclasses.replace(FAST, learning_rate=5e-2, max_steps=6, save_steps=2, select_by="loss")
-    result = train_lora(ModelConfig(model=str(tiny_model_dir), dtype="float32"), examples, config, tmp_path / "run",
-                        validation=validation)
+    result = train_lora(
+        ModelConfig(model=str(tiny_model_dir), dtype="float32"),
+        examples,
+        config,
+        tmp_path / "run",
+        validation=validation,
+    )
     selection = json.loads((tmp_path / "run" / "checkpoint_selection.json").read_text())
     losses = {entry["step"]: entry["eval_loss"] for entry in selection["validated"]}
     assert sorted(losses) == [2, 4, 6] and selection["select_by"] == "loss" and selection["steps"] == 6
@@ -185,10 +244,13 @@ def test_the_checkpoint_with_the_best_reward_is_kept(tiny_model_dir, tmp_path):
         return next(rewards)
 
     config = dataclasses.replace(FAST, learning_rate=5e-2, max_steps=6, save_steps=2, select_by="reward")
-    result = train_lora(ModelConfig(model=str(tiny_model_dir), dtype="float32"), examples, config, tmp_path / "run",
-                        validate=validate)
+    result = train_lora(
+        ModelConfig(model=str(tiny_model_dir), dtype="float32"), examples, config, tmp_path / "run", validate=validate
+    )
     assert result.selected_step == 4 and result.selected_metric == pytest.approx(0.9)
     from safetensors.torch import load_file
 
     saved = load_file(str(result.adapter_dir / "adapter_model.safetensors"))
-    assert sum(v.abs().sum().item() for n, v in saved.items() if "lora_B" in n) == pytest.approx(fingerprints[1], rel=1e-5)
+    assert sum(v.abs().sum().item() for n, v in saved.items() if "lora_B" in n) == pytest.approx(
+        fingerprints[1], rel=1e-5
+    )

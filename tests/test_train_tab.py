@@ -9,14 +9,23 @@ from restpg.train_tab import jobs_table, metrics_figure, parse_tau, progress_htm
 
 
 def _row(**changes):
-    row = {"run_id": "/x/runs/jobs/demo", "run_dir": "/x/runs/jobs/demo", "status": "running",
-           "stage": "round-1: M-step", "progress": 0.25, "message": "", "created": time.time(), "updated": time.time()}
+    row = {
+        "run_id": "/x/runs/jobs/demo",
+        "run_dir": "/x/runs/jobs/demo",
+        "status": "running",
+        "stage": "round-1: M-step",
+        "progress": 0.25,
+        "message": "",
+        "created": time.time(),
+        "updated": time.time(),
+    }
     return {**row, **changes}
 
 
 def test_jobs_table_has_a_row_per_job():
-    table = jobs_table([_row(), _row(run_dir="/x/runs/jobs/old", status="failed", progress=None,
-                                     message="process 12 is gone")])
+    table = jobs_table(
+        [_row(), _row(run_dir="/x/runs/jobs/old", status="failed", progress=None, message="process 12 is gone")]
+    )
     assert list(table["job"]) == ["demo (running)", "old (failed)"]
     assert list(table["progress"]) == ["25%", "0%"] and table["message"][1] == "process 12 is gone"
 

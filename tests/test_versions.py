@@ -19,20 +19,41 @@ def make_step(root, run, step, config=None, summary=None):
 
 def test_versions_carry_their_runs_prompt_and_other_base_models_are_left_out(tmp_path):
     runs, shipped = tmp_path / "runs", tmp_path / "shipped"
-    make_step(shipped, "sample", "sft", {"model": "m", "reasoning": True, "k": 5, "max_item_words": 25,
-                                         "sft": {"max_input_tokens": 900}, "mstep": {"max_input_tokens": 768}},
-              {"rougeL": 0.2})
+    make_step(
+        shipped,
+        "sample",
+        "sft",
+        {
+            "model": "m",
+            "reasoning": True,
+            "k": 5,
+            "max_item_words": 25,
+            "sft": {"max_input_tokens": 900},
+            "mstep": {"max_input_tokens": 768},
+        },
+        {"rougeL": 0.2},
+    )
     make_step(shipped, "sample", "round-1", summary={"rougeL": 0.25, "empty_answers": 0.0})
     make_step(runs, "jobs/no-reasoning", "sft", {"model": "m", "reasoning": False, "k": 3, "max_item_words": None})
     make_step(runs, "other-base", "sft", {"model": "another-model", "reasoning": True})
     make_step(runs, "no-manifest", "round-2")
     versions = find_versions(runs, "m", 25, shipped)
-    assert list(versions) == [BASE_VERSION, "shipped sample sft", "shipped sample round-1", "jobs/no-reasoning sft",
-                              "no-manifest round-2"]
+    assert list(versions) == [
+        BASE_VERSION,
+        "shipped sample sft",
+        "shipped sample round-1",
+        "jobs/no-reasoning sft",
+        "no-manifest round-2",
+    ]
     assert versions[BASE_VERSION].adapter is None and versions[BASE_VERSION].max_item_words == 25
     sft = versions["shipped sample sft"]
-    assert (sft.prompt_kind, sft.k, sft.max_item_words, sft.reasoning_by, sft.shipped) == ("reasoning", 5, 25,
-                                                                                           "hand-written", True)
+    assert (sft.prompt_kind, sft.k, sft.max_item_words, sft.reasoning_by, sft.shipped) == (
+        "reasoning",
+        5,
+        25,
+        "hand-written",
+        True,
+    )
     plain = versions["jobs/no-reasoning sft"]
     assert (plain.prompt_kind, plain.k, plain.max_item_words, plain.shipped) == ("rag", 3, None, False)
     assert versions["no-manifest round-2"].prompt_kind == "reasoning"  # no manifest: the paper's defaults
