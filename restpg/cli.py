@@ -16,8 +16,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from .em import Cancelled, RunError
-from .hardware import PrecisionError
+from .em import Cancelled
+from .errors import RestpgError
 from .longlamp import (
     PUBLIC_TASKS,
     SPLIT_FAMILIES,
@@ -33,15 +33,12 @@ from .models import (
     PAPER_INFERENCE_TEMPERATURE,
     GenerationSettings,
     ModelConfig,
-    ModelError,
     default_max_new_tokens,
     load_adapter,
     load_model,
 )
-from .prompts import PromptSettings, PromptTooLongError
-from .ratings import RatingError
+from .prompts import PromptSettings
 from .retrieval import PAPER_TOP_K, item_text
-from .ship import ShipError
 
 
 def _dataset_args(parser: argparse.ArgumentParser) -> None:
@@ -500,6 +497,6 @@ def main(argv: list[str] | None = None) -> int:
 
             set_threads(args.threads)
         return args.run(args)
-    except (DatasetError, ModelError, PromptTooLongError, RunError, RatingError, PrecisionError, ShipError) as error:
+    except RestpgError as error:  # restpg's own errors: one clear line; anything else is a bug, with its traceback
         print(f"error: {error}", file=sys.stderr)
         return 2

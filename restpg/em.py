@@ -32,6 +32,7 @@ from statistics import fmean
 from typing import Callable, Sequence
 
 from .cancel import Cancelled
+from .errors import RestpgError
 from .evaluate import inference_settings, predict, prompt_for, score_predictions, summarize
 from .hardware import Precision
 from .jsonl import append_jsonl, read_jsonl, write_json, write_jsonl
@@ -71,7 +72,7 @@ PROMPT_FIELDS = ("model", "reasoning", "k", "max_item_words")
 REWARDS = ("judge", "rouge1", "rougeL", "meteor", "lexical-mix")
 
 
-class RunError(RuntimeError):
+class RunError(RestpgError, RuntimeError):
     """A run that cannot go on: incompatible folder, no data, nothing kept. Names the culprit."""
 
 

@@ -1,22 +1,16 @@
-"""The errors a page action turns into a message in the page instead of a crash."""
+"""restpg's own errors. Every error restpg raises on purpose (bad input, a missing model, a run
+that cannot go on) is a :class:`RestpgError` whose message names what and where; the page turns
+exactly these into messages. Anything else is a bug and shows as one."""
 
 from __future__ import annotations
 
-from .hardware import PrecisionError
-from .jobs import JobError
-from .longlamp import DatasetError
-from .models import ModelError
-from .prompts import PromptTooLongError
-from .ratings import RatingError
 
-PAGE_ERRORS = (
-    DatasetError,
-    ModelError,
-    PromptTooLongError,
-    RatingError,
-    JobError,
-    PrecisionError,
-    ValueError,
-    KeyError,
-    OSError,
-)
+class RestpgError(Exception):
+    """An error restpg raises on purpose; the message names the culprit."""
+
+
+class InputError(RestpgError, ValueError):
+    """A value the user gave is out of range or malformed."""
+
+
+PAGE_ERRORS = (RestpgError,)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from .errors import InputError
 from .evaluate import predict, prompt_for, score_predictions
 from .generations import GenerationKey, GenerationStore
 from .hardware import pick_device, set_threads
@@ -309,12 +310,12 @@ class ExploreService:
     # -- generation ------------------------------------------------------------------------
     def settings_for(self, k: int, max_new_tokens: int | None, temperature: float) -> dict:
         if not 1 <= k <= 20:
-            raise ValueError(f"k must be between 1 and 20 (got {k})")
+            raise InputError(f"k must be between 1 and 20 (got {k})")
         if not 0.0 <= temperature <= 2.0:
-            raise ValueError(f"temperature must be between 0 and 2 (got {temperature})")
+            raise InputError(f"temperature must be between 0 and 2 (got {temperature})")
         tokens = max_new_tokens or default_max_new_tokens(pick_device(self.model_config.device))  # no model load
         if not 1 <= tokens <= 4096:
-            raise ValueError(f"max new tokens must be between 1 and 4096 (got {tokens})")
+            raise InputError(f"max new tokens must be between 1 and 4096 (got {tokens})")
         return {"k": k, "max_new_tokens": tokens, "temperature": temperature}
 
     def key(self, dataset: str, record: Record, version: str, settings: dict) -> GenerationKey:

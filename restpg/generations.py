@@ -16,8 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import RestpgError
 from .prompts import PROMPT_VERSION
 from .store import Store
+
+
+class UnknownGenerationError(RestpgError, KeyError):
+    """No stored generation has that id."""
+
+    def __str__(self) -> str:  # the message, not KeyError's quoted repr of it
+        return str(self.args[0]) if self.args else ""
 
 
 @dataclass(frozen=True)
@@ -167,7 +175,7 @@ class GenerationStore:
     def get(self, generation_id: str) -> dict:
         rows = list(self.store.db["generations"].rows_where("generation_id = ?", [generation_id]))
         if not rows:
-            raise KeyError(f"no generation {generation_id!r}")
+            raise UnknownGenerationError(f"no generation {generation_id!r}")
         return rows[0]
 
     def model_versions(self) -> list[str]:

@@ -22,12 +22,14 @@ from pathlib import Path
 
 import torch
 
+from .errors import RestpgError
+
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 BF16_MIN_SPEEDUP = 1.15  # bf16 must beat fp32 by this much on a CPU to be worth its lost precision
 
 
-class PrecisionError(ValueError):
+class PrecisionError(RestpgError, ValueError):
     """An unknown dtype name, or a precision the device cannot run."""
 
 

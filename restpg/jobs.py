@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .errors import RestpgError
 from .hardware import job_threads
 from .store import Store
 
@@ -41,7 +42,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
-class JobError(RuntimeError):
+class JobError(RestpgError, RuntimeError):
     """A job request or action that cannot be done; the message names the field, job or path."""
 
 

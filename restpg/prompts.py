@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
+from .errors import RestpgError
 from .longlamp import ProfileItem, task_spec
 from .retrieval import ITEM_TEXT_FIELDS
 
@@ -56,7 +57,7 @@ class PromptSettings:
     max_item_words: int | None = None
 
 
-class PromptTooLongError(ValueError):
+class PromptTooLongError(RestpgError, ValueError):
     """A prompt longer than the model's input budget even without its profile items."""
 
 

@@ -9,6 +9,7 @@ import time
 
 import pandas as pd
 
+from .errors import PAGE_ERRORS
 from .ratings import CRITERIA, Rating, RatingError
 
 GUIDELINES = """\
@@ -121,14 +122,14 @@ def rate_tab(parts):
             rating = Rating(
                 generation_id,
                 _annotator(annotator),
-                int(faithfulness),
-                int(relevance),
-                int(usefulness),
+                _score(faithfulness, "faithfulness"),
+                _score(relevance, "relevance"),
+                _score(usefulness, "usefulness"),
                 bool(copies),
                 comment or "",
             )
             ratings.save(rating, row["model_version"], row["reasoning"], row["response"])
-        except (RatingError, KeyError, ValueError) as error:
+        except PAGE_ERRORS as error:
             raise gr.Error(str(error)) from error
         return f"saved rating of {generation_id} by {rating.annotator} ({(time.perf_counter() - start) * 1000:.0f} ms)"
 
@@ -258,3 +259,11 @@ def rate_tab(parts):
     jsonl_button.click(lambda: export("jsonl"), None, export_file, api_name="export_jsonl")
     agreement_button.click(agreement, None, [agreement_table, agreement_note], api_name="agreement")
     return load, load_inputs, [ids, index, *item_outputs, version]
+
+
+def _score(value, criterion: str) -> int:
+    """A 1-5 score from the page (a number or its text); anything else is a RatingError naming the criterion."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise RatingError(f"{criterion}: {value!r} is not a score from 1 to 5") from None

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from .errors import RestpgError
 from .jsonl import write_atomically
 from .store import Store
 
@@ -42,7 +43,7 @@ _RATING_COLUMNS = {
 COLUMNS = tuple(_RATING_COLUMNS)
 
 
-class RatingError(ValueError):
+class RatingError(RestpgError, ValueError):
     """A bad rating value, an unknown filter column, or a missing store file."""
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from .errors import RestpgError
 from .jsonl import append_jsonl, read_jsonl
 from .longlamp import SAMPLE_DIR, Record
 from .models import GenerationSettings, LoadedModel, generate, prompt_token_counter
@@ -30,7 +31,7 @@ COPY_NGRAM = 8  # a reasoning line sharing this many consecutive words with the 
 SAMPLE_REASONING_FILE = SAMPLE_DIR / "reasoning.jsonl"  # hand-written for every training record of the sample
 
 
-class ReasoningFileError(ValueError):
+class ReasoningFileError(RestpgError, ValueError):
     """A reasoning file that cannot be read, a bad row, or training records it does not cover."""
 
 

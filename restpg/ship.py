@@ -23,13 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .errors import RestpgError
 from .versions import SHIPPED_DIR, SHIPPED_LABEL
 
 ADAPTER_FILES = ("adapter_config.json",)
 STEP_FILES = ("metrics.json", "selection.json")
 
 
-class ShipError(RuntimeError):
+class ShipError(RestpgError, RuntimeError):
     """A run folder that cannot be shipped (unfinished, missing files); names what is missing."""
 
 

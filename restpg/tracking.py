@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from .errors import RestpgError
+
 TRACKERS = ("tensorboard", "wandb", "mlflow", "trackio")
 _PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "trackio": "trackio"}
 
 
-class TrackingError(ValueError):
+class TrackingError(RestpgError, ValueError):
     """An unknown tracker, or one whose package is not installed."""
 
 
