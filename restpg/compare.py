@@ -13,6 +13,7 @@ from typing import Sequence
 from .em import Models, RunControl, load_split, run_em
 from .evaluate import SCORE_NAMES, inference_settings, paired_bootstrap, predict, score_predictions, summarize
 from .prompts import PromptSettings
+from .runs import RunFolder
 
 # ----------------------------------------------------------------------------------------------
 # The paper's comparison: six methods on the same held-out records
@@ -32,8 +33,7 @@ BASELINE = "SFT"
 def _adapter_for(run_root, run: str | None, step: str | None, rounds: int):
     if run is None:
         return None
-    folder = "sft" if step == "sft" or rounds == 0 else f"round-{rounds}"
-    return run_root / run / folder / "adapter"
+    return RunFolder(Path(run_root) / run).round(0 if step == "sft" else rounds).adapter
 
 
 def compare_methods(config, run_root, split: str = "test", control=None) -> dict:
@@ -61,7 +61,7 @@ def compare_methods(config, run_root, split: str = "test", control=None) -> dict
             loaded = models.generator(_adapter_for(run_root, run, step, config.rounds))
             predictions = predict(loaded, records, kind, settings, config.k, prompt_settings)
             answers = [p[0].answer for p in predictions]
-            rows = score_predictions(records, answers, models.metrics(), models.judge(run_root / "judge_cache.jsonl"))
+            rows = score_predictions(records, answers, models.metrics(), models.judge(RunFolder(run_root).judge_cache))
             per_method[name] = rows
             for record, p, row in zip(records, predictions, rows):
                 handle.write(
@@ -79,7 +79,7 @@ def compare_methods(config, run_root, split: str = "test", control=None) -> dict
                 )
             control.on_progress(f"comparison: {name}", len(per_method), len(METHODS))
     table = comparison_table(per_method)
-    judge_name = models.judge(run_root / "judge_cache.jsonl").name
+    judge_name = models.judge(RunFolder(run_root).judge_cache).name
     write_table(table, out_dir, split, len(records), judge_name, models.metrics().variant)
     by_task = task_table(per_method, [r.task for r in records])
     write_task_table(by_task, out_dir, split, judge_name)

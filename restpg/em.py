@@ -63,6 +63,7 @@ from .reasoning import (
 )
 from .retrieval import PAPER_TOP_K
 from .reward import PAPER_JUDGE_TAU, LexicalRewardModel, LLMJudge, Reward
+from .runs import RunFolder, StepFolder
 from .tracking import Tracking, TrackingError, check_installed, parse_report_to
 from .train import TrainConfig, TrainingExample, train_lora
 
@@ -255,7 +256,7 @@ def _timed(run_dir: Path, name: str):
         yield
     finally:
         if os.environ.get("RANK", "0") == "0":  # under accelerate launch the main process keeps them
-            path = run_dir / "timings.json"
+            path = RunFolder(run_dir).timings
             timings = json.loads(path.read_text()) if path.exists() else {}
             timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
             write_json(path, timings)
@@ -263,7 +264,7 @@ def _timed(run_dir: Path, name: str):
 
 def check_manifest(run_dir: Path, config: EMConfig, data_hash: str) -> dict:
     """Create the manifest, or check that an existing run folder belongs to this config and data."""
-    path = run_dir / "manifest.json"
+    path = RunFolder(run_dir).manifest
     manifest = {
         "manifest_version": MANIFEST_VERSION,
         "config": config.to_dict(),
@@ -528,8 +529,8 @@ def e_step(
     a resumed E-step skips the finished batches and redoes a torn one, and ends with exactly the
     samples an uninterrupted run has.
     """
-    samples_file = round_dir / "samples.jsonl"
-    done_marker = round_dir / "estep.done"
+    step = StepFolder(round_dir)
+    samples_file, done_marker = step.samples, step.estep_done
     order = {r.record_id: n for n, r in enumerate(records)}
 
     def in_order(rows: list[dict]) -> list[dict]:  # inputs in data order, samples by index
@@ -561,7 +562,7 @@ def e_step(
             continue
         if loaded is None:
             loaded = models.generator(adapter)
-            reward = models.reward(round_dir.parent / "judge_cache.jsonl")
+            reward = models.reward(RunFolder(round_dir.parent).judge_cache)
         settings = GenerationSettings(
             max_new_tokens=config.max_new_tokens,
             temperature=config.temperature,
@@ -671,22 +672,23 @@ def run_em(config: EMConfig, run_dir: Path, control: RunControl | None = None) -
     """Stages 1-3; returns {round: metrics} (round 0 is the SFT model). Resumes from run_dir."""
     control = control or RunControl()
     run_dir = Path(run_dir)
+    run = RunFolder(run_dir)
     train = load_split(config, config.train_split, config.train_users)
     held_out = load_split(config, config.eval_split, config.eval_users)
     check_models(config)
-    tracking = Tracking(parse_report_to(config.report_to), run_dir / "logs")
+    tracking = Tracking(parse_report_to(config.report_to), run.logs)
     try:
         check_installed(tracking.report_to)
     except TrackingError as error:
         raise RunError(str(error)) from None
     check_manifest(run_dir, config, _records_hash(train) + _records_hash(held_out))
     models = Models(config)
-    judge_cache = run_dir / "judge_cache.jsonl"
+    judge_cache = run.judge_cache
     results: dict[int, dict] = {}
 
     # Stage 1: reasoning paths (REST-PG only), from a teacher model or a file
     reasoning = None
-    sft_dir = run_dir / "sft"
+    sft = run.sft
     if config.sft_adapter is not None:  # stages 1-2 done elsewhere (e.g. the shipped SFT adapter)
         previous = Path(config.sft_adapter)
         results[0] = _start_metrics(models, config, held_out, previous, judge_cache, control, run_dir)
@@ -695,7 +697,7 @@ def run_em(config: EMConfig, run_dir: Path, control: RunControl | None = None) -
             reasoning = stage1_reasoning(models, config, train, run_dir, control, "stage 1: reasoning paths")
 
         # Stage 2: SFT (round 0)
-        if not (sft_dir / "adapter" / "adapter_config.json").exists():
+        if not sft.trained:
             control.check()
             count_tokens = prompt_token_counter(
                 load_tokenizer(resolve_model(config.model, models.model_config().cache_dir))
@@ -708,25 +710,26 @@ def run_em(config: EMConfig, run_dir: Path, control: RunControl | None = None) -
                     models.model_config(),
                     examples,
                     config.sft,
-                    sft_dir,
+                    sft.path,
                     on_step=lambda step, total, logs: control.on_progress("stage 2: SFT", step, total),
                     cancel=control.cancel,
                     tracking=tracking,
                     **selection,
                 )
-        results[0] = _evaluate_once(models, config, held_out, sft_dir, judge_cache, control, "SFT")
-        previous = sft_dir / "adapter"
+        results[0] = _evaluate_once(models, config, held_out, sft.path, judge_cache, control, "SFT")
+        previous = sft.adapter
     control.on_round(0, results[0])
 
     # Stage 3: EM rounds
     for t in range(1, config.rounds + 1):
-        round_dir = run_dir / f"round-{t}"
-        if not (round_dir / "adapter" / "adapter_config.json").exists():
+        step = run.round(t)
+        round_dir = step.path
+        if not step.trained:
             with _main_process_first(), _timed(run_dir, f"round{t}_estep"):
                 samples = e_step(models, config, train, previous, round_dir, control)
             kept = select_samples(samples, config)
             stats = reward_stats(samples, kept)
-            write_json(round_dir / "selection.json", stats)
+            write_json(step.selection, stats)
             if os.environ.get("RANK", "0") == "0":
                 tracking.log_estep(t, stats, [s["reward"] for s in samples])
             if not kept:
@@ -764,9 +767,9 @@ def run_em(config: EMConfig, run_dir: Path, control: RunControl | None = None) -
                     **selection,
                 )
         results[t] = _evaluate_once(models, config, held_out, round_dir, judge_cache, control, f"round-{t}")
-        results[t]["selection"] = json.loads((round_dir / "selection.json").read_text())
+        results[t]["selection"] = json.loads(step.selection.read_text())
         control.on_round(t, results[t])
-        previous = round_dir / "adapter"
+        previous = step.adapter
     return results
 
 
@@ -806,7 +809,7 @@ def stage1_reasoning(
         paths = reasoning_paths(
             teacher,
             records,
-            run_dir / "reasoning.jsonl",
+            RunFolder(run_dir).reasoning,
             settings,
             on_batch=_Counter(control, stage, len(records)),
             cancel=control.cancel,
@@ -860,7 +863,7 @@ def _checkpoint_selection(
     )
     prompt_settings = PromptSettings(max_item_words=config.max_item_words)
     tokenizer = load_tokenizer(resolve_model(config.model, models.model_config().cache_dir))
-    reward = models.reward(run_dir / "judge_cache.jsonl")
+    reward = models.reward(RunFolder(run_dir).judge_cache)
 
     def validate(model) -> float:
         parameter = next(model.parameters())
@@ -912,7 +915,7 @@ def _start_metrics(
         check_adapter_folder(adapter)
     except ModelError as error:
         raise RunError(f"sft_adapter: {error}") from None
-    manifest_file = adapter.parent.parent / "manifest.json"
+    manifest_file = RunFolder.of_adapter(adapter).manifest
     if manifest_file.exists():  # the adapter must have learned the prompt this run samples with
         trained = json.loads(manifest_file.read_text()).get("config", {})
         for name in PROMPT_FIELDS:
@@ -921,12 +924,12 @@ def _start_metrics(
                     f"sft_adapter {adapter} was trained with {name} = {trained[name]!r}, this run has "
                     f"{getattr(config, name)!r}: use the same setting"
                 )
-    own = adapter.parent / "metrics.json"
+    own = StepFolder(adapter.parent).metrics
     if own.exists():
         metrics = json.loads(own.read_text())
         if sorted(row["record_id"] for row in metrics.get("per_record", [])) == sorted(r.record_id for r in held_out):
-            write_json(run_dir / "sft" / "metrics.json", metrics)
-    metrics_file = run_dir / "sft" / "metrics.json"
+            write_json(RunFolder(run_dir).sft.metrics, metrics)
+    metrics_file = RunFolder(run_dir).sft.metrics
     if not metrics_file.exists():
         with _timed(run_dir, "sft_evaluation"):
             write_json(metrics_file, evaluate_round(models, config, held_out, adapter, judge_cache, control, "SFT"))
@@ -936,10 +939,12 @@ def _start_metrics(
 def _evaluate_once(
     models: Models, config: EMConfig, records, step_dir: Path, judge_cache: Path, control: RunControl, stage: str
 ) -> dict:
-    metrics_file = step_dir / "metrics.json"
+    metrics_file = StepFolder(step_dir).metrics
     with _main_process_first():
         if not metrics_file.exists():
             with _timed(step_dir.parent, f"{step_dir.name}_evaluation"):
-                result = evaluate_round(models, config, records, step_dir / "adapter", judge_cache, control, stage)
+                result = evaluate_round(
+                    models, config, records, StepFolder(step_dir).adapter, judge_cache, control, stage
+                )
             write_json(metrics_file, result)
     return json.loads(metrics_file.read_text())

@@ -37,6 +37,7 @@ from .models import (
     use_adapter,
 )
 from .prompts import PromptSettings, answer_of
+from .runs import GENERATIONS, RunFolder
 from .store import Store
 from .versions import BASE_VERSION, SHIPPED_DIR, ModelVersion, best_shipped, find_versions
 
@@ -44,7 +45,6 @@ SAMPLE_DATASET = "shipped sample"
 UPLOAD_FOLDER = "uploads"
 DATA_SUFFIXES = (".json", ".jsonl", ".parquet")
 MAX_UPLOAD_BYTES = 200 * 1024 * 1024
-SHIPPED_GENERATIONS = "generations.jsonl"
 STREAM_INTERVAL_S = 0.25  # at most four page updates a second while a generation streams  # beside each shipped run: its stored generations for the demo
 
 
@@ -99,8 +99,8 @@ class ExploreService:
     def __post_init__(self) -> None:
         self.store = Store(self.paths.store)
         self.generations = GenerationStore(self.store)
-        for path in sorted(Path(self.paths.shipped_dir).glob(f"*/{SHIPPED_GENERATIONS}")):
-            manifest = path.parent / "manifest.json"
+        for path in sorted(Path(self.paths.shipped_dir).glob(f"*/{GENERATIONS}")):
+            manifest = RunFolder(path.parent).manifest
             trained_on = json.loads(manifest.read_text()).get("config", {}).get("model") if manifest.exists() else None
             if trained_on == self.model_config.model:  # versions of another base model are not shown either
                 self.generations.import_jsonl(path)  # the shipped versions' outputs, once (ids are kept)

@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 from .errors import RestpgError
 from .hardware import job_threads
+from .runs import ADAPTER_CONFIG
 from .store import Store
 
 LOG_NAME = "job.log"
@@ -263,7 +264,7 @@ class JobManager:
         roots = [Path(SHIPPED_DIR).resolve(), self.runs_root.resolve()]
         if not any(path.is_relative_to(root) for root in roots) or path.name != "adapter" or path.parent.name != "sft":
             raise JobError(f"sft_adapter: {adapter!r} is not an SFT adapter folder of a shipped or app run")
-        if not (path / "adapter_config.json").is_file():
+        if not (path / ADAPTER_CONFIG).is_file():
             raise JobError(f"sft_adapter: {adapter!r} holds no finished adapter (no adapter_config.json)")
         return str(path)
 

@@ -29,6 +29,7 @@ from .cancel import check, stop_criteria
 from .errors import RestpgError
 from .hardware import Precision, choose_precision, pick_device
 from .prompts import PromptTooLongError
+from .runs import ADAPTER_CONFIG
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,7 @@ def check_adapter_folder(path: Path) -> dict:
     """The adapter's config, or a ModelError naming what is missing or broken."""
     if not path.is_dir():
         raise ModelError(f"{path}: no such adapter folder")
-    config_file = path / "adapter_config.json"
+    config_file = path / ADAPTER_CONFIG
     if not config_file.exists():
         raise ModelError(f"{path}: not a LoRA adapter folder (no adapter_config.json)")
     try:

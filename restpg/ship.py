@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import RestpgError
+from .runs import ADAPTER_CONFIG, MANIFEST, METRICS, SELECTION, RunFolder, round_name
 from .versions import SHIPPED_DIR, SHIPPED_LABEL
 
-ADAPTER_FILES = ("adapter_config.json",)
-STEP_FILES = ("metrics.json", "selection.json")
+STEP_FILES = (METRICS, SELECTION)
 
 
 class ShipError(RestpgError, RuntimeError):
@@ -49,10 +49,10 @@ def _copy_adapter(source: Path, target: Path) -> int:
     from safetensors.torch import load_file, save_file
 
     weights = source / "adapter_model.safetensors"
-    if not (source / "adapter_config.json").exists() or not weights.exists():
-        raise ShipError(f"{source}: not a finished adapter (adapter_config.json and adapter_model.safetensors needed)")
+    if not (source / ADAPTER_CONFIG).exists() or not weights.exists():
+        raise ShipError(f"{source}: not a finished adapter ({ADAPTER_CONFIG} and adapter_model.safetensors needed)")
     target.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source / "adapter_config.json", target / "adapter_config.json")
+    shutil.copyfile(source / ADAPTER_CONFIG, target / ADAPTER_CONFIG)
     tensors = {
         name: value.to(torch.bfloat16) if value.is_floating_point() else value
         for name, value in load_file(str(weights)).items()
@@ -73,13 +73,14 @@ def ship_run(
     from .em import EMConfig
 
     run_dir = Path(run_dir)
-    manifest_file = run_dir / "manifest.json"
+    run = RunFolder(run_dir)
+    manifest_file = run.manifest
     if not manifest_file.exists():
-        raise ShipError(f"{run_dir}: no manifest.json (not a run folder)")
+        raise ShipError(f"{run_dir}: no {MANIFEST} (not a run folder)")
     manifest = json.loads(manifest_file.read_text())
     config = EMConfig.from_dict(manifest["config"])
-    steps = ["sft"] + [f"round-{t}" for t in range(1, config.rounds + 1)]
-    missing = [step for step in steps if not (run_dir / step / "metrics.json").exists()]
+    steps = [round_name(t) for t in range(config.rounds + 1)]
+    missing = [step for step in steps if not run.step(step).metrics.exists()]
     if missing:
         raise ShipError(f"{run_dir}: unfinished run, no metrics yet for {', '.join(missing)}")
     out_dir = Path(shipped_root) / name
@@ -87,19 +88,20 @@ def ship_run(
     staging = staging_root / name
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    for file in ("manifest.json", "timings.json"):
-        if (run_dir / file).exists():
-            shutil.copyfile(run_dir / file, staging / file)
+    staged = RunFolder(staging)
+    for source, target in ((run.manifest, staged.manifest), (run.timings, staged.timings)):
+        if source.exists():
+            shutil.copyfile(source, target)
     size = 0
     for step in steps:
-        size += _copy_adapter(run_dir / step / "adapter", staging / step / "adapter")
+        size += _copy_adapter(run.step(step).adapter, staged.step(step).adapter)
         for file in STEP_FILES:
-            if (run_dir / step / file).exists():
-                shutil.copyfile(run_dir / step / file, staging / step / file)
+            if (run.step(step).path / file).exists():
+                shutil.copyfile(run.step(step).path / file, staged.step(step).path / file)
 
     # The demo generations: the page's code path, on the staged versions.
     rows = _demo_generations(config, staging_root, name, splits, model_config, on_progress)
-    with (staging / "generations.jsonl").open("w", encoding="utf-8") as handle:
+    with staged.generations.open("w", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     if out_dir.exists():
@@ -124,7 +126,7 @@ def _demo_generations(config, shipped_root: Path, name: str, splits, model_confi
             model_config or ModelConfig(model=config.model, device=config.device, dtype=config.dtype),
             AppPaths(data_dir=Path(scratch), runs_dir=Path(scratch) / "runs", shipped_dir=shipped_root),
         )
-        last = f"round-{config.rounds}" if config.rounds else "sft"
+        last = round_name(config.rounds)
         versions = ["base", f"{SHIPPED_LABEL} {name} sft"] + (
             [f"{SHIPPED_LABEL} {name} {last}"] if config.rounds else []
         )

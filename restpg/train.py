@@ -25,6 +25,7 @@ from .hardware import Precision, choose_precision, pick_device
 from .jsonl import write_json
 from .models import ModelConfig, chat_text, load_tokenizer, resolve_model
 from .prompts import PromptTooLongError
+from .runs import StepFolder
 from .tracking import Tracking
 
 log = logging.getLogger(__name__)
@@ -261,8 +262,9 @@ def train_lora(
         raise ValueError("no training examples")
     if any(not math.isfinite(e.weight) or e.weight < 0 for e in examples):
         raise ValueError("example weights must be finite and non-negative")
-    adapter_dir = output_dir / "adapter"
-    if (adapter_dir / "adapter_config.json").exists():
+    step = StepFolder(output_dir)
+    adapter_dir = step.adapter
+    if step.trained:
         raise FileExistsError(f"{adapter_dir} exists already (a finished run); delete it to train again")
     device = pick_device(model_config.device)
     precision = choose_precision(model_config.dtype, device)
@@ -274,7 +276,7 @@ def train_lora(
     max_steps = config.max_steps
     if config.num_epochs is not None:
         max_steps = min(max_steps, max(1, math.ceil(steps_per_epoch * config.num_epochs)))
-    checkpoints = output_dir / "checkpoints"
+    checkpoints = step.checkpoints
     report_to, tracker_callbacks = tracking.trainer_arguments(output_dir.name)
     every = min(config.save_steps, max_steps)
     selection: dict = {}
@@ -364,7 +366,7 @@ def train_lora(
             if "eval_loss" in h or "eval_reward" in h
         ]
         write_json(
-            output_dir / "checkpoint_selection.json",
+            step.checkpoint_selection,
             {
                 "select_by": config.select_by,
                 "steps": result.steps,

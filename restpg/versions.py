@@ -11,16 +11,15 @@ live in ``assets/models/<run>/`` with the run's manifest, timings and held-out m
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from .retrieval import PAPER_TOP_K
+from .runs import ADAPTER_CONFIG, STEP_NAME, RunFolder, StepFolder
 
 BASE_VERSION = "base"
 SHIPPED_LABEL = "shipped"
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "assets" / "models"
-_STEP = re.compile(r"sft|round-(\d+)")
 
 
 @dataclass(frozen=True)
@@ -53,11 +52,11 @@ def find_adapters(runs_root: Path) -> list[tuple[str, Path]]:
     if not base.is_dir():
         return []
     found: dict[tuple, tuple[str, Path]] = {}
-    for pattern in ("*/*/adapter/adapter_config.json", "*/*/*/adapter/adapter_config.json"):
+    for pattern in (f"*/*/adapter/{ADAPTER_CONFIG}", f"*/*/*/adapter/{ADAPTER_CONFIG}"):
         for config in base.glob(pattern):
             adapter = config.parent
             step = adapter.parent.name
-            match = _STEP.fullmatch(step)
+            match = STEP_NAME.fullmatch(step)
             run = adapter.parent.parent.relative_to(base)
             if not match or any(part.startswith(".") for part in run.parts) or not config.is_file():
                 continue
@@ -80,9 +79,9 @@ def _read_json(path: Path) -> dict:
 def version_of(label: str, adapter: Path) -> ModelVersion:
     """The version in ``adapter``, described by its run's manifest and its step's metrics."""
     step_dir = adapter.parent
-    manifest = _read_json(step_dir.parent / "manifest.json")
+    manifest = _read_json(RunFolder(step_dir.parent).manifest)
     config = manifest.get("config", {})
-    metrics = _read_json(step_dir / "metrics.json")
+    metrics = _read_json(StepFolder(step_dir).metrics)
     return ModelVersion(
         label=label,
         adapter=adapter,
