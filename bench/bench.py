@@ -23,7 +23,7 @@ from restpg.models import GenerationSettings, ModelConfig, chat_text, generate, 
 from restpg.prompts import PromptSettings, personalized_prompt, reasoning_target
 from restpg.retrieval import retrieve
 from restpg.reward import LLMJudge
-from restpg.train import TrainConfig, TrainingExample, train_lora
+from restpg.train import TrainConfig, TrainingExample, train_model
 
 
 def machine_summary(device: str) -> str:
@@ -125,7 +125,7 @@ def bench_training(args) -> None:
                 lora_alpha=16,
             )
             with tempfile.TemporaryDirectory() as folder:
-                result = train_lora(ModelConfig(device=args.device, dtype=dtype), examples, config, Path(folder))
+                result = train_model(ModelConfig(device=args.device, dtype=dtype), examples, config, Path(folder))
             print(
                 f"M-step training ({dtype}, LoRA r = 8, batch 4 = {4 // micro} x {micro}): "
                 f"{result.tokens_per_second:.0f} tokens/s ({result.train_tokens} tokens, {result.seconds:.1f} s)"

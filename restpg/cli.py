@@ -211,9 +211,12 @@ def em_config_from_args(args: argparse.Namespace):
         changes["reasoning"] = False
     if getattr(args, "keep_truncated", False):
         changes["keep_truncated"] = True
-    if getattr(args, "select_by", None):
-        changes["sft"] = dataclasses.replace(config.sft, select_by=args.select_by)
-        changes["mstep"] = dataclasses.replace(config.mstep, select_by=args.select_by)
+    for option in ("select_by", "finetuning"):  # one value for both training stages
+        if getattr(args, option, None):
+            changes["sft"] = dataclasses.replace(changes.get("sft", config.sft), **{option: getattr(args, option)})
+            changes["mstep"] = dataclasses.replace(
+                changes.get("mstep", config.mstep), **{option: getattr(args, option)}
+            )
     return preset, dataclasses.replace(config, **changes)
 
 
@@ -401,6 +404,12 @@ def _em_args(parser: argparse.ArgumentParser) -> None:
         help="checkpoint each SFT / M-step keeps: loss (lowest validation loss, the paper's "
         "default), reward (highest reward of generated answers) or last (nothing validated; "
         "cpu-small)",
+    )
+    parser.add_argument(
+        "--finetuning",
+        choices=["lora", "full"],
+        help="full: every weight trains (the paper, at 5e-6; the paper preset's choice); lora: a LoRA adapter "
+        "(cpu-small; small enough to ship and to show in the app)",
     )
     parser.add_argument(
         "--report-to",

@@ -63,9 +63,9 @@ from .reasoning import (
 )
 from .retrieval import PAPER_TOP_K
 from .reward import PAPER_JUDGE_TAU, LexicalRewardModel, LLMJudge, Reward
-from .runs import RunFolder, StepFolder
+from .runs import ADAPTER_CONFIG, MODEL_CONFIG, RunFolder, StepFolder
 from .tracking import Tracking, TrackingError, check_installed, parse_report_to
-from .train import TrainConfig, TrainingExample, train_lora
+from .train import TrainConfig, TrainingExample, train_model
 
 MANIFEST_VERSION = 1
 # What an adapter learned to read and write: a model sampled with other values sees another prompt.
@@ -189,9 +189,15 @@ PAPER_TEACHER = "google/gemma-7b-it"
 PAPER_JUDGE = "google/gemma-7b-it"
 
 PRESETS: dict[str, EMConfig] = {
-    # Every other value is EMConfig's default, the paper's. Ours: LoRA (the paper fine-tunes all
-    # weights at 5e-6) and top_p 0.95 (the paper does not give p).
-    "paper": EMConfig(model=PAPER_GENERATOR, teacher_model=PAPER_TEACHER, judge_model=PAPER_JUDGE),
+    # Every other value is EMConfig's and TrainConfig's default, the paper's (top_p 0.95 is ours: the
+    # paper does not give p). Full fine-tuning at 5e-6, as the paper; --finetuning lora for an adapter.
+    "paper": EMConfig(
+        model=PAPER_GENERATOR,
+        teacher_model=PAPER_TEACHER,
+        judge_model=PAPER_JUDGE,
+        sft=TrainConfig(finetuning="full"),
+        mstep=TrainConfig(finetuning="full"),
+    ),
     "cpu-small": EMConfig(
         tasks=PUBLIC_TASKS,  # paper: one model on all tasks
         train_users=8,  # CPU-forced: 8 users per task (the sample's training users)
@@ -425,6 +431,7 @@ class Models:
 
     config: EMConfig
     _generator: LoadedModel | None = None
+    _full: LoadedModel | None = None  # the last full-fine-tuned step's model
     _judge: LLMJudge | None = None
     _metrics: LexicalMetrics | None = None
 
@@ -432,6 +439,14 @@ class Models:
         return ModelConfig(model=name or self.config.model, device=self.config.device, dtype=self.config.dtype)
 
     def generator(self, adapter: Path | None) -> LoadedModel:
+        """The base model with ``adapter`` active (None: the base alone); a step trained with full
+        fine-tuning holds a whole model, loaded in place of the base (one at a time)."""
+        if adapter is not None and (adapter / MODEL_CONFIG).exists() and not (adapter / ADAPTER_CONFIG).exists():
+            if self._full is None or self._full.name != str(adapter):
+                self._full = None
+                free_memory()
+                self._full = load_model(self.model_config(str(adapter)))
+            return self._full
         if self._generator is None:
             self._generator = load_model(self.model_config())
         loaded = self._generator
@@ -451,9 +466,9 @@ class Models:
     def release(self) -> None:
         """Drop the generator and the judge (reloaded when next needed): training loads its own copy
         of the base model, and on a GPU a 7B judge beside it is memory the M-step needs."""
-        if self._generator is None and self._judge is None:
+        if self._generator is None and self._judge is None and self._full is None:
             return
-        self._generator = self._judge = None
+        self._generator = self._judge = self._full = None
         free_memory()
 
     def metrics(self) -> LexicalMetrics:
@@ -706,7 +721,7 @@ def run_em(config: EMConfig, run_dir: Path, control: RunControl | None = None) -
             selection = _checkpoint_selection(config.sft, models, config, held_out, run_dir, control, count_tokens)
             control.on_progress("stage 2: SFT", 0, 1)
             with _timed(run_dir, "stage2_sft"):
-                train_lora(
+                train_model(
                     models.model_config(),
                     examples,
                     config.sft,
@@ -755,7 +770,7 @@ def run_em(config: EMConfig, run_dir: Path, control: RunControl | None = None) -
             selection = _checkpoint_selection(config.mstep, models, config, held_out, run_dir, control, count_tokens)
             control.on_progress(f"round-{t}: M-step", 0, 1)
             with _timed(run_dir, f"round{t}_mstep"):
-                train_lora(
+                train_model(
                     models.model_config(),
                     examples,
                     config.mstep,
@@ -837,7 +852,7 @@ def _checkpoint_selection(
     control: RunControl,
     count_tokens,
 ) -> dict:
-    """train_lora's validation arguments for ``stage.select_by``: validation examples (the SFT
+    """train_model's validation arguments for ``stage.select_by``: validation examples (the SFT
     targets of the validation records, for the loss) or a function scoring generated answers with
     the run's reward; nothing for "last"."""
     if stage.select_by == "last":

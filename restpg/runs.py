@@ -7,7 +7,7 @@ training, shipping, the page's version list) names its files through these.
     <run>/judge_cache.jsonl      judge scores (cache)
     <run>/logs/<step>/           TensorBoard files (--report-to tensorboard)
     <run>/sft/, <run>/round-N/   one step each:
-        adapter/                 the step's model (a LoRA adapter; adapter_config.json marks it whole)
+        adapter/                 the step's model: a LoRA adapter, or the whole model (full fine-tuning)
         checkpoints/             Trainer checkpoints while it trains (deleted when the adapter is saved)
         checkpoint_selection.json  every validated step and the one kept
         metrics.json             held-out evaluation; the step is finished when it exists
@@ -25,6 +25,7 @@ from pathlib import Path
 
 SFT = "sft"
 ADAPTER_CONFIG = "adapter_config.json"
+MODEL_CONFIG = "config.json"  # a whole model (full fine-tuning) in a step's adapter folder
 MANIFEST = "manifest.json"
 TIMINGS = "timings.json"
 METRICS = "metrics.json"
@@ -54,8 +55,8 @@ class StepFolder:
 
     @property
     def trained(self) -> bool:
-        """The step's adapter is saved whole (written atomically, its config last)."""
-        return (self.adapter / ADAPTER_CONFIG).exists()
+        """The step's model is saved (a LoRA adapter, or a whole model with full fine-tuning)."""
+        return (self.adapter / ADAPTER_CONFIG).exists() or (self.adapter / MODEL_CONFIG).exists()
 
     @property
     def checkpoints(self) -> Path:

@@ -40,13 +40,18 @@ class TrainingExample:
 
 
 SELECT_BY = ("loss", "reward", "last")
+FINETUNING = ("lora", "full")
+PAPER_FULL_LEARNING_RATE = 5e-6  # paper: Appendix B
+LORA_LEARNING_RATE = 2e-4  # ours: a LoRA adapter needs a larger rate than all weights
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """One M-step / SFT run. Defaults are the paper's (Appendix B) unless marked."""
 
-    learning_rate: float = 2e-4  # paper: 5e-6 for full fine-tuning; LoRA (ours) needs a larger rate
+    # "full": every weight trains (the paper); "lora": a LoRA adapter (ours; small enough to ship)
+    finetuning: str = "lora"
+    learning_rate: float | None = None  # None: the paper's 5e-6 for full fine-tuning, 2e-4 for LoRA (ours)
     optimizer: str = "adafactor"  # paper: Adafactor
     warmup_steps: int = 250  # paper
     max_steps: int = 10_000  # paper: at most 10,000 steps per iteration
@@ -71,6 +76,15 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.select_by not in SELECT_BY:
             raise ValueError(f"select_by must be one of {', '.join(SELECT_BY)}, got {self.select_by!r}")
+        if self.finetuning not in FINETUNING:
+            raise ValueError(f"finetuning must be one of {', '.join(FINETUNING)}, got {self.finetuning!r}")
+
+    @property
+    def rate(self) -> float:
+        """The learning rate: the one given, else the paper's for full fine-tuning or ours for LoRA."""
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return PAPER_FULL_LEARNING_RATE if self.finetuning == "full" else LORA_LEARNING_RATE
 
     @property
     def gradient_accumulation_steps(self) -> int:
@@ -210,14 +224,19 @@ def _progress_callback(on_step: Callable[[int, int, dict], None]):
     return Progress()
 
 
-def build_lora_model(
+def build_trainable_model(
     model_config: ModelConfig, train_config: TrainConfig, precision: Precision, init_adapter: Path | None = None
 ):
-    """A fresh base model with a trainable LoRA adapter (new, or continued from ``init_adapter``)."""
+    """The model to train and the base model's path: the base with a trainable LoRA adapter (new,
+    or continued from ``init_adapter``), or with full fine-tuning the base itself (or the model
+    saved in ``init_adapter``), every weight trainable."""
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM, set_seed
 
     path = resolve_model(model_config.model, model_config.cache_dir)
+    if train_config.finetuning == "full":
+        source = str(init_adapter) if init_adapter is not None else path
+        return AutoModelForCausalLM.from_pretrained(source, dtype=precision.dtype), path
     base = AutoModelForCausalLM.from_pretrained(path, dtype=precision.dtype)
     if init_adapter is not None:
         return PeftModel.from_pretrained(base, str(init_adapter), is_trainable=True), path
@@ -232,7 +251,7 @@ def build_lora_model(
     return get_peft_model(base, lora), path
 
 
-def train_lora(
+def train_model(
     model_config: ModelConfig,
     examples: Sequence[TrainingExample],
     config: TrainConfig,
@@ -244,7 +263,8 @@ def train_lora(
     validation: Sequence[TrainingExample] = (),
     validate: Callable[[torch.nn.Module], float] | None = None,
 ) -> TrainResult:
-    """Train a LoRA adapter and save it to ``output_dir/adapter`` (written atomically).
+    """Train a LoRA adapter (or, with ``config.finetuning`` "full", every weight) and save the step's
+    model to ``output_dir/adapter`` (written atomically): the adapter, or the whole model.
 
     Device and precision are ``model_config``'s (restpg.hardware chooses them for "auto").
     Trainer checkpoints go to ``output_dir/checkpoints``; a rerun after a crash or a cancel resumes
@@ -269,7 +289,7 @@ def train_lora(
     device = pick_device(model_config.device)
     precision = choose_precision(model_config.dtype, device)
     log.info("training on %s in %s (%s)", device, precision.name, precision.reason)
-    model, path = build_lora_model(model_config, config, precision, init_adapter)
+    model, path = build_trainable_model(model_config, config, precision, init_adapter)
     tokenizer = load_tokenizer(path)
     rows = tokenize_examples(tokenizer, examples, config)
     steps_per_epoch = math.ceil(len(rows) / (config.per_device_batch_size * config.gradient_accumulation_steps))
@@ -305,7 +325,7 @@ def train_lora(
         max_steps=max_steps,
         per_device_train_batch_size=config.per_device_batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
-        learning_rate=config.learning_rate,
+        learning_rate=config.rate,
         lr_scheduler_type="linear",
         warmup_steps=min(config.warmup_steps, max(0, max_steps - 1)),
         weight_decay=config.weight_decay,

@@ -8,7 +8,7 @@ import torch
 
 from restpg.cancel import Cancelled, cancel_hooks, decoder_layers
 from restpg.models import GenerationSettings, ModelConfig, generate
-from restpg.train import TrainConfig, TrainingExample, train_lora
+from restpg.train import TrainConfig, TrainingExample, train_model
 
 
 def test_hooks_stop_the_forward_and_the_backward_pass(tiny_model):
@@ -63,7 +63,7 @@ def test_training_stops_mid_step_and_keeps_its_checkpoints(tiny_model_dir, tmp_p
 
     start = time.perf_counter()
     with pytest.raises(Cancelled):
-        train_lora(
+        train_model(
             ModelConfig(model=str(tiny_model_dir), dtype="float32"),
             examples,
             config,

@@ -102,7 +102,7 @@ def test_run_writes_every_round_and_resume_redoes_nothing(tiny_config, tmp_path,
     def must_not_run(*args, **kwargs):
         raise AssertionError("a finished step ran again")
 
-    monkeypatch.setattr(em, "train_lora", must_not_run)
+    monkeypatch.setattr(em, "train_model", must_not_run)
     monkeypatch.setattr(em, "predict", must_not_run)
     assert run_em(tiny_config, run) == results
 
@@ -301,7 +301,7 @@ def test_the_rest_pg_path_end_to_end(format_model_dir, tmp_path, monkeypatch):
     )
     config = dataclasses.replace(config, reasoning_from=str(paths))
     trained = []
-    train_lora = em.train_lora
+    train_model = em.train_model
 
     def spy(model_config, examples, train_config, output_dir, **kwargs):
         import gc
@@ -311,9 +311,9 @@ def test_the_rest_pg_path_end_to_end(format_model_dir, tmp_path, monkeypatch):
         trained.append((output_dir.name, list(examples)))
         gc.collect()  # #12.5: no generator or judge of this run is held while it trains
         assert not [o for o in gc.get_objects() if isinstance(o, LoadedModel) and o.name == config.model]
-        return train_lora(model_config, examples, train_config, output_dir, **kwargs)
+        return train_model(model_config, examples, train_config, output_dir, **kwargs)
 
-    monkeypatch.setattr(em, "train_lora", spy)
+    monkeypatch.setattr(em, "train_model", spy)
     results = run_em(config, tmp_path / "run")
     assert [name for name, _ in trained] == ["sft", "round-1"]
     sft = trained[0][1]
@@ -426,3 +426,15 @@ def test_validation_loss_needs_reasoning_for_the_validation_records(tiny_config,
     )
     with pytest.raises(RunError, match="none of the .* validation records has a reasoning path.*--select-by reward"):
         run_em(config, tmp_path / "run")
+
+
+def test_a_run_with_full_fine_tuning_samples_from_and_evaluates_its_whole_models(tiny_config, tmp_path):
+    full = dataclasses.replace(TINY_TRAIN, finetuning="full")
+    config = dataclasses.replace(tiny_config, rounds=1, sft=full, mstep=full)
+    results = run_em(config, tmp_path / "run")
+    for step in ("sft", "round-1"):
+        assert (tmp_path / "run" / step / "adapter" / "config.json").exists()
+        assert not (tmp_path / "run" / step / "adapter" / "adapter_config.json").exists()
+    assert sorted(results) == [0, 1] and "rougeL" in results[1]["summary"]
+    assert PRESETS["paper"].sft.finetuning == PRESETS["paper"].mstep.finetuning == "full"
+    assert PRESETS["paper"].sft.rate == 5e-6 and PRESETS["cpu-small"].sft.finetuning == "lora"

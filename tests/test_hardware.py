@@ -67,13 +67,13 @@ def test_a_cpu_job_and_the_page_share_the_cores(cores, job, page_idle, page_busy
 
 
 def test_training_runs_in_the_runs_precision(monkeypatch, tiny_model_dir, tmp_path):
-    """--dtype reaches training: train_lora builds its model in the ModelConfig's precision."""
+    """--dtype reaches training: train_model builds its model in the ModelConfig's precision."""
     import restpg.train as train
     from restpg.models import ModelConfig
 
     seen = []
-    real = train.build_lora_model
-    monkeypatch.setattr(train, "build_lora_model", lambda *a, **k: seen.append(a[2]) or real(*a, **k))
+    real = train.build_trainable_model
+    monkeypatch.setattr(train, "build_trainable_model", lambda *a, **k: seen.append(a[2]) or real(*a, **k))
     config = train.TrainConfig(
         select_by="last",
         max_steps=1,
@@ -85,7 +85,7 @@ def test_training_runs_in_the_runs_precision(monkeypatch, tiny_model_dir, tmp_pa
         lora_r=2,
         lora_alpha=4,
     )
-    train.train_lora(
+    train.train_model(
         ModelConfig(model=str(tiny_model_dir), device="cpu", dtype="bfloat16"),
         [train.TrainingExample("a", "b")],
         config,

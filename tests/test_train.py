@@ -11,7 +11,7 @@ from restpg.train import (
     TrainingExample,
     WeightedCollator,
     tokenize_examples,
-    train_lora,
+    train_model,
     weighted_completion_loss,
 )
 
@@ -66,7 +66,7 @@ def test_tokenize_and_collate(tiny_model):
 def test_train_saves_a_loadable_adapter_that_learned(tiny_model_dir, tmp_path):
     examples = [TrainingExample("say the word", "banana banana banana")] * 4
     config = dataclasses.replace(FAST, learning_rate=5e-2, max_steps=20, save_steps=10)
-    result = train_lora(ModelConfig(model=str(tiny_model_dir), dtype="float32"), examples, config, tmp_path / "run")
+    result = train_model(ModelConfig(model=str(tiny_model_dir), dtype="float32"), examples, config, tmp_path / "run")
     assert result.steps == 20 and result.examples == 4 and result.train_tokens > 0
     assert (result.adapter_dir / "adapter_config.json").exists()
     assert not (tmp_path / "run" / "checkpoints").exists()
@@ -77,12 +77,12 @@ def test_train_saves_a_loadable_adapter_that_learned(tiny_model_dir, tmp_path):
     text = generate(loaded, ["say the word"], GenerationSettings(max_new_tokens=3, temperature=0.0))[0][0].text
     assert "banana" in text
     with pytest.raises(FileExistsError, match="exists already"):
-        train_lora(ModelConfig(model=str(tiny_model_dir), dtype="float32"), examples, config, tmp_path / "run")
+        train_model(ModelConfig(model=str(tiny_model_dir), dtype="float32"), examples, config, tmp_path / "run")
 
 
 def test_zero_weight_examples_do_not_train(tiny_model_dir, tmp_path):
     examples = [TrainingExample("say the word", "banana banana banana", weight=0.0)] * 4
-    result = train_lora(ModelConfig(model=str(tiny_model_dir), dtype="float32"), examples, FAST, tmp_path / "run")
+    result = train_model(ModelConfig(model=str(tiny_model_dir), dtype="float32"), examples, FAST, tmp_path / "run")
     assert all(h["loss"] == 0 for h in result.log_history if "loss" in h)
 
 
@@ -97,7 +97,7 @@ def test_interrupted_training_resumes_from_its_checkpoint(tiny_model_dir, tmp_pa
             raise Crash
 
     with pytest.raises(Crash):
-        train_lora(
+        train_model(
             ModelConfig(model=str(tiny_model_dir), dtype="float32"),
             examples,
             FAST,
@@ -107,7 +107,7 @@ def test_interrupted_training_resumes_from_its_checkpoint(tiny_model_dir, tmp_pa
     assert (tmp_path / "run" / "checkpoints" / "checkpoint-2").exists()
     assert not (tmp_path / "run" / "adapter").exists()
     seen = []
-    result = train_lora(
+    result = train_model(
         ModelConfig(model=str(tiny_model_dir), dtype="float32"),
         examples,
         FAST,
@@ -119,9 +119,9 @@ def test_interrupted_training_resumes_from_its_checkpoint(tiny_model_dir, tmp_pa
 
 def test_bad_examples_are_refused(tiny_model_dir, tmp_path):
     with pytest.raises(ValueError, match="no training examples"):
-        train_lora(ModelConfig(model=str(tiny_model_dir), dtype="float32"), [], FAST, tmp_path)
+        train_model(ModelConfig(model=str(tiny_model_dir), dtype="float32"), [], FAST, tmp_path)
     with pytest.raises(ValueError, match="non-negative"):
-        train_lora(
+        train_model(
             ModelConfig(model=str(tiny_model_dir), dtype="float32"), [TrainingExample("a", "b", -1.0)], FAST, tmp_path
         )
 
@@ -146,7 +146,7 @@ def _one_sgd_step(tiny_model_dir, tmp_path, micro: int, name: str):
         lora_dropout=0.0,
         save_steps=1,
     )
-    result = train_lora(ModelConfig(model=str(tiny_model_dir), dtype="float32"), examples, config, tmp_path / name)
+    result = train_model(ModelConfig(model=str(tiny_model_dir), dtype="float32"), examples, config, tmp_path / name)
     loss = next(h["loss"] for h in result.log_history if "loss" in h)
     return load_file(str(result.adapter_dir / "adapter_model.safetensors")), loss
 
@@ -215,7 +215,7 @@ def test_the_checkpoint_with_the_best_validation_loss_is_kept(tiny_model_dir, tm
     examples = [TrainingExample("say the word", "banana banana banana")] * 4
     validation = [TrainingExample("say the word", "cherry plum"), TrainingExample("a fruit", "cherry")]
     config = dataclasses.replace(FAST, learning_rate=5e-2, max_steps=6, save_steps=2, select_by="loss")
-    result = train_lora(
+    result = train_model(
         ModelConfig(model=str(tiny_model_dir), dtype="float32"),
         examples,
         config,
@@ -230,7 +230,7 @@ def test_the_checkpoint_with_the_best_validation_loss_is_kept(tiny_model_dir, tm
     assert result.selected_step == selection["selected_step"] == best
     assert _validation_loss(tiny_model_dir, result.adapter_dir, validation) == pytest.approx(losses[best], rel=1e-4)
     with pytest.raises(ValueError, match="needs validation examples"):
-        train_lora(ModelConfig(model=str(tiny_model_dir), dtype="float32"), examples, config, tmp_path / "other")
+        train_model(ModelConfig(model=str(tiny_model_dir), dtype="float32"), examples, config, tmp_path / "other")
 
 
 def test_the_checkpoint_with_the_best_reward_is_kept(tiny_model_dir, tmp_path):
@@ -244,7 +244,7 @@ def test_the_checkpoint_with_the_best_reward_is_kept(tiny_model_dir, tmp_path):
         return next(rewards)
 
     config = dataclasses.replace(FAST, learning_rate=5e-2, max_steps=6, save_steps=2, select_by="reward")
-    result = train_lora(
+    result = train_model(
         ModelConfig(model=str(tiny_model_dir), dtype="float32"), examples, config, tmp_path / "run", validate=validate
     )
     assert result.selected_step == 4 and result.selected_metric == pytest.approx(0.9)
@@ -254,3 +254,18 @@ def test_the_checkpoint_with_the_best_reward_is_kept(tiny_model_dir, tmp_path):
     assert sum(v.abs().sum().item() for n, v in saved.items() if "lora_B" in n) == pytest.approx(
         fingerprints[1], rel=1e-5
     )
+
+
+def test_full_fine_tuning_saves_the_whole_model_that_learned(tiny_model_dir, tmp_path):
+    """#12.11: finetuning "full" trains every weight (the paper's way) and saves a plain model folder."""
+    assert TrainConfig(finetuning="full").rate == 5e-6 and TrainConfig().rate == 2e-4  # paper's / ours
+    with pytest.raises(ValueError, match="finetuning must be one of lora, full"):
+        TrainConfig(finetuning="qlora")
+    examples = [TrainingExample("say the word", "banana banana banana")] * 4
+    config = dataclasses.replace(FAST, finetuning="full", learning_rate=5e-3, max_steps=20, save_steps=10)
+    result = train_model(ModelConfig(model=str(tiny_model_dir), dtype="float32"), examples, config, tmp_path / "run")
+    saved = sorted(p.name for p in result.adapter_dir.iterdir())
+    assert "config.json" in saved and "model.safetensors" in saved and "adapter_config.json" not in saved
+    loaded = load_model(ModelConfig(model=str(result.adapter_dir), device="cpu", dtype="float32"))
+    text = generate(loaded, ["say the word"], GenerationSettings(max_new_tokens=3, temperature=0.0))[0][0].text
+    assert "banana" in text
