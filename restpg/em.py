@@ -169,6 +169,7 @@ _CPU_SFT = TrainConfig(
     learning_rate=2e-3,
     optimizer="adamw_torch",  # CPU-forced: few steps need AdamW's fast start
     warmup_steps=2,
+    min_lr_ratio=0.0,  # ours: decay to 0, as the shipped versions were trained (paper: to 0.1)
     num_epochs=5.0,
     batch_size=4,
     per_device_batch_size=1,

@@ -54,6 +54,7 @@ class TrainConfig:
     learning_rate: float | None = None  # None: the paper's 5e-6 for full fine-tuning, 2e-4 for LoRA (ours)
     optimizer: str = "adafactor"  # paper: Adafactor
     warmup_steps: int = 250  # paper
+    min_lr_ratio: float = 0.1  # paper: linear decay to 0.1 of the peak rate
     max_steps: int = 10_000  # paper: at most 10,000 steps per iteration
     num_epochs: float | None = None  # when set, bounds training by epochs as well (CPU presets)
     batch_size: int = 64  # paper: 64 = per_device_batch_size * gradient_accumulation * devices
@@ -214,6 +215,20 @@ def _trainer_class():
     return WeightedTrainer
 
 
+def _schedule(config: TrainConfig, max_steps: int, warmup: int) -> dict:
+    """The learning-rate schedule: linear warm-up, then linear decay to ``min_lr_ratio`` of the peak
+    (the paper: 0.1), through transformers' warmup-stable-decay schedule with no stable phase; a
+    ratio of 0 is the plain linear schedule."""
+    if config.min_lr_ratio <= 0:
+        return {"lr_scheduler_type": "linear"}
+    kwargs = {
+        "num_decay_steps": max(1, max_steps - warmup),
+        "decay_type": "linear",
+        "min_lr_ratio": config.min_lr_ratio,
+    }
+    return {"lr_scheduler_type": "warmup_stable_decay", "lr_scheduler_kwargs": kwargs}
+
+
 def _progress_callback(on_step: Callable[[int, int, dict], None]):
     from transformers import TrainerCallback
 
@@ -299,6 +314,7 @@ def train_model(
     checkpoints = step.checkpoints
     report_to, tracker_callbacks = tracking.trainer_arguments(output_dir.name)
     every = min(config.save_steps, max_steps)
+    warmup = min(config.warmup_steps, max(0, max_steps - 1))
     selection: dict = {}
     eval_rows = None
     if config.select_by == "loss":
@@ -326,8 +342,8 @@ def train_model(
         per_device_train_batch_size=config.per_device_batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         learning_rate=config.rate,
-        lr_scheduler_type="linear",
-        warmup_steps=min(config.warmup_steps, max(0, max_steps - 1)),
+        warmup_steps=warmup,
+        **_schedule(config, max_steps, warmup),
         weight_decay=config.weight_decay,
         max_grad_norm=config.max_grad_norm,
         optim=config.optimizer,

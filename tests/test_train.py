@@ -269,3 +269,25 @@ def test_full_fine_tuning_saves_the_whole_model_that_learned(tiny_model_dir, tmp
     loaded = load_model(ModelConfig(model=str(result.adapter_dir), device="cpu", dtype="float32"))
     text = generate(loaded, ["say the word"], GenerationSettings(max_new_tokens=3, temperature=0.0))[0][0].text
     assert "banana" in text
+
+
+def test_the_learning_rate_decays_linearly_to_a_tenth_of_its_peak(tiny_model_dir, tmp_path):
+    """Paper: linear warm-up, then linear decay to 0.1 of the peak (min_lr_ratio 0: to 0)."""
+    examples = [TrainingExample("p", "c c")] * 2
+    rates = {}
+    for ratio in (0.1, 0.0):
+        config = dataclasses.replace(
+            FAST, learning_rate=1e-3, warmup_steps=2, max_steps=12, save_steps=12, min_lr_ratio=ratio
+        )
+        result = train_model(
+            ModelConfig(model=str(tiny_model_dir), dtype="float32"), examples, config, tmp_path / f"r{ratio}"
+        )
+        rates[ratio] = [h["learning_rate"] for h in result.log_history if "learning_rate" in h]
+    paper = rates[0.1]
+    peak = paper.index(max(paper))
+    assert max(paper) == pytest.approx(1e-3) and peak <= 2
+    decay = paper[peak:]
+    assert all(a >= b for a, b in zip(decay, decay[1:])) and 1e-4 <= decay[-1] < 2.5e-4
+    steps = [b - a for a, b in zip(decay, decay[1:])]
+    assert max(steps) == pytest.approx(min(steps), rel=1e-3)  # linear
+    assert rates[0.0][-1] == pytest.approx(1e-4) and rates[0.0][-1] < decay[-1]  # plain linear: one step from 0
