@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .em import Cancelled
 from .errors import RestpgError
+from .hardware import DEVICE_HELP, DTYPE_HELP
 from .longlamp import (
     PUBLIC_TASKS,
     SPLIT_FAMILIES,
@@ -175,49 +176,13 @@ def cmd_ratings_agreement(args: argparse.Namespace) -> int:
 
 
 def em_config_from_args(args: argparse.Namespace):
-    """The preset, with every option the user gave on top of it."""
-    import dataclasses
-
+    """The preset, with every option the user gave on top of it (restpg.options)."""
     from .em import PRESETS, default_preset
+    from .options import config_from_flags
+    from .train import TrainConfig
 
     preset = args.preset or default_preset()
-    config = PRESETS[preset]
-    changes = {"device": args.device, "dtype": args.dtype}
-    if args.task:
-        changes["tasks"] = PUBLIC_TASKS if args.task == "all" else (args.task,)
-    for option, name in [
-        ("data", "data"),
-        ("family", "family"),
-        ("users", "train_users"),
-        ("eval_users", "eval_users"),
-        ("rounds", "rounds"),
-        ("samples", "samples_per_input"),
-        ("reward", "reward"),
-        ("tau", "tau"),
-        ("init", "init"),
-        ("model", "model"),
-        ("teacher_model", "teacher_model"),
-        ("judge_model", "judge_model"),
-        ("max_new_tokens", "max_new_tokens"),
-        ("max_item_words", "max_item_words"),
-        ("reasoning_from", "reasoning_from"),
-        ("sft_adapter", "sft_adapter"),
-        ("report_to", "report_to"),
-    ]:
-        value = getattr(args, option, None)
-        if value is not None:
-            changes[name] = value
-    if getattr(args, "no_reasoning", False):
-        changes["reasoning"] = False
-    if getattr(args, "keep_truncated", False):
-        changes["keep_truncated"] = True
-    for option in ("select_by", "finetuning"):  # one value for both training stages
-        if getattr(args, option, None):
-            changes["sft"] = dataclasses.replace(changes.get("sft", config.sft), **{option: getattr(args, option)})
-            changes["mstep"] = dataclasses.replace(
-                changes.get("mstep", config.mstep), **{option: getattr(args, option)}
-            )
-    return preset, dataclasses.replace(config, **changes)
+    return preset, config_from_flags(PRESETS[preset], args, TrainConfig)
 
 
 class _TqdmProgress:
@@ -366,68 +331,25 @@ def ship_root() -> Path:
 
 
 def _em_args(parser: argparse.ArgumentParser) -> None:
-    from .em import PRESETS, REWARDS
+    """The run's flags: generated from the fields of restpg.em.EMConfig (and TrainConfig's stage
+    flags) that declare one, so the help text lives beside the default it changes."""
+    from .em import PRESETS, EMConfig
+    from .options import add_config_flags
+    from .train import TrainConfig
 
     parser.add_argument("--preset", choices=list(PRESETS), help="default: paper on CUDA, cpu-small on a CPU")
-    parser.add_argument("--task", choices=[*PUBLIC_TASKS, "all"], help="one task, or all (the paper's multi-task)")
-    parser.add_argument("--data", help="LongLaMP source with {split} (and {task}) in its path, or LongLaMP/LongLaMP")
-    parser.add_argument("--family", choices=SPLIT_FAMILIES)
     parser.add_argument("--run-dir", required=True, help="run folder (an existing one is resumed)")
-    parser.add_argument("--users", type=int, help="training users per task")
-    parser.add_argument("--eval-users", type=int, help="held-out users per task")
-    parser.add_argument("--rounds", type=int, help="EM rounds T (paper: 3)")
-    parser.add_argument("--samples", type=int, help="samples per input m (paper: 32)")
-    parser.add_argument("--reward", choices=REWARDS, help="paper: judge")
-    parser.add_argument("--tau", type=float, help="keep threshold (judge: 1.0; lexical: per-input quantile rule)")
-    parser.add_argument("--init", choices=["base", "previous"], help="M-step start (paper: base)")
-    parser.add_argument("--no-reasoning", action="store_true", help="ReST-EM without reasoning (baseline)")
-    parser.add_argument(
-        "--keep-truncated",
-        action="store_true",
-        help="let the E-step keep samples cut at the token limit (default: dropped, counted)",
-    )
-    parser.add_argument("--model", help="generator base model: default, hub id or folder")
-    parser.add_argument("--teacher-model", help="stage-1 teacher (default: the base model)")
-    parser.add_argument("--judge-model", help="LLM judge (default: the base model)")
-    parser.add_argument("--max-new-tokens", type=int)
-    parser.add_argument("--max-item-words", type=int)
-    parser.add_argument(
-        "--reasoning-from",
-        help="stage-1 reasoning: teacher (the teacher model writes it, the paper), sample (the "
-        "hand-written paths shipped with the sample) or a .jsonl file of "
-        "{record_id, reasoning, teacher} rows",
-    )
-    parser.add_argument("--sft-adapter", help="skip stages 1-2: start the EM rounds from this SFT adapter folder")
-    parser.add_argument(
-        "--select-by",
-        choices=["loss", "reward", "last"],
-        help="checkpoint each SFT / M-step keeps: loss (lowest validation loss, the paper's "
-        "default), reward (highest reward of generated answers) or last (nothing validated; "
-        "cpu-small)",
-    )
-    parser.add_argument(
-        "--finetuning",
-        choices=["lora", "full"],
-        help="full: every weight trains (the paper, at 5e-6; the paper preset's choice); lora: a LoRA adapter "
-        "(cpu-small; small enough to ship and to show in the app)",
-    )
-    parser.add_argument(
-        "--report-to",
-        help="training curves and E-step statistics: none (default) or any of "
-        "tensorboard, wandb, mlflow, trackio, comma-separated "
-        "(TensorBoard files in <run-dir>/logs)",
-    )
-    _device_args(parser)
+    add_config_flags(parser, EMConfig, TrainConfig)
+    _threads_arg(parser)
 
 
 def _device_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="auto", help="auto (CUDA where there is one), cpu, cuda, cuda:N")
-    parser.add_argument(
-        "--dtype",
-        default="auto",
-        help="auto (bf16 on CUDA; on a CPU bf16 only where it is native and measures faster, "
-        "else float32), float32, bfloat16, float16",
-    )
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
+    parser.add_argument("--dtype", default="auto", help=DTYPE_HELP)
+    _threads_arg(parser)
+
+
+def _threads_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: one per core)")
 
 

@@ -34,9 +34,9 @@ from typing import Callable, Sequence
 from .cancel import Cancelled
 from .errors import RestpgError
 from .evaluate import inference_settings, predict, prompt_for, score_predictions, summarize
-from .hardware import Precision
+from .hardware import DEVICE_HELP, DEVICE_PATTERN, DTYPE_HELP, DTYPES, Precision
 from .jsonl import append_jsonl, read_jsonl, write_json, write_jsonl
-from .longlamp import PUBLIC_TASKS, Record, load_records, sample_path, task_spec
+from .longlamp import PUBLIC_TASKS, SPLIT_FAMILIES, TASKS, Record, load_records, sample_path, task_spec
 from .metrics import LexicalMetrics, LexicalReward
 from .models import (
     DEFAULT_MODEL,
@@ -52,6 +52,7 @@ from .models import (
     resolve_model,
     use_adapter,
 )
+from .options import flag
 from .prompts import PromptSettings, reasoning_target
 from .reasoning import (
     SAMPLE_REASONING_FILE,
@@ -81,64 +82,154 @@ class RunError(RestpgError, RuntimeError):
 class EMConfig:
     """Everything a REST-PG run needs. Defaults are the paper's; the cpu-small preset marks its cuts."""
 
-    tasks: tuple[str, ...] = PUBLIC_TASKS  # paper: one model on all tasks (multi-task)
-    data: str | None = None  # None: the shipped sample; else a LongLaMP source with {split} in its path, or the hub id
-    family: str = "user"
+    tasks: tuple[str, ...] = field(  # paper: one model on all tasks (multi-task)
+        default=PUBLIC_TASKS,
+        metadata=flag(
+            "--task",
+            "one task, or all (the paper's multi-task)",
+            choices=[*PUBLIC_TASKS, "all"],
+            convert=lambda task: PUBLIC_TASKS if task == "all" else (task,),
+        ),
+    )
+    # None: the shipped sample; else a LongLaMP source with {split} in its path, or the hub id
+    data: str | None = field(
+        default=None,
+        metadata=flag("--data", "LongLaMP source with {split} (and {task}) in its path, or LongLaMP/LongLaMP"),
+    )
+    family: str = field(default="user", metadata=flag("--family", "split family", choices=SPLIT_FAMILIES))
     train_split: str = "train"
     eval_split: str = "val"
-    train_users: int | None = None  # None: all
-    eval_users: int | None = None
-    model: str = DEFAULT_MODEL  # the generator's base checkpoint (ours: the shipped model; paper preset: Gemma 2B)
-    teacher_model: str | None = None  # stage 1; None: the base model (the paper: an instruction-tuned 7B)
+    train_users: int | None = field(
+        default=None, metadata=flag("--users", "training users per task", type=int)
+    )  # None: all
+    eval_users: int | None = field(default=None, metadata=flag("--eval-users", "held-out users per task", type=int))
+    # the generator's base checkpoint (ours: the shipped model; paper preset: Gemma 2B)
+    model: str = field(
+        default=DEFAULT_MODEL, metadata=flag("--model", "generator base model: default, hub id or folder")
+    )
+    # stage 1; None: the base model (the paper: an instruction-tuned 7B)
+    teacher_model: str | None = field(
+        default=None, metadata=flag("--teacher-model", "stage-1 teacher (default: the base model)")
+    )
     # Where stage 1's reasoning paths come from: "teacher" (teacher_model writes them, the paper),
     # "sample" (the hand-written reference paths shipped with the sample, REASONING_FILE in
     # data/longlamp_sample/), or a JSONL file of {"record_id", "reasoning", "teacher"} rows, e.g. from
     # a 7B teacher run elsewhere.
-    reasoning_from: str = "teacher"
+    reasoning_from: str = field(
+        default="teacher",
+        metadata=flag(
+            "--reasoning-from",
+            "stage-1 reasoning: teacher (the teacher model writes it, the paper), sample "
+            "(the hand-written paths shipped with the sample) or a .jsonl file of {record_id, reasoning, "
+            "teacher} rows",
+        ),
+    )
     # Skip stages 1 and 2: start the EM rounds from this SFT adapter folder (e.g. the shipped one).
-    sft_adapter: str | None = None
-    judge_model: str | None = None  # reward and metric; None: the base model (a weak judge, said in the output)
-    reasoning: bool = True  # False: ReST-EM without reasoning (baseline)
-    rounds: int = 3  # paper: T = 3
-    samples_per_input: int = 32  # paper: m = 32
+    sft_adapter: str | None = field(
+        default=None,
+        metadata=flag("--sft-adapter", "skip stages 1-2: start the EM rounds from this SFT adapter folder"),
+    )
+    # reward and metric; None: the base model (a weak judge, said in the output)
+    judge_model: str | None = field(default=None, metadata=flag("--judge-model", "LLM judge (default: the base model)"))
+    reasoning: bool = field(  # False: ReST-EM without reasoning (baseline)
+        default=True,
+        metadata=flag("--no-reasoning", "ReST-EM without reasoning (baseline)", action="store_const", const=False),
+    )
+    rounds: int = field(default=3, metadata=flag("--rounds", "EM rounds T (paper: 3)", type=int))  # paper: T = 3
+    samples_per_input: int = field(  # paper: m = 32
+        default=32, metadata=flag("--samples", "samples per input m (paper: 32)", type=int)
+    )
     temperature: float = 0.7  # paper: gamma = 0.7
     top_p: float = 0.95  # paper: nucleus sampling, p not given
-    reward: str = "judge"  # paper: the LLM judge
-    tau: float | None = None  # None: 1.0 for the judge (paper); the quantile rule for lexical rewards
+    reward: str = field(
+        default="judge", metadata=flag("--reward", "paper: judge", choices=REWARDS)
+    )  # paper: the LLM judge
+    # None: 1.0 for the judge (paper); the quantile rule for lexical rewards
+    tau: float | None = field(
+        default=None,
+        metadata=flag("--tau", "keep threshold in [0, 1] (judge: 1.0; lexical: per-input quantile rule)", type=float),
+    )
     tau_quantile: float = 0.75  # lexical rewards: keep samples at or above this per-input quantile
     max_kept_per_input: int = 10  # paper
-    keep_truncated: bool = False  # keep E-step samples cut at max_new_tokens (the paper does not say; ours: no)
-    init: str = "base"  # paper: every M-step restarts from the base checkpoint; "previous" continues
+    # keep E-step samples cut at max_new_tokens (the paper does not say; ours: no)
+    keep_truncated: bool = field(
+        default=False,
+        metadata=flag(
+            "--keep-truncated",
+            "let the E-step keep samples cut at the token limit (default: dropped, counted)",
+            action="store_const",
+            const=True,
+        ),
+    )
+    # paper: every M-step restarts from the base checkpoint; "previous" continues
+    init: str = field(
+        default="base", metadata=flag("--init", "M-step start (paper: base)", choices=["base", "previous"])
+    )
     k: int = PAPER_TOP_K  # paper: 5 retrieved items
-    max_item_words: int | None = None  # paper: whole items
-    max_new_tokens: int = 1536  # paper: outputs up to 1,536 tokens
+    max_item_words: int | None = field(  # paper: whole items
+        default=None, metadata=flag("--max-item-words", "words per profile-item field (paper: whole)", type=int)
+    )
+    max_new_tokens: int = field(  # paper: outputs up to 1,536 tokens
+        default=1536, metadata=flag("--max-new-tokens", "reasoning + answer tokens (paper: 1,536)", type=int)
+    )
     reasoning_max_tokens: int = 512  # stage-1 teacher output (the paper does not give it)
     reasoning_max_words: int | None = None  # paper: the whole reasoning in the SFT target
     generation_batch_size: int = 16
     sft: TrainConfig = TrainConfig()
     mstep: TrainConfig = TrainConfig()
-    device: str = "auto"
-    dtype: str = "auto"
+    device: str = field(default="auto", metadata=flag("--device", DEVICE_HELP))
+    dtype: str = field(default="auto", metadata=flag("--dtype", DTYPE_HELP))
     seed: int = 0
     # Where training curves and E-step statistics go: "none", or any of tensorboard, wandb, mlflow,
     # trackio, comma-separated (restpg.tracking). The paper does not say; ours: none.
-    report_to: str = "none"
+    report_to: str = field(
+        default="none",
+        metadata=flag(
+            "--report-to",
+            "training curves and E-step statistics: none (default) or any of tensorboard, "
+            "wandb, mlflow, trackio, comma-separated (TensorBoard files in <run-dir>/logs)",
+        ),
+    )
 
     def __post_init__(self) -> None:
+        """Every value checked; a RunError starts with the field it names ("tau: ...")."""
         for task in self.tasks:
+            if task not in PUBLIC_TASKS and task not in TASKS:
+                raise RunError(f"tasks: unknown task {task!r}; known: {', '.join(PUBLIC_TASKS)} or all")
             task_spec(task)
         if self.reward not in REWARDS:
-            raise RunError(f"unknown reward {self.reward!r}; known: {', '.join(REWARDS)}")
+            raise RunError(f"reward: unknown reward {self.reward!r}; known: {', '.join(REWARDS)}")
         if self.init not in ("base", "previous"):
-            raise RunError(f"init must be 'base' or 'previous', got {self.init!r}")
+            raise RunError(f"init: must be 'base' or 'previous', got {self.init!r}")
         if self.reasoning_from not in ("teacher", "sample") and not self.reasoning_from.endswith(".jsonl"):
-            raise RunError(f"reasoning_from must be 'teacher', 'sample' or a .jsonl file, got {self.reasoning_from!r}")
+            raise RunError(f"reasoning_from: must be 'teacher', 'sample' or a .jsonl file, got {self.reasoning_from!r}")
         try:
             parse_report_to(self.report_to)
         except TrackingError as error:
-            raise RunError(str(error)) from None
-        if self.rounds < 0 or self.samples_per_input < 1 or self.max_kept_per_input < 1:
-            raise RunError("rounds >= 0, samples_per_input >= 1 and max_kept_per_input >= 1 are required")
+            raise RunError(f"report_to: {error}") from None
+        for name, minimum in (
+            ("train_users", 1),
+            ("eval_users", 1),
+            ("rounds", 0),
+            ("samples_per_input", 1),
+            ("max_kept_per_input", 1),
+            ("max_new_tokens", 1),
+            ("max_item_words", 1),
+            ("k", 1),
+        ):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
+                raise RunError(f"{name}: must be a whole number >= {minimum}, got {value!r}")
+        if self.tau is not None and not (isinstance(self.tau, (int, float)) and 0.0 <= self.tau <= 1.0):
+            raise RunError(f"tau: must be between 0 and 1, got {self.tau!r}")  # rewards lie in [0, 1]
+        if not isinstance(self.device, str) or not DEVICE_PATTERN.fullmatch(self.device):
+            raise RunError(f"device: must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.dtype not in ("auto", *DTYPES):
+            raise RunError(f"dtype: must be auto, {', '.join(DTYPES)}, got {self.dtype!r}")
+        for name in ("model", "teacher_model", "judge_model", "data", "sft_adapter"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip() or "\x00" in value):
+                raise RunError(f"{name}: must be a non-empty string, got {value!r}")
 
     @property
     def prompt_kind(self) -> str:

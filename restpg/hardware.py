@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,12 @@ import torch
 from .errors import RestpgError
 
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+DEVICE_HELP = "auto (CUDA where there is one), cpu, cuda, cuda:N"
+DTYPE_HELP = (
+    "auto (bf16 on CUDA; on a CPU bf16 only where it is native and measures faster, else float32), "
+    "float32, bfloat16, float16"
+)
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 BF16_MIN_SPEEDUP = 1.15  # bf16 must beat fp32 by this much on a CPU to be worth its lost precision
 

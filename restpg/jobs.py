@@ -40,7 +40,6 @@ KIND = "em"
 CPU_JOB_NICENESS = 10  # a CPU job yields to the app's page actions (see bench/app_latency.py)
 START_GRACE_S = 60.0  # a row inserted by start() waits this long for its pid before it counts as dead
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 class JobError(RestpgError, RuntimeError):
@@ -115,13 +114,12 @@ def _last_segment(line: str) -> str:
     return next((s for s in reversed(line.split("\r")) if s.strip()), "")
 
 
-def _whole_number(name: str, value: Any, minimum: int) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+def _whole_number(name: str, value: Any) -> Any:
+    """A form's number as an int when it is a whole one (3.0 -> 3); its range is the config's to check."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    if isinstance(value, float) and (value != value or value != int(value)):
         raise JobError(f"{name}: a whole number is required, got {value!r}")
-    if value < minimum:
-        raise JobError(f"{name}: must be at least {minimum}, got {value!r}")
     return int(value)
 
 
@@ -150,54 +148,55 @@ class JobRequest:
     name: str | None = None  # run folder name; an existing job's name resumes it
     sft_adapter: str | None = None  # start EM from this SFT adapter (skips stages 1-2); checked by the manager
 
+    # request field -> the run config's field (restpg.em.EMConfig), whose flag and checks apply
+    CONFIG_FIELDS = {
+        "tasks": "tasks",
+        "users": "train_users",
+        "eval_users": "eval_users",
+        "rounds": "rounds",
+        "samples": "samples_per_input",
+        "reward": "reward",
+        "tau": "tau",
+        "init": "init",
+        "reasoning": "reasoning",
+        "model": "model",
+        "device": "device",
+        "dtype": "dtype",
+        "data": "data",
+        "sft_adapter": "sft_adapter",
+    }
+
     def cli_args(self) -> list[str]:
-        """The ``train`` flags (without --run-dir and --store); raises JobError naming a bad field."""
-        from .em import PRESETS, REWARDS
-        from .longlamp import PUBLIC_TASKS
+        """The ``train`` flags (without --run-dir and --store), from the run config's own flag
+        declarations; the values are checked by the config itself (restpg.em.EMConfig). Raises
+        JobError naming the request's field."""
+        from .em import PRESETS, EMConfig
+        from .options import config_from_flags, flagged_fields
 
         if self.preset not in PRESETS:
             raise JobError(f"preset: unknown {self.preset!r}; known: {', '.join(PRESETS)}")
-        if self.tasks not in (*PUBLIC_TASKS, "all"):
-            raise JobError(f"tasks: unknown {self.tasks!r}; known: {', '.join(PUBLIC_TASKS)} or all")
-        if self.reward is not None and self.reward not in REWARDS:
-            raise JobError(f"reward: unknown {self.reward!r}; known: {', '.join(REWARDS)}")
-        if self.init is not None and self.init not in ("base", "previous"):
-            raise JobError(f"init: must be base or previous, got {self.init!r}")
-        if self.tau is not None and (
-            isinstance(self.tau, bool) or not isinstance(self.tau, (int, float)) or not 0.0 <= self.tau <= 1.0
-        ):
-            raise JobError(f"tau: must be between 0 and 1, got {self.tau!r}")
-        if not isinstance(self.device, str) or not _DEVICE.fullmatch(self.device):
-            raise JobError(f"device: must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
-            raise JobError(f"dtype: must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
-        for name in ("model", "data", "sft_adapter"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, str) or not value.strip() or "\x00" in value):
-                raise JobError(f"{name}: must be a non-empty string, got {value!r}")
-        args = ["--preset", self.preset, "--task", self.tasks]
-        for flag, name, minimum in [
-            ("--users", "users", 1),
-            ("--eval-users", "eval_users", 1),
-            ("--rounds", "rounds", 0),
-            ("--samples", "samples", 1),
-        ]:
-            value = _whole_number(name, getattr(self, name), minimum)
-            if value is not None:
-                args += [flag, str(value)]
-        for flag, value in [
-            ("--reward", self.reward),
-            ("--tau", self.tau),
-            ("--init", self.init),
-            ("--model", self.model),
-            ("--data", self.data),
-            ("--sft-adapter", self.sft_adapter),
-        ]:
-            if value is not None:
-                args += [flag, str(value)]
-        if not self.reasoning:
-            args.append("--no-reasoning")
-        return args + ["--device", self.device, "--dtype", self.dtype]
+        values = {}
+        for name, config_name in self.CONFIG_FIELDS.items():
+            value = (
+                _whole_number(name, getattr(self, name))
+                if name in ("users", "eval_users", "rounds", "samples")
+                else getattr(self, name)
+            )
+            values[config_name] = None if name == "reasoning" and value else value  # reasoning on: the preset's
+        request_name = {config_name: name for name, config_name in self.CONFIG_FIELDS.items()}
+        try:
+            config_from_flags(PRESETS[self.preset], values)
+        except (RestpgError, TypeError, ValueError) as error:
+            field, _, message = str(error).partition(": ")
+            raise JobError(f"{request_name.get(field, field)}: {message or error}") from None
+        args = ["--preset", self.preset]
+        for declared in flagged_fields(EMConfig):
+            value = values.get(declared.name)
+            if value is None:
+                continue
+            meta = declared.metadata
+            args += [meta["flag"]] if meta["argparse"].get("action") == "store_const" else [meta["flag"], str(value)]
+        return args
 
 
 @dataclass

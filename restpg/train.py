@@ -24,6 +24,7 @@ from .cancel import cancel_hooks
 from .hardware import Precision, choose_precision, pick_device
 from .jsonl import write_json
 from .models import ModelConfig, chat_text, load_tokenizer, resolve_model
+from .options import flag
 from .prompts import PromptTooLongError
 from .runs import StepFolder
 from .tracking import Tracking
@@ -50,7 +51,15 @@ class TrainConfig:
     """One M-step / SFT run. Defaults are the paper's (Appendix B) unless marked."""
 
     # "full": every weight trains (the paper); "lora": a LoRA adapter (ours; small enough to ship)
-    finetuning: str = "lora"
+    finetuning: str = field(
+        default="lora",
+        metadata=flag(
+            "--finetuning",
+            "full: every weight trains (the paper, at 5e-6; the paper preset's choice); "
+            "lora: a LoRA adapter (cpu-small; small enough to ship and to show in the app)",
+            choices=["lora", "full"],
+        ),
+    )
     learning_rate: float | None = None  # None: the paper's 5e-6 for full fine-tuning, 2e-4 for LoRA (ours)
     optimizer: str = "adafactor"  # paper: Adafactor
     warmup_steps: int = 250  # paper
@@ -70,7 +79,15 @@ class TrainConfig:
     # Which checkpoint the step keeps. Paper: the best validated one. "loss": the lowest loss on
     # the validation examples (default); "reward": the highest mean reward of answers generated
     # for the validation records; "last": the last step, nothing validated.
-    select_by: str = "loss"
+    select_by: str = field(
+        default="loss",
+        metadata=flag(
+            "--select-by",
+            "checkpoint kept: loss (lowest validation loss, the paper's default), reward "
+            "(highest reward of generated answers) or last (nothing validated; cpu-small)",
+            choices=["loss", "reward", "last"],
+        ),
+    )
     validation_examples: int = 1024  # paper: 1,024 sampled validation examples
     seed: int = 0
 

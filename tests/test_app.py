@@ -279,7 +279,7 @@ def test_start_and_cancel_a_training_job(app):
     with pytest.raises(ProcessLookupError):
         os.kill(job["pid"], 0)
     command = Path(run_id, "job.log").read_text()
-    assert "restpg train" in command and "--users 2 --rounds 1 --samples 2" in command
+    assert "restpg train" in command and all(f in command for f in ("--users 2 ", "--rounds 1 ", "--samples 2 "))
     assert "--tau" not in command and "--reward" not in command  # empty fields: the preset's values
 
 

@@ -249,26 +249,34 @@ def test_cli_args_parse_with_the_real_train_parser():
         device="cpu",
         data="LongLaMP/LongLaMP",
     )
+    from restpg.cli import em_config_from_args
+    from restpg.longlamp import PUBLIC_TASKS
+
     args = build_parser().parse_args(["train", "--run-dir", "x", *request.cli_args()])
-    assert (args.preset, args.task, args.users, args.eval_users, args.rounds, args.samples) == (
-        "cpu-small",
-        "all",
-        3,
-        1,
-        0,
-        2,
-    )
-    assert (args.reward, args.tau, args.init, args.no_reasoning, args.model, args.device, args.data) == (
+    preset, config = em_config_from_args(args)  # the flags, read back into the run's config
+    assert preset == "cpu-small" and config.tasks == PUBLIC_TASKS
+    assert (config.train_users, config.eval_users, config.rounds, config.samples_per_input) == (3, 1, 0, 2)
+    assert (config.reward, config.tau, config.init, config.reasoning, config.model, config.device, config.data) == (
         "rouge1",
         0.5,
         "previous",
-        True,
+        False,
         "m",
         "cpu",
         "LongLaMP/LongLaMP",
     )
     args = build_parser().parse_args(["train", "--run-dir", "x", *JobRequest().cli_args()])
-    assert args.users is None and args.reward is None and not args.no_reasoning and args.device == "auto"
+    _, default = em_config_from_args(args)
+    from restpg.em import PRESETS
+
+    small = PRESETS["cpu-small"]
+    assert (default.train_users, default.reward, default.reasoning, default.device) == (
+        small.train_users,
+        small.reward,
+        True,
+        "auto",
+    )
+    assert default.tasks == ("product_review",)
 
 
 def test_safe_child(tmp_path):
