@@ -174,52 +174,19 @@ def test_the_paper_preset_names_the_papers_models_and_fails_fast_without_them(tm
         "google/gemma-7b-it",
     )
     env = dict(os.environ, HF_HUB_OFFLINE="1")  # the same answer where a hub is reachable: no download here
-    store = tmp_path / "store.db"
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "restpg",
-            "train",
-            "--preset",
-            "paper",
-            "--task",
-            "product_review",
-            "--run-dir",
-            str(tmp_path / "run"),
-            "--store",
-            str(store),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+
+    def train(run_dir, *flags):
+        command = ["train", "--preset", "paper", "--task", "product_review", *flags, "--run-dir", str(run_dir)]
+        command += ["--store", str(tmp_path / "store.db")]
+        return subprocess.run(
+            [sys.executable, "-m", "restpg", *command], capture_output=True, text=True, env=env, timeout=120
+        )
+
+    run = train(tmp_path / "run")
     assert run.returncode == 2, run.stderr
     assert "the generator 'google/gemma-2b' cannot be loaded here" in run.stderr
     assert "huggingface-cli download google/gemma-2b" in run.stderr and "--model <hub id or folder>" in run.stderr
     assert not (tmp_path / "run" / "sft").exists()  # nothing started
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "restpg",
-            "train",
-            "--preset",
-            "paper",
-            "--task",
-            "product_review",
-            "--model",
-            "smollm2-135m-instruct",
-            "--run-dir",
-            str(tmp_path / "run2"),
-            "--store",
-            str(store),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    run = train(tmp_path / "run2", "--model", "smollm2-135m-instruct")
     assert run.returncode == 2 and "the stage-1 teacher 'google/gemma-7b-it'" in run.stderr
     assert "--teacher-model <hub id or folder>" in run.stderr
