@@ -134,11 +134,15 @@ def choose_precision(
 
 
 def pick_device(device: str) -> torch.device:
-    """``auto``: CUDA where there is one, else the CPU."""
+    """``auto``: CUDA where there is one, else the CPU. Under ``accelerate launch`` (LOCAL_RANK set),
+    "auto" and a bare "cuda" mean this process's own GPU, cuda:LOCAL_RANK, not every rank on GPU 0."""
+    local_rank = os.environ.get("LOCAL_RANK")
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise PrecisionError(f"device {device!r} asked for, but CUDA is not available here")
+    if device == "cuda" and local_rank is not None:
+        device = f"cuda:{int(local_rank)}"
     try:
         return torch.device(device)
     except RuntimeError as error:

@@ -92,3 +92,19 @@ def test_training_runs_in_the_runs_precision(monkeypatch, tiny_model_dir, tmp_pa
         tmp_path / "run",
     )
     assert seen[0].dtype == torch.bfloat16
+
+
+def test_each_accelerate_rank_gets_its_own_gpu(monkeypatch):
+    """Under accelerate launch every rank has LOCAL_RANK: "auto" and "cuda" mean its own GPU."""
+    import torch
+
+    from restpg.hardware import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert pick_device("auto") == pick_device("cuda") == torch.device("cuda:3")
+    assert pick_device("cuda:1") == torch.device("cuda:1") and pick_device("cpu") == torch.device("cpu")
+    monkeypatch.delenv("LOCAL_RANK")
+    assert pick_device("auto") == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device("auto") == torch.device("cpu")
