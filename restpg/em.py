@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 
 from .cancel import Cancelled
 from .errors import RestpgError
-from .evaluate import inference_settings, predict, prompt_for, score_predictions, summarize
+from .evaluate import SCORE_NAMES, inference_settings, predict, prompt_for, score_predictions, summarize
 from .hardware import DEVICE_HELP, DEVICE_PATTERN, DTYPE_HELP, DTYPES, Precision
 from .jsonl import append_jsonl, read_jsonl, write_json, write_jsonl
 from .longlamp import PUBLIC_TASKS, SPLIT_FAMILIES, TASKS, Record, load_records, sample_path, task_spec
@@ -58,7 +58,9 @@ from .reasoning import (
     SAMPLE_REASONING_FILE,
     ReasoningFileError,
     ReasoningSettings,
+    cache_key,
     file_teachers,
+    read_cache,
     reasoning_from_file,
     reasoning_paths,
 )
@@ -645,11 +647,12 @@ def e_step(
 
     if done_marker.exists():
         return in_order(read_jsonl(samples_file))
+    rank, world = process_rank()
     round_index = int(round_dir.name.split("-")[-1])
     per_batch = max(1, config.generation_batch_size // config.samples_per_input)
     batches = [list(records[i : i + per_batch]) for i in range(0, len(records), per_batch)]
     rows_by_record: dict[str, list[dict]] = {}
-    for row in read_jsonl(samples_file):
+    for row in [*read_jsonl(samples_file), *(r for shard in _shards(round_dir) for r in read_jsonl(shard))]:
         rows_by_record.setdefault(row["record_id"], []).append(row)
 
     def finished(batch: list[Record]) -> bool:
@@ -657,14 +660,22 @@ def e_step(
 
     kept_rows = [row for batch in batches if finished(batch) for r in batch for row in rows_by_record[r.record_id]]
     round_dir.mkdir(parents=True, exist_ok=True)
-    # Rewrite the file with the finished batches only (drops a torn or partial batch), atomically.
-    write_jsonl(samples_file, kept_rows)
+    _barrier()  # every rank has read the finished batches before the main process rewrites them
+    if rank == 0:
+        # Rewrite the file with the finished batches only (drops a torn or partial batch), atomically.
+        write_jsonl(samples_file, kept_rows)
+        for shard in _shards(round_dir):
+            shard.unlink()
+    _barrier()
+    # Under accelerate launch, rank r samples batches r, r + N, ... into its own shard file; the
+    # main process merges them. Seeds are per batch, so the samples are those of one process.
+    own_file = samples_file if world == 1 else round_dir / f"samples.rank-{rank}.jsonl"
     counter = _Counter(control, f"{round_dir.name}: E-step sampling", len(records))
     prompt_settings = PromptSettings(max_item_words=config.max_item_words)
     loaded = reward = None
     all_rows = list(kept_rows)
     for index, batch in enumerate(batches):
-        if finished(batch):
+        if finished(batch) or index % world != rank:
             counter(len(batch))
             continue
         if loaded is None:
@@ -701,11 +712,41 @@ def e_step(
             }
             for (record, i, p), value in zip(flat, rewards)
         ]
-        append_jsonl(samples_file, rows)
+        append_jsonl(own_file, rows)
         all_rows.extend(rows)
         counter(len(batch))
+    if world > 1:
+        _barrier()
+        if rank == 0:
+            all_rows = [*kept_rows, *(r for shard in _shards(round_dir) for r in read_jsonl(shard))]
+            write_jsonl(samples_file, in_order(all_rows))
+            done_marker.write_text(f"{len(all_rows)} samples from {world} processes\n")
+            for shard in _shards(round_dir):
+                shard.unlink()
+        _barrier()
+        return in_order(read_jsonl(samples_file))
     done_marker.write_text(f"{len(all_rows)} samples\n")
     return in_order(all_rows)
+
+
+def _shards(round_dir: Path) -> list[Path]:
+    return sorted(round_dir.glob("samples.rank-*.jsonl"))
+
+
+def process_rank() -> tuple[int, int]:
+    """(this process's rank, the number of processes): (0, 1) unless under accelerate launch / torchrun."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _barrier() -> None:
+    """Wait for every process (no-op for one)."""
+    if process_rank()[1] > 1:
+        import torch
+        from accelerate import PartialState
+
+        # cpu=True where there is no GPU: without it accelerate does not join CPU processes (gloo)
+        # and, created first here, would leave the Trainer's data-parallel state unjoined too.
+        PartialState(cpu=not torch.cuda.is_available()).wait_for_everyone()
 
 
 def evaluate_round(
@@ -717,35 +758,64 @@ def evaluate_round(
     control: RunControl,
     stage: str,
 ) -> dict:
+    """Predict (the paper's inference) and score every held-out record. Records go in fixed batches,
+    each with its own seed; under accelerate launch rank r takes batches r, r + N, ... and the rows
+    are gathered on every process, so the result is the one of a single process."""
+    rank, world = process_rank()
     loaded = models.generator(adapter)
-    settings = inference_settings(
-        config.max_new_tokens, config.generation_batch_size, config.seed, config.max_input_tokens
-    )
+    size = config.generation_batch_size
+    batches = [list(records[i : i + size]) for i in range(0, len(records), size)]
     counter = _Counter(control, f"{stage}: evaluation", len(records))
-    predictions = predict(
-        loaded,
-        records,
-        config.prompt_kind,
-        settings,
-        config.k,
-        PromptSettings(max_item_words=config.max_item_words),
-        on_batch=counter,
-        cancel=control.cancel,
-    )
-    answers = [p[0].answer for p in predictions]
     judge = models.judge(cache_file)
-    rows = score_predictions(records, answers, models.metrics(), judge)
-    summary = summarize(rows)
-    summary["empty_answers"] = sum(1 for a in answers if not a.strip()) / len(answers)
+    mine: list[tuple[int, list[dict]]] = []
+    for index, batch in enumerate(batches):
+        if index % world != rank:
+            counter(len(batch))
+            continue
+        settings = inference_settings(config.max_new_tokens, size, config.seed + index, config.max_input_tokens)
+        predictions = predict(
+            loaded,
+            batch,
+            config.prompt_kind,
+            settings,
+            config.k,
+            PromptSettings(max_item_words=config.max_item_words),
+            cancel=control.cancel,
+        )
+        answers = [p[0].answer for p in predictions]
+        scores = score_predictions(batch, answers, models.metrics(), judge)
+        mine.append(
+            (
+                index,
+                [
+                    {"record_id": r.record_id, "reasoning": p[0].reasoning, "answer": p[0].answer, **row}
+                    for r, p, row in zip(batch, predictions, scores)
+                ],
+            )
+        )
+        counter(len(batch))
+    per_record = [row for _, rows in sorted(_gather(mine)) for row in rows]
+    summary = summarize([{name: row[name] for name in SCORE_NAMES if name in row} for row in per_record])
+    summary["empty_answers"] = sum(1 for row in per_record if not row["answer"].strip()) / len(per_record)
     return {
         "summary": summary,
-        "per_record": [
-            {"record_id": r.record_id, "reasoning": p[0].reasoning, "answer": p[0].answer, **row}
-            for r, p, row in zip(records, predictions, rows)
-        ],
+        "per_record": per_record,
         "judge": judge.name,
         "metrics_variant": models.metrics().variant,
     }
+
+
+def _gather(items: list) -> list:
+    """Every process's ``items``, concatenated, on every process (itself alone without accelerate)."""
+    if process_rank()[1] == 1:
+        return items
+    import torch.distributed
+
+    _barrier()  # joins the processes (gloo on CPUs) if nothing did before
+
+    gathered = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, items)
+    return [item for part in gathered for item in part]
 
 
 def reward_stats(samples: Sequence[dict], kept: Sequence[dict]) -> dict:
@@ -762,17 +832,6 @@ def reward_stats(samples: Sequence[dict], kept: Sequence[dict]) -> dict:
         "reward_histogram": bins,
         "inputs_with_kept": len({s["record_id"] for s in kept}),
     }
-
-
-def _main_process_first():
-    """Under ``accelerate launch`` (several processes), sampling, scoring and evaluation run on the
-    main process first; the others then find the step's output written and skip it. Training
-    (the Trainer) runs on all processes together."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from accelerate import PartialState
-
-        return PartialState().main_process_first()
-    return contextlib.nullcontext()
 
 
 def run_em(config: EMConfig, run_dir: Path, control: RunControl | None = None) -> dict[int, dict]:
@@ -832,7 +891,7 @@ def run_em(config: EMConfig, run_dir: Path, control: RunControl | None = None) -
         step = run.round(t)
         round_dir = step.path
         if not step.trained:
-            with _main_process_first(), _timed(run_dir, f"round{t}_estep"):
+            with _timed(run_dir, f"round{t}_estep"):  # every process samples its share
                 samples = e_step(models, config, train, previous, round_dir, control)
             kept = select_samples(samples, config)
             stats = reward_stats(samples, kept)
@@ -912,14 +971,22 @@ def stage1_reasoning(
             max_input_tokens=config.max_input_tokens,
         ),
     )
-    with _main_process_first(), _timed(run_dir, "stage1_reasoning"):
+    cache = RunFolder(run_dir).reasoning
+    rank, world = process_rank()
+    with _timed(run_dir, "stage1_reasoning"):
+        if world > 1:  # rank r writes the paths of records r, r + N, ... into its own cache shard
+            cached = read_cache(cache)
+            todo = [r for r in records if cache_key(r.record_id, teacher.name) not in cached]
+            shard = cache.with_name(f"reasoning.rank-{rank}.jsonl")
+            reasoning_paths(teacher, todo[rank::world], shard, settings, cancel=control.cancel)
+            _barrier()
+            if rank == 0:  # the main process merges the shards into the run's cache
+                for part in sorted(cache.parent.glob("reasoning.rank-*.jsonl")):
+                    append_jsonl(cache, read_jsonl(part))
+                    part.unlink()
+            _barrier()
         paths = reasoning_paths(
-            teacher,
-            records,
-            RunFolder(run_dir).reasoning,
-            settings,
-            on_batch=_Counter(control, stage, len(records)),
-            cancel=control.cancel,
+            teacher, records, cache, settings, on_batch=_Counter(control, stage, len(records)), cancel=control.cancel
         )
     del teacher  # the teacher's memory goes before training
     models.release()
@@ -1047,11 +1114,10 @@ def _evaluate_once(
     models: Models, config: EMConfig, records, step_dir: Path, judge_cache: Path, control: RunControl, stage: str
 ) -> dict:
     metrics_file = StepFolder(step_dir).metrics
-    with _main_process_first():
-        if not metrics_file.exists():
-            with _timed(step_dir.parent, f"{step_dir.name}_evaluation"):
-                result = evaluate_round(
-                    models, config, records, StepFolder(step_dir).adapter, judge_cache, control, stage
-                )
+    if not metrics_file.exists():  # every process evaluates its share; the main one writes the result
+        with _timed(step_dir.parent, f"{step_dir.name}_evaluation"):
+            result = evaluate_round(models, config, records, StepFolder(step_dir).adapter, judge_cache, control, stage)
+        if process_rank()[0] == 0:
             write_json(metrics_file, result)
+        _barrier()
     return json.loads(metrics_file.read_text())

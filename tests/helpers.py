@@ -54,7 +54,7 @@ FORMAT_REASONING = "- short lines"  # the reasoning path conftest's format model
 
 
 def format_config(model_dir):
-    """A REST-PG run (with reasoning) small enough for a test: 3 training records, 2 samples each."""
+    """A REST-PG run (with reasoning) small enough for a test: 6 training records, 2 samples each."""
     from restpg.em import EMConfig
     from restpg.train import TrainConfig
 
@@ -75,7 +75,7 @@ def format_config(model_dir):
     )
     return EMConfig(
         tasks=("product_review",),
-        train_users=1,
+        train_users=2,
         eval_users=1,
         model=str(model_dir),
         reasoning=True,
