@@ -93,3 +93,15 @@ def format_config(model_dir):
         dtype="float32",
         keep_truncated=True,
     )  # 40 tokens cut the answer: keep it anyway
+
+
+def write_reasoning_file(path, records, reasoning=FORMAT_REASONING, teacher="tests"):
+    """A stage-1 reasoning file (restpg's --reasoning-from FILE) with one path per record."""
+    import json
+
+    path.write_text(
+        "".join(
+            json.dumps({"record_id": r.record_id, "reasoning": reasoning, "teacher": teacher}) + "\n" for r in records
+        )
+    )
+    return path

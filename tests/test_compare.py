@@ -72,15 +72,11 @@ def test_the_table_per_task_and_their_average_with_bootstrap_intervals(tmp_path)
 
 def test_compare_methods_scores_six_methods_with_their_own_adapters(format_model_dir, tmp_path, monkeypatch):
     """The paper's comparison on a tiny run: each method reads its own prompt with its own adapter."""
-    from helpers import FORMAT_REASONING, format_config
+    from helpers import FORMAT_REASONING, format_config, write_reasoning_file
 
     config = format_config(format_model_dir)
-    paths = tmp_path / "paths.jsonl"
-    paths.write_text(
-        "".join(
-            json.dumps({"record_id": r.record_id, "reasoning": FORMAT_REASONING, "teacher": "t"}) + "\n"
-            for r in em.load_split(config, "train", config.train_users)
-        )
+    paths = write_reasoning_file(
+        tmp_path / "paths.jsonl", em.load_split(config, "train", config.train_users), FORMAT_REASONING, "t"
     )
     config = dataclasses.replace(config, reasoning_from=str(paths), tau=0.0)  # tau 0: ReST-EM keeps any answer
     used = []

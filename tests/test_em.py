@@ -286,19 +286,13 @@ def test_the_rest_pg_path_end_to_end(format_model_dir, tmp_path, monkeypatch):
     ``reasoning_target`` (#12.12): the M-step trains on the kept samples' own reasoning and answer,
     each weighted by its reward."""
     import restpg.em as em
-    from helpers import FORMAT_REASONING, format_config
+    from helpers import FORMAT_REASONING, format_config, write_reasoning_file
     from restpg.jsonl import read_jsonl
     from restpg.prompts import reasoning_target
 
     config = format_config(format_model_dir)
     train = em.load_split(config, "train", config.train_users)
-    paths = tmp_path / "paths.jsonl"
-    paths.write_text(
-        "".join(
-            json.dumps({"record_id": r.record_id, "reasoning": FORMAT_REASONING, "teacher": "tests"}) + "\n"
-            for r in train
-        )
-    )
+    paths = write_reasoning_file(tmp_path / "paths.jsonl", train, FORMAT_REASONING, "tests")
     config = dataclasses.replace(config, reasoning_from=str(paths))
     trained = []
     train_model = em.train_model

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from helpers import FORMAT_REASONING, format_config
+from helpers import FORMAT_REASONING, format_config, write_reasoning_file
 
 RUNNER = """
 import dataclasses, json, sys
@@ -24,12 +24,8 @@ def test_two_processes_give_the_selection_and_scores_of_one(format_model_dir, tm
     import restpg.em as em
 
     config = format_config(format_model_dir)
-    paths = tmp_path / "paths.jsonl"
-    paths.write_text(
-        "".join(
-            json.dumps({"record_id": r.record_id, "reasoning": FORMAT_REASONING, "teacher": "t"}) + "\n"
-            for r in em.load_split(config, "train", config.train_users)
-        )
+    paths = write_reasoning_file(
+        tmp_path / "paths.jsonl", em.load_split(config, "train", config.train_users), FORMAT_REASONING, "t"
     )
     # One optimizer step over all 6 training records: 1 process x 2 micro-batches of 3, or 2 x 1 of 3.
     whole = dataclasses.replace(config.sft, batch_size=6, per_device_batch_size=3, max_steps=1, save_steps=1)
