@@ -528,6 +528,7 @@ class Models:
     _full: LoadedModel | None = None  # the last full-fine-tuned step's model
     _judge: LLMJudge | None = None
     _metrics: LexicalMetrics | None = None
+    _tokenizer: object | None = None
 
     def model_config(self, name: str | None = None) -> ModelConfig:
         return ModelConfig(model=name or self.config.model, device=self.config.device, dtype=self.config.dtype)
@@ -556,6 +557,16 @@ class Models:
                 load_adapter(loaded, adapter, name)
             use_adapter(loaded, name)
         return loaded
+
+    def tokenizer(self):
+        """The generator's tokenizer, loaded once (without the model)."""
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(resolve_model(self.config.model, self.model_config().cache_dir))
+        return self._tokenizer
+
+    def count_tokens(self) -> Callable[[str], int]:
+        """Counts a prompt's tokens as the generator reads it: the run's prompt budget is in these."""
+        return prompt_token_counter(self.tokenizer())
 
     def release(self) -> None:
         """Drop the generator and the judge (reloaded when next needed): training loads its own copy
@@ -865,9 +876,7 @@ def run_em(config: EMConfig, run_dir: Path, control: RunControl | None = None) -
         # Stage 2: SFT (round 0)
         if not sft.trained:
             control.check()
-            count_tokens = prompt_token_counter(
-                load_tokenizer(resolve_model(config.model, models.model_config().cache_dir))
-            )
+            count_tokens = models.count_tokens()
             examples = _sft_examples(config, train, reasoning, count_tokens)
             selection = _checkpoint_selection(config.sft, models, config, held_out, run_dir, control, count_tokens)
             control.on_progress("stage 2: SFT", 0, 1)
@@ -915,9 +924,7 @@ def run_em(config: EMConfig, run_dir: Path, control: RunControl | None = None) -
             ]
             init = previous if config.init == "previous" else None
             models.release()  # sampling and scoring are over until the round's evaluation
-            count_tokens = prompt_token_counter(
-                load_tokenizer(resolve_model(config.model, models.model_config().cache_dir))
-            )
+            count_tokens = models.count_tokens()
             selection = _checkpoint_selection(config.mstep, models, config, held_out, run_dir, control, count_tokens)
             control.on_progress(f"round-{t}: M-step", 0, 1)
             with _timed(run_dir, f"round{t}_mstep"):
@@ -956,6 +963,12 @@ def stage1_reasoning(
             return reasoning_from_file(path, records, missing_ok)
         except ReasoningFileError as error:
             raise RunError(str(error)) from None
+    cache = RunFolder(run_dir).reasoning
+    teacher_name = config.teacher_model or config.model  # the name its paths are cached under
+    cached = read_cache(cache)
+    keys = {r.record_id: cache_key(r.record_id, teacher_name) for r in records}
+    if all(key in cached for key in keys.values()):  # all written before: no teacher to load
+        return {record_id: cached[key] for record_id, key in keys.items()}
     teacher = (
         models.generator(None)
         if config.teacher_model in (None, config.model)
@@ -971,12 +984,10 @@ def stage1_reasoning(
             max_input_tokens=config.max_input_tokens,
         ),
     )
-    cache = RunFolder(run_dir).reasoning
     rank, world = process_rank()
     with _timed(run_dir, "stage1_reasoning"):
         if world > 1:  # rank r writes the paths of records r, r + N, ... into its own cache shard
-            cached = read_cache(cache)
-            todo = [r for r in records if cache_key(r.record_id, teacher.name) not in cached]
+            todo = [r for r in records if keys[r.record_id] not in cached]
             shard = cache.with_name(f"reasoning.rank-{rank}.jsonl")
             reasoning_paths(teacher, todo[rank::world], shard, settings, cancel=control.cancel)
             _barrier()
@@ -1036,7 +1047,7 @@ def _checkpoint_selection(
         config.max_new_tokens, config.generation_batch_size, config.seed, config.max_input_tokens
     )
     prompt_settings = PromptSettings(max_item_words=config.max_item_words)
-    tokenizer = load_tokenizer(resolve_model(config.model, models.model_config().cache_dir))
+    tokenizer = models.tokenizer()
     reward = models.reward(RunFolder(run_dir).judge_cache)
 
     def validate(model) -> float:

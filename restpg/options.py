@@ -44,7 +44,8 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class, stage_class=
 
 
 def config_from_flags(config, values: argparse.Namespace | dict, stage_class=None):
-    """``config`` with every flag given in ``values`` (a parsed namespace or a dict by field name)."""
+    """``config`` with every flag given in ``values`` (a parsed namespace, or a dict by field name;
+    a stage flag under ``stage__<field>``)."""
     given = vars(values) if isinstance(values, argparse.Namespace) else dict(values)
     changes = {}
     for field in flagged_fields(type(config)):
@@ -54,9 +55,7 @@ def config_from_flags(config, values: argparse.Namespace | dict, stage_class=Non
             changes[field.name] = convert(value) if convert else value
     stage_changes = {}
     for field in flagged_fields(stage_class) if stage_class is not None else []:
-        value = given.get(
-            f"stage__{field.name}", given.get(field.name) if not isinstance(values, argparse.Namespace) else None
-        )
+        value = given.get(f"stage__{field.name}")
         if value is not None:
             stage_changes[field.name] = value
     for stage in STAGES if stage_changes else ():

@@ -432,3 +432,17 @@ def test_a_run_with_full_fine_tuning_samples_from_and_evaluates_its_whole_models
     assert sorted(results) == [0, 1] and "rougeL" in results[1]["summary"]
     assert PRESETS["paper"].sft.finetuning == PRESETS["paper"].mstep.finetuning == "full"
     assert PRESETS["paper"].sft.rate == 5e-6 and PRESETS["cpu-small"].sft.finetuning == "lora"
+
+
+def test_stage_one_loads_no_teacher_when_every_path_is_cached(tiny_config, tmp_path, monkeypatch):
+    import restpg.em as em
+
+    config = dataclasses.replace(tiny_config, reasoning=True, reasoning_from="teacher", reasoning_max_tokens=4)
+    records = em.load_split(config, "train", config.train_users)
+    first = em.stage1_reasoning(em.Models(config), config, records, tmp_path, RunControl(), "stage 1")
+
+    def no_model(self, adapter):
+        raise AssertionError("the teacher was loaded again")
+
+    monkeypatch.setattr(em.Models, "generator", no_model)
+    assert em.stage1_reasoning(em.Models(config), config, records, tmp_path, RunControl(), "stage 1") == first
