@@ -44,6 +44,28 @@ def wait_for_port(port: int, process: subprocess.Popen, seconds: float = 180) ->
     raise SystemExit("the app did not start")
 
 
+def start_app(port: int, tmp: str, *options: str) -> subprocess.Popen:
+    """demo_app.py on loopback, judge off, with fresh data and runs folders under ``tmp``."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "demo_app.py",
+            "--port",
+            str(port),
+            "--no-judge",
+            *options,
+            "--data-dir",
+            f"{tmp}/data",
+            "--runs-dir",
+            f"{tmp}/runs",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"},
+    )
+
+
 def time_saves(client, generation_ids: list[str], saves: int, annotator: str) -> list[float]:
     latencies = []
     for n in range(saves):
@@ -81,25 +103,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         (Path(tmp) / "data").mkdir()
-        app = subprocess.Popen(
-            [
-                sys.executable,
-                "demo_app.py",
-                "--port",
-                str(port),
-                "--model",
-                args.model,
-                "--no-judge",
-                "--data-dir",
-                f"{tmp}/data",
-                "--runs-dir",
-                f"{tmp}/runs",
-            ],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"},
-        )
+        app = start_app(port, tmp, "--model", args.model)
         try:
             wait_for_port(port, app)
             client = Client(f"http://127.0.0.1:{port}/", verbose=False)

@@ -24,14 +24,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from app_latency import ROOT, free_port, wait_for_port  # noqa: E402
+from app_latency import free_port, start_app, wait_for_port  # noqa: E402
 
 DATASET, TASK, FAMILY, SPLIT = "shipped sample", "product_review", "user", "test"
 TRAIN_TAB_DEFAULTS = dict(
@@ -149,7 +148,7 @@ def main() -> None:
 
     from restpg.explore import SAMPLE_DATASET, AppPaths, ExploreService
     from restpg.hardware import choose_precision, cpu_flags, pick_device
-    from restpg.models import ModelConfig
+    from restpg.models import DEFAULT_MODEL, ModelConfig, load_tokenizer, resolve_model
 
     flags = " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in cpu_flags())
     precision = choose_precision(args.dtype, pick_device("auto"))
@@ -168,30 +167,15 @@ def main() -> None:
         record = service.record(
             SAMPLE_DATASET, start["task"], start["family"], start["split"], start["user"], start["request"]
         )
-        _, prompt = service.prompt(record, service.version(version), 5)
+        described = service.version(version)
+        budget = service.generation_settings(described, {"max_new_tokens": 256, "temperature": 0.1}, None)
+        tokenizer = load_tokenizer(resolve_model(DEFAULT_MODEL))
+        _, prompt = service.prompt(record, described, 5, tokenizer, budget.max_input_tokens)
         adapter = service.version(version).adapter
         del service
 
         port = free_port()
-        app = subprocess.Popen(
-            [
-                sys.executable,
-                "demo_app.py",
-                "--port",
-                str(port),
-                "--no-judge",
-                "--dtype",
-                args.dtype,
-                "--data-dir",
-                f"{tmp}/data",
-                "--runs-dir",
-                f"{tmp}/runs",
-            ],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"},
-        )
+        app = start_app(port, tmp, "--dtype", args.dtype)
         try:
             wait_for_port(port, app)
             page = Page(f"http://127.0.0.1:{port}/")

@@ -335,14 +335,15 @@ class ExploreService:
             max_new_tokens=settings["max_new_tokens"], temperature=settings["temperature"], seed=seed, **budget
         )
 
-    def prompt(self, record: Record, version: ModelVersion, k: int, loaded: LoadedModel, budget: int):
-        """The retrieved items and the prompt ``version`` was trained to read, within ``budget`` tokens."""
+    def prompt(self, record: Record, version: ModelVersion, k: int, tokenizer, budget: int):
+        """The retrieved items and the prompt ``version`` was trained to read, within ``budget`` tokens
+        of ``tokenizer`` (the model's; no model needs to be loaded)."""
         return prompt_for(
             record,
             version.prompt_kind,
             k,
             PromptSettings(max_item_words=version.max_item_words),
-            prompt_token_counter(loaded.tokenizer),
+            prompt_token_counter(tokenizer),
             budget,
         )
 
@@ -366,7 +367,7 @@ class ExploreService:
         with self._generating:  # one generation at a time on the shared model
             loaded = self.activate(version)
             retrieved, prompt = self.prompt(
-                record, described, settings["k"], loaded, generation_settings.max_input_tokens
+                record, described, settings["k"], loaded.tokenizer, generation_settings.max_input_tokens
             )
             self.on_torch(set_threads, threads)  # torch's thread count is per thread: set it where the model runs
             final, shown_at = None, 0.0
