@@ -35,6 +35,7 @@ from .cancel import Cancelled
 from .errors import RestpgError
 from .evaluate import SCORE_NAMES, inference_settings, predict, prompt_for, score_predictions, summarize
 from .hardware import DEVICE_HELP, DEVICE_PATTERN, DTYPE_HELP, DTYPES, Precision
+from .human_selection import HumanRule, apply_rule, read_sample_ratings, sample_generation_id
 from .jsonl import append_jsonl, read_jsonl, write_json, write_jsonl
 from .longlamp import PUBLIC_TASKS, SPLIT_FAMILIES, TASKS, Record, load_records, sample_path, task_spec
 from .metrics import LexicalMetrics, LexicalReward
@@ -66,7 +67,7 @@ from .reasoning import (
 )
 from .retrieval import PAPER_TOP_K
 from .reward import PAPER_JUDGE_TAU, LexicalRewardModel, LLMJudge, Reward
-from .runs import ADAPTER_CONFIG, MODEL_CONFIG, RunFolder, StepFolder
+from .runs import ADAPTER_CONFIG, MODEL_CONFIG, RunFolder, StepFolder, derive_run_id
 from .tracking import Tracking, TrackingError, check_installed, parse_report_to
 from .train import TrainConfig, TrainingExample, train_model
 
@@ -163,6 +164,42 @@ class EMConfig:
             const=True,
         ),
     )
+    # Human ratings in the E-step's selection (restpg.human_selection; not in the paper): the SQLite
+    # store whose ratings of this run's samples veto or re-weight them when a round's M-step starts.
+    ratings_from: str | None = field(
+        default=None,
+        metadata=flag(
+            "--ratings-from",
+            "SQLite store (the app's runs/restpg.db) whose human ratings of this run's E-step samples "
+            "steer what each M-step trains on (default: none)",
+        ),
+    )
+    veto_copy: bool = field(
+        default=True,
+        metadata=flag(
+            "--no-veto-copy",
+            "with --ratings-from: keep samples a rater flagged as copying the real text",
+            action="store_const",
+            const=False,
+        ),
+    )
+    veto_faithfulness: int = field(
+        default=2,
+        metadata=flag(
+            "--veto-faithfulness",
+            "with --ratings-from: drop samples whose mean faithfulness is at or below this (0: never; default 2)",
+            type=int,
+        ),
+    )
+    human_weight: bool = field(
+        default=False,
+        metadata=flag(
+            "--human-weight",
+            "with --ratings-from: multiply a rated sample's reward weight by its mean human score / 5",
+            action="store_const",
+            const=True,
+        ),
+    )
     # paper: every M-step restarts from the base checkpoint; "previous" continues
     init: str = field(
         default="base", metadata=flag("--init", "M-step start (paper: base)", choices=["base", "previous"])
@@ -222,13 +259,15 @@ class EMConfig:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
                 raise RunError(f"{name}: must be a whole number >= {minimum}, got {value!r}")
+        if isinstance(self.veto_faithfulness, bool) or self.veto_faithfulness not in range(6):
+            raise RunError(f"veto_faithfulness: must be 0-5 (0: off), got {self.veto_faithfulness!r}")
         if self.tau is not None and not (isinstance(self.tau, (int, float)) and 0.0 <= self.tau <= 1.0):
             raise RunError(f"tau: must be between 0 and 1, got {self.tau!r}")  # rewards lie in [0, 1]
         if not isinstance(self.device, str) or not DEVICE_PATTERN.fullmatch(self.device):
             raise RunError(f"device: must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.dtype not in ("auto", *DTYPES):
             raise RunError(f"dtype: must be auto, {', '.join(DTYPES)}, got {self.dtype!r}")
-        for name in ("model", "teacher_model", "judge_model", "data", "sft_adapter"):
+        for name in ("model", "teacher_model", "judge_model", "data", "sft_adapter", "ratings_from"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip() or "\x00" in value):
                 raise RunError(f"{name}: must be a non-empty string, got {value!r}")
@@ -246,8 +285,16 @@ class EMConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @property
+    def human_rule(self) -> HumanRule | None:
+        """The human-ratings rule of the E-step's selection; None without a ratings store."""
+        if self.ratings_from is None:
+            return None
+        return HumanRule(self.veto_copy, self.veto_faithfulness, self.human_weight)
+
     @classmethod
     def from_dict(cls, values: dict) -> "EMConfig":
+        """A config from its ``to_dict`` (a manifest's); fields added since take their defaults."""
         values = dict(values)
         values["tasks"] = tuple(values["tasks"])
         values["sft"] = TrainConfig(**values["sft"])
@@ -383,9 +430,11 @@ def check_manifest(run_dir: Path, config: EMConfig, data_hash: str) -> dict:
             old = json.loads(path.read_text())
         except json.JSONDecodeError as error:
             raise RunError(f"{path}: corrupt manifest ({error}); move the folder away to start afresh") from None
-        if old.get("config_hash") != manifest["config_hash"]:
-            current = json.loads(json.dumps(config.to_dict()))  # tuples read back as lists
-            changed = sorted(k for k, v in current.items() if old.get("config", {}).get(k) != v)
+        current = json.loads(json.dumps(config.to_dict()))  # tuples read back as lists
+        defaults = json.loads(json.dumps(EMConfig().to_dict()))
+        # A field added since the run was made counts as unchanged while it has its default value.
+        changed = sorted(k for k, v in current.items() if old.get("config", {}).get(k, defaults.get(k)) != v)
+        if old.get("config_hash") != manifest["config_hash"] and changed:
             raise RunError(
                 f"{run_dir} holds a run with another config (differs in: {', '.join(changed) or '?'}); "
                 "use another --run-dir or the same settings"
@@ -394,8 +443,19 @@ def check_manifest(run_dir: Path, config: EMConfig, data_hash: str) -> dict:
             raise RunError(f"{run_dir} holds a run on other data (data hash {old.get('data_hash')} != {data_hash})")
         return old
     run_dir.mkdir(parents=True, exist_ok=True)
+    manifest["run_id"] = derive_run_id(run_dir.name, manifest)
     write_json(path, manifest)
     return manifest
+
+
+def _record_in_manifest(run_dir: Path, key: str, round_index: int, value: dict) -> None:
+    """Adds ``value`` under ``manifest[key][round]`` (the main process only)."""
+    if os.environ.get("RANK", "0") != "0":
+        return
+    path = RunFolder(run_dir).manifest
+    manifest = json.loads(path.read_text())
+    manifest.setdefault(key, {})[str(round_index)] = value
+    write_json(path, manifest)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -711,6 +771,9 @@ def e_step(
                 "sample_id": f"{round_dir.name}:{p.record_id}:{i}",
                 "record_id": p.record_id,
                 "task": record.task,
+                "user_id": record.user_id,
+                "request": record.input,
+                "reference": record.output,
                 "model_version": adapter.parent.name,
                 "prompt": p.prompt,
                 "retrieved_ids": list(p.retrieved_ids),
@@ -829,6 +892,36 @@ def _gather(items: list) -> list:
     return [item for part in gathered for item in part]
 
 
+def training_set(
+    step: StepFolder, kept: Sequence[dict], config: EMConfig, run_id: str
+) -> tuple[list[dict], dict | None]:
+    """What the round's M-step trains on: rows ``{sample_id, reward, weight}``, and the report of
+    what human ratings changed (None without ``ratings_from``).
+
+    Fixed when the M-step first starts (``training_set.jsonl``, written by the main process before
+    training): a resumed M-step reuses it, so ratings saved after that moment change nothing. Before
+    it, the ratings present at this call apply (``restpg.human_selection``).
+    """
+    if not step.training_set.exists():
+        rule = config.human_rule
+        if rule is None:
+            rows = [{"sample_id": s["sample_id"], "reward": s["reward"], "weight": s["reward"]} for s in kept]
+            report = None
+        else:
+            ids = [sample_generation_id(run_id, s["sample_id"]) for s in kept]
+            ratings = read_sample_ratings(config.ratings_from, ids)
+            rows, report = apply_rule(kept, ratings, rule, run_id)
+            report["ratings_from"] = str(config.ratings_from)
+        if process_rank()[0] == 0:
+            if report is not None:  # the report first: a training set on disk always has its report
+                write_json(step.human_selection, report)
+            write_jsonl(step.training_set, rows)
+        _barrier()
+    rows = read_jsonl(step.training_set)
+    report = json.loads(step.human_selection.read_text()) if step.human_selection.exists() else None
+    return rows, report
+
+
 def reward_stats(samples: Sequence[dict], kept: Sequence[dict]) -> dict:
     rewards = [s["reward"] for s in samples]
     bins = [0] * 10
@@ -904,6 +997,11 @@ def run_em(config: EMConfig, run_dir: Path, control: RunControl | None = None) -
                 samples = e_step(models, config, train, previous, round_dir, control)
             kept = select_samples(samples, config)
             stats = reward_stats(samples, kept)
+            training, human = training_set(step, kept, config, run.run_id())
+            if human is not None:
+                stats["human"] = human
+                summary = {k: v for k, v in human.items() if k not in ("dropped_samples", "reweighted_samples")}
+                _record_in_manifest(run_dir, "human_selection", t, summary)
             write_json(step.selection, stats)
             if os.environ.get("RANK", "0") == "0":
                 tracking.log_estep(t, stats, [s["reward"] for s in samples])
@@ -913,14 +1011,22 @@ def run_em(config: EMConfig, run_dir: Path, control: RunControl | None = None) -
                     f"{stats['reward_mean']:.3f}); lower --tau or use a lexical reward's quantile rule. "
                     f"Rounds before {t} are intact in {run_dir}"
                 )
+            if not training:
+                raise RunError(
+                    f"round {t}: the human ratings vetoed every kept sample ({len(kept)}); see "
+                    f"{step.selection}. Rounds before {t} are intact in {run_dir}"
+                )
+            by_id = {s["sample_id"]: s for s in kept}
             examples = [
                 TrainingExample(
-                    s["prompt"],
-                    reasoning_target(s["reasoning"], s["answer"]) if config.reasoning else s["answer"],
-                    s["reward"],
-                    s["sample_id"],
+                    by_id[row["sample_id"]]["prompt"],
+                    reasoning_target(by_id[row["sample_id"]]["reasoning"], by_id[row["sample_id"]]["answer"])
+                    if config.reasoning
+                    else by_id[row["sample_id"]]["answer"],
+                    row["weight"],
+                    row["sample_id"],
                 )
-                for s in kept
+                for row in training
             ]
             init = previous if config.init == "previous" else None
             models.release()  # sampling and scoring are over until the round's evaluation

@@ -20,6 +20,10 @@ from .errors import RestpgError
 from .prompts import PROMPT_VERSION
 from .store import Store
 
+# E-step samples are stored as generations too (restpg.samples), so that they are rated like any
+# other: these columns say which run and round made one, and whether the E-step kept it.
+SAMPLE_COLUMNS = {"run_id": str, "round": int, "sample_status": str, "reward": float}
+
 
 class UnknownGenerationError(RestpgError, KeyError):
     """No stored generation has that id."""
@@ -78,10 +82,14 @@ class GenerationStore:
                     "stopped": int,
                     "scores": str,
                     "created": float,
+                    **SAMPLE_COLUMNS,
                 },
                 pk="generation_id",
                 if_not_exists=True,
             )
+            missing = {k: v for k, v in SAMPLE_COLUMNS.items() if k not in db["generations"].columns_dict}
+            for name, kind in missing.items():  # a store made before E-step samples were stored
+                db["generations"].add_column(name, kind)
             db["generations"].create_index(["cache_key"], if_not_exists=True)
 
     def save(

@@ -13,15 +13,21 @@ training, shipping, the page's version list) names its files through these.
         metrics.json             held-out evaluation; the step is finished when it exists
         samples.jsonl            E-step samples (rounds), appended per batch
         estep.done               the E-step finished
-        selection.json           what the E-step kept
+        selection.json           what the E-step kept (and what human ratings changed)
+        training_set.jsonl       what the M-step trains on: sample ids and weights, fixed when it starts
+        human_selection.json     what human ratings dropped or re-weighted, and by whom (--ratings-from)
     <shipped run>/generations.jsonl  stored generations of the shipped versions (assets/models)
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from .errors import InputError
 
 SFT = "sft"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -82,6 +88,14 @@ class StepFolder:
     def selection(self) -> Path:
         return self.path / SELECTION
 
+    @property
+    def training_set(self) -> Path:
+        return self.path / "training_set.jsonl"
+
+    @property
+    def human_selection(self) -> Path:
+        return self.path / "human_selection.json"
+
 
 @dataclass(frozen=True)
 class RunFolder:
@@ -128,3 +142,26 @@ class RunFolder:
 
     def step(self, name: str) -> StepFolder:
         return StepFolder(self.path / name)
+
+    def rounds(self) -> list[StepFolder]:
+        """The EM rounds present in the folder, in order."""
+        found = [(int(m.group(1)), p) for p in self.path.glob("round-*") if (m := STEP_NAME.fullmatch(p.name))]
+        return [StepFolder(p) for _, p in sorted(found) if p.is_dir()]
+
+    def run_id(self) -> str:
+        """The run's id, under which its E-step samples are rated (``restpg.human_selection``):
+        the manifest's, or for a manifest written before ids existed, one derived from its contents
+        (folder name, config and data hashes, creation time), so that it never changes."""
+        try:
+            manifest = json.loads(self.manifest.read_text())
+        except FileNotFoundError:
+            raise InputError(f"{self.path}: no {MANIFEST}; not a run folder") from None
+        except json.JSONDecodeError as error:
+            raise InputError(f"{self.manifest}: corrupt manifest ({error})") from None
+        return manifest.get("run_id") or derive_run_id(self.path.name, manifest)
+
+
+def derive_run_id(folder_name: str, manifest: dict) -> str:
+    """``<folder name>-<8 hex digits of the manifest's config hash, data hash and creation time>``."""
+    key = f"{manifest.get('config_hash')}|{manifest.get('data_hash')}|{manifest.get('created')!r}"
+    return f"{folder_name}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"

@@ -4,8 +4,8 @@ Writes ``assets/models/<name>/`` (what the app lists as the "shipped" versions a
 
     manifest.json, timings.json         the run's, unchanged
     sft/adapter/, sft/metrics.json      the SFT-with-reasoning adapter and its held-out metrics
-    round-N/adapter/, metrics.json,     each EM round's adapter, metrics and E-step selection
-      selection.json
+    round-N/adapter/, metrics.json,     each EM round's adapter, metrics, E-step samples and selection
+      samples.jsonl, selection.json
     generations.jsonl                   base, SFT and the last round's outputs on every validation and
                                         test request of the sample, scored, as the app stores them
 
@@ -27,7 +27,8 @@ from .errors import RestpgError
 from .runs import ADAPTER_CONFIG, MANIFEST, METRICS, SELECTION, RunFolder, round_name
 from .versions import SHIPPED_DIR, SHIPPED_LABEL
 
-STEP_FILES = (METRICS, SELECTION)
+# the step's metrics, its E-step's samples and selection (the Rate tab lists shipped samples)
+STEP_FILES = (METRICS, SELECTION, "samples.jsonl", "training_set.jsonl", "human_selection.json")
 
 
 class ShipError(RestpgError, RuntimeError):

@@ -98,3 +98,31 @@ def format_model_dir(tmp_path_factory, tiny_model_dir):
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture
+def tiny_config(tiny_model_dir):
+    from helpers import TINY_TRAIN
+    from restpg.em import EMConfig
+
+    # ReST-EM mechanics (no reasoning: a random model never writes the reasoning format), judge reward
+    # from the tiny model with tau = 0 so every non-empty answer passes.
+    return EMConfig(
+        tasks=("product_review",),
+        train_users=2,
+        eval_users=1,
+        model=str(tiny_model_dir),
+        reasoning=False,
+        rounds=2,
+        samples_per_input=2,
+        reward="judge",
+        tau=0.0,
+        max_item_words=8,
+        max_new_tokens=6,
+        generation_batch_size=2,
+        sft=TINY_TRAIN,
+        mstep=TINY_TRAIN,
+        device="cpu",
+        dtype="float32",
+        keep_truncated=True,
+    )  # a random model never stops by itself

@@ -1,6 +1,7 @@
 """Small LongLaMP-shaped records for unit tests (the shipped sample is tested on its own)."""
 
 from restpg.longlamp import validate_rows
+from restpg.train import TrainConfig
 
 
 def review_row(user="U1", request="Generate the review text for a soft play tent for toddlers.", profile=None):
@@ -105,3 +106,21 @@ def write_reasoning_file(path, records, reasoning=FORMAT_REASONING, teacher="tes
         )
     )
     return path
+
+
+# A training config small enough for the tiny model's runs in the tests.
+TINY_TRAIN = TrainConfig(
+    select_by="last",
+    learning_rate=1e-2,
+    warmup_steps=0,
+    max_steps=4,
+    batch_size=4,
+    per_device_batch_size=2,
+    optimizer="adamw_torch",
+    lora_r=4,
+    lora_alpha=8,
+    lora_dropout=0.0,
+    save_steps=2,
+    max_input_tokens=512,
+    max_output_tokens=32,
+)

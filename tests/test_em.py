@@ -6,49 +6,8 @@ import json
 import pytest
 import torch
 
+from helpers import TINY_TRAIN
 from restpg.em import PRESETS, Cancelled, EMConfig, RunControl, RunError, run_em, select_samples
-from restpg.train import TrainConfig
-
-TINY_TRAIN = TrainConfig(
-    select_by="last",
-    learning_rate=1e-2,
-    warmup_steps=0,
-    max_steps=4,
-    batch_size=4,
-    per_device_batch_size=2,
-    optimizer="adamw_torch",
-    lora_r=4,
-    lora_alpha=8,
-    lora_dropout=0.0,
-    save_steps=2,
-    max_input_tokens=512,
-    max_output_tokens=32,
-)
-
-
-@pytest.fixture
-def tiny_config(tiny_model_dir):
-    # ReST-EM mechanics (no reasoning: a random model never writes the reasoning format), judge reward
-    # from the tiny model with tau = 0 so every non-empty answer passes.
-    return EMConfig(
-        tasks=("product_review",),
-        train_users=2,
-        eval_users=1,
-        model=str(tiny_model_dir),
-        reasoning=False,
-        rounds=2,
-        samples_per_input=2,
-        reward="judge",
-        tau=0.0,
-        max_item_words=8,
-        max_new_tokens=6,
-        generation_batch_size=2,
-        sft=TINY_TRAIN,
-        mstep=TINY_TRAIN,
-        device="cpu",
-        dtype="float32",
-        keep_truncated=True,
-    )  # a random model never stops by itself
 
 
 def sample(record_id, reward, answer="a", reasoning="r"):

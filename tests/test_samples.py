@@ -1,0 +1,80 @@
+"""A run's E-step samples in the store: stable ids, statuses, idempotent imports, bad folders."""
+
+import json
+import shutil
+
+import pytest
+
+from restpg.generations import GenerationStore
+from restpg.jsonl import read_jsonl, write_jsonl
+from restpg.ratings import RatingStore
+from restpg.runs import RunFolder
+from restpg.samples import SampleImportError, import_run, import_runs, run_folders, sample_version
+from restpg.store import Store
+from restpg.versions import SHIPPED_DIR
+
+SHIPPED_RUN = SHIPPED_DIR / "restpg-sample"
+
+
+@pytest.fixture
+def generations(tmp_path):
+    return GenerationStore(Store(tmp_path / "restpg.db"))
+
+
+def test_the_shipped_samples_import_once_under_stable_ids(generations, tmp_path):
+    report = import_run(generations, SHIPPED_RUN)
+    run_id = RunFolder(SHIPPED_RUN).run_id()
+    samples = read_jsonl(SHIPPED_RUN / "round-1" / "samples.jsonl")
+    assert report.run_id == run_id and report.added["round-1"] == len(samples)
+    rows = generations.list(model_version=sample_version(run_id, "round-1"))
+    assert [r["generation_id"] for r in rows] == [f"{run_id}/{s['sample_id']}" for s in samples]  # file order
+    selection = json.loads((SHIPPED_RUN / "round-1" / "selection.json").read_text())
+    assert sum(r["sample_status"] == "kept" for r in rows) == selection["kept"]
+    first = rows[0]
+    assert first["reference"] and first["request"] and first["round"] == 1
+    assert json.loads(first["scores"])["rougeL"] == pytest.approx(first["reward"])  # the shipped run's reward
+    # a second import adds nothing; a copy of the store elsewhere gets the same ids
+    assert import_run(generations, SHIPPED_RUN).total_added == 0
+    other = GenerationStore(Store(tmp_path / "other.db"))
+    import_run(other, SHIPPED_RUN)
+    assert {r["generation_id"] for r in other.list()} == {r["generation_id"] for r in generations.list()}
+    # samples queue and rate like generations
+    ratings = RatingStore(generations.store)
+    queue = ratings.queue(
+        "ann", "unrated", {"model_version": sample_version(run_id, "round-2"), "sample_status": "kept"}
+    )
+    assert len(queue) == json.loads((SHIPPED_RUN / "round-2" / "selection.json").read_text())["kept"]
+
+
+def test_statuses_follow_the_training_set_and_new_samples_append(generations, tmp_path):
+    run = tmp_path / "runs" / "mine"
+    shutil.copytree(SHIPPED_RUN, run, ignore=shutil.ignore_patterns("adapter", "generations.jsonl"))
+    samples = read_jsonl(run / "round-1" / "samples.jsonl")
+    import_run(generations, run)
+    version = sample_version(RunFolder(run).run_id(), "round-1")
+    kept = [r for r in generations.list(model_version=version) if r["sample_status"] == "kept"]
+    trained = [r["generation_id"].split("/", 1)[1] for r in kept[1:]]
+    write_jsonl(
+        run / "round-1" / "training_set.jsonl", [{"sample_id": s, "reward": 0.2, "weight": 0.2} for s in trained]
+    )
+    import_run(generations, run)
+    statuses = {r["generation_id"]: r["sample_status"] for r in generations.list(model_version=version)}
+    assert statuses[kept[0]["generation_id"]] == "vetoed"
+    assert sum(s == "trained" for s in statuses.values()) == len(trained)
+    assert run_folders(tmp_path / "runs") == [run]
+    reports, problems = import_runs(generations, [tmp_path / "runs"])
+    assert problems == [] and reports[0].total_added == 0 and len(samples) == len(statuses)
+
+
+def test_bad_run_folders_are_named_and_skipped(generations, tmp_path):
+    with pytest.raises(SampleImportError, match="not a run folder"):
+        import_run(generations, tmp_path)
+    broken = tmp_path / "runs" / "broken"
+    (broken / "round-1").mkdir(parents=True)
+    (broken / "manifest.json").write_text("{")
+    (broken / "round-1" / "samples.jsonl").write_text("")
+    good = tmp_path / "runs" / "good"
+    shutil.copytree(SHIPPED_RUN, good, ignore=shutil.ignore_patterns("adapter", "generations.jsonl"))
+    reports, problems = import_runs(generations, [tmp_path / "runs"])
+    assert len(problems) == 1 and "broken" in problems[0] and "manifest" in problems[0]
+    assert reports[0].total_added > 0
