@@ -1,5 +1,5 @@
-"""Page-action latency of the app: saving a rating (p50 / p95), with no job running and while an EM
-training job runs in the background. Prints numbers, asserts nothing.
+"""Page-action latency of the app: saving a rating and saving an arena vote (p50 / p95), with no job
+running and while an EM training job runs in the background. Prints numbers, asserts nothing.
 
     .venv/bin/python bench/app_latency.py [--saves 100] [--model smollm2-135m-instruct]
 
@@ -77,11 +77,22 @@ def time_saves(client, generation_ids: list[str], saves: int, annotator: str) ->
     return latencies
 
 
+def time_votes(client, votes: int, annotator: str) -> list[float]:
+    """Each vote: a blind pair is fetched (not timed), then the vote is saved and the names come back (timed)."""
+    latencies = []
+    for n in range(votes):
+        match_id, *_ = client.predict(annotator, [], api_name="/arena_next")
+        start = time.perf_counter()
+        client.predict(match_id, annotator, [], api_name=f"/arena_vote_{('a', 'b', 'tie', 'both_bad')[n % 4]}")
+        latencies.append((time.perf_counter() - start) * 1000)
+    return latencies
+
+
 def report(label: str, latencies: list[float]) -> None:
     cuts = quantiles(latencies, n=100)
     print(
         f"  {label:<34} p50 {cuts[49]:6.1f} ms   p95 {cuts[94]:6.1f} ms   max {max(latencies):6.1f} ms "
-        f"({len(latencies)} saves)",
+        f"({len(latencies)} calls)",
         flush=True,
     )
 
@@ -127,6 +138,7 @@ def main() -> None:
             ]
             print(f"app on 127.0.0.1:{port}, model {args.model}, {os.cpu_count()} CPU core(s)")
             report("save a rating, no job running", time_saves(client, ids, args.saves, "bench-idle"))
+            report("save an arena vote, no job running", time_votes(client, args.saves, "bench-idle"))
             note, *_ = client.predict(
                 "cpu-small",
                 "product_review",
@@ -139,6 +151,8 @@ def main() -> None:
                 True,
                 "bench-job",
                 "train SFT in this job (stages 1-2)",
+                True,
+                False,
                 api_name="/start_job",
             )
             run_id = note.removeprefix("started ")
@@ -152,6 +166,7 @@ def main() -> None:
             time.sleep(args.job_warmup)
             job = next(j for j in json.loads(client.predict(api_name="/jobs")) if j["run_id"] == run_id)
             report("save a rating, EM job running", time_saves(client, ids, args.saves, "bench-busy"))
+            report("save an arena vote, EM job running", time_votes(client, args.saves, "bench-busy"))
             print(f"  (job status while timing: {job['status']}, stage {job['stage']!r})")
             client.predict(run_id, api_name="/cancel_job")
         finally:

@@ -43,6 +43,8 @@ TRAIN_TAB_DEFAULTS = dict(
     tau="",
     init="base",
     reasoning=True,
+    use_ratings=True,
+    weight_ratings=False,
 )  # the Train tab's proposal on a CPU
 
 
@@ -67,7 +69,7 @@ class Page:
                 stopped_at = time.perf_counter()
             time.sleep(0.02)
         elapsed = time.perf_counter() - start
-        note = job.outputs()[-1][-1]
+        note = job.outputs()[-1][4]  # (reasoning, response, scores, score rows, status, support)
         new_tokens = int(note.split(": generation ")[1].split("; ")[1].split()[0]) if "new tokens" in note else 0
         return new_tokens, elapsed, (time.perf_counter() - stopped_at) if stopped_at else None
 
@@ -85,6 +87,8 @@ class Page:
             values["reasoning"],
             name,
             start_from,
+            values["use_ratings"],
+            values["weight_ratings"],
             api_name="/start_job",
         )
         return note.removeprefix("started ")

@@ -1,4 +1,4 @@
-"""The Gradio app: three tabs (Explore, Rate, Train) over the library.
+"""The Gradio app: four tabs (Explore, Rate, Arena, Train) over the library.
 
 Callbacks are thin: they turn widget values into calls on :class:`restpg.explore.ExploreService`,
 :class:`restpg.ratings.RatingStore` and :class:`restpg.jobs.JobManager` (the same code the CLI
@@ -10,6 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import gradio as gr  # at the top: handlers' gr.Request hints resolve in this module's globals
+
+from .access import AccessPolicy
+from .arena import ArenaStore
+from .errors import PAGE_ERRORS
 from .explore import AppPaths, ExploreService
 from .jobs import JobManager
 from .models import ModelConfig
@@ -18,23 +23,31 @@ from .ratings import RatingStore
 
 @dataclass
 class AppParts:
-    """What the tabs share: the explore service, the ratings and the background jobs."""
+    """What the tabs share: the explore service, the ratings, the arena's votes, the background
+    jobs, and who may do what."""
 
     service: ExploreService
     ratings: RatingStore
+    arena: ArenaStore
     jobs: JobManager
+    access: AccessPolicy = AccessPolicy()
 
 
 def make_parts(
-    model_config: ModelConfig, paths: AppPaths = AppPaths(), judge_model: str | None = None, use_judge: bool = True
+    model_config: ModelConfig,
+    paths: AppPaths = AppPaths(),
+    judge_model: str | None = None,
+    use_judge: bool = True,
+    access: AccessPolicy = AccessPolicy(),
 ) -> AppParts:
     service = ExploreService(model_config, paths, judge_model=judge_model, use_judge=use_judge)
-    return AppParts(service, RatingStore(service.store), JobManager(paths.runs_dir, service.store))
+    service.import_samples()  # the runs' E-step samples, rateable from the first page
+    store = service.store
+    return AppParts(service, RatingStore(store), ArenaStore(store), JobManager(paths.runs_dir, store), access)
 
 
 def build_app(parts: AppParts):
-    import gradio as gr
-
+    from .arena_tab import arena_tab
     from .explore_tab import explore_tab
     from .rate_tab import rate_tab
     from .train_tab import train_tab
@@ -43,26 +56,72 @@ def build_app(parts: AppParts):
         gr.Markdown(
             "# restpg: reasoning over a user's profile before writing\n"
             "**Explore** a LongLaMP user's profile and the model's reasoning path and response beside "
-            "the real text; **Rate** reasoning paths; **Train** REST-PG rounds in the background."
+            "the real text; **Rate** reasoning paths and the samples EM trains on; compare versions blind "
+            "in the **Arena**; **Train** REST-PG rounds in the background."
         )
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             with gr.Tab("Explore", id="explore"):
                 explore = explore_tab(parts)
             with gr.Tab("Rate", id="rate", elem_id="rate-panel"):
-                rate_load = rate_tab(parts)
+                rate = rate_tab(parts)
+            with gr.Tab("Arena", id="arena", elem_id="arena-panel"):
+                arena = arena_tab(parts)
             with gr.Tab("Train", id="train"):
                 train_load = train_tab(parts, explore["versions"])
+
+        def logged_in(request: gr.Request = None):
+            """With --auth, the annotator fields hold the login name and cannot be edited."""
+            login = parts.access.login(request)
+            field = gr.update(value=login, interactive=False) if login else gr.update()
+            return field, field
+
+        def link_target(request) -> tuple[str, str | None]:
+            """The tab and the generation a link opens: ``?rate=<id>`` in Rate; ``?generation=<id>`` in
+            Explore, or in Rate when Explore cannot show it (an E-step sample, an unknown id: Rate
+            says why)."""
+            query = dict(getattr(request, "query_params", None) or {})
+            if query.get("rate"):
+                return "rate", query["rate"]
+            if query.get("generation"):
+                try:
+                    located = parts.service.locate(query["generation"])
+                except PAGE_ERRORS:
+                    located = None
+                return ("explore" if located else "rate"), query["generation"]
+            return "explore", None
+
+        def follow_link(request: gr.Request = None):
+            tab, target = link_target(request)
+            return gr.Tabs(selected=tab) if target else gr.update()
+
+        load, load_inputs, load_outputs = rate["load"]
+        open_item, _ = rate["open"]
+
+        def rate_on_load(annotator, which, version, status_filter, request: gr.Request = None):
+            tab, target = link_target(request)
+            if tab == "rate" and target:
+                return (*open_item(target, annotator, request), gr.update())
+            return load(annotator, which, version, status_filter, request)
+
+        demo.load(logged_in, None, [rate["annotator"], arena["annotator"]], api_visibility="private")
         demo.load(*explore["load"], api_visibility="private").then(*explore["show"], api_visibility="private")
-        for handler, inputs, outputs in (rate_load, train_load):
+        demo.load(follow_link, None, tabs, api_visibility="private")
+        demo.load(rate_on_load, load_inputs, load_outputs, api_visibility="private")
+        for handler, inputs, outputs in (arena["load"], train_load):
             demo.load(handler, inputs, outputs, api_visibility="private")
     return demo
 
 
-def launch(parts: AppParts, host: str = "127.0.0.1", port: int = 7860, auth: tuple[str, str] | None = None, **kwargs):
-    """Start the page: a queue so one slow generation never blocks the other users' clicks."""
+def launch(
+    parts: AppParts,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    auth: list[tuple[str, str]] | None = None,
+    **kwargs,
+):
+    """Start the page: a queue so one slow generation never blocks the other users' clicks.
+    Errors reach the page as their messages (restpg's own); never as Python tracebacks."""
     from importlib.resources import files
-
-    import gradio as gr
 
     demo = build_app(parts)
     keys_js = files("restpg").joinpath("rate_keys.js").read_text()
@@ -71,12 +130,12 @@ def launch(parts: AppParts, host: str = "127.0.0.1", port: int = 7860, auth: tup
     return demo.launch(
         server_name=host,
         server_port=port,
-        auth=auth,
+        auth=auth or None,
         js=keys_js,
         css=css,
         allowed_paths=[str(parts.service.paths.runs_dir / "exports")],
         theme=gr.themes.Default(),
         max_file_size="200mb",
-        show_error=True,
+        show_error=False,
         **kwargs,
     )

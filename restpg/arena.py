@@ -108,6 +108,9 @@ class ArenaStore:
         if not self.store.db["generations"].exists():
             return []
         where, params = "", []
+        # E-step samples (restpg.samples) are rated, not compared: several per record and version.
+        columns = self.store.db["generations"].columns_dict
+        sample_clause = "sample_status IS NULL" if "sample_status" in columns else "1"
         if versions is not None:
             where, params = f"WHERE model_version IN ({', '.join('?' * len(versions))})", versions
         sql = f"""
@@ -119,6 +122,7 @@ class ArenaStore:
                        ) AS newest
                 FROM generations
                 WHERE stopped = 0 AND response IS NOT NULL AND TRIM(response) != ''
+                  AND {sample_clause}
             )
             {where} {"AND" if where else "WHERE"} newest = 1
             ORDER BY dataset, record_id, model_version

@@ -5,7 +5,10 @@ train      REST-PG: stage 1 reasoning, stage 2 SFT, stage 3 EM rounds (resumes a
 evaluate   the paper's six methods on held-out records: table (CSV, Markdown) and a plot per round
 validate   check a dataset file against LongLaMP's schema and list every bad record
 users      list the users of a dataset
-ratings    human ratings of reasoning paths: export them (CSV, JSONL), agreement between annotators
+ratings    human ratings of reasoning paths: add one, export them (CSV, JSONL, Parquet, datasets folder),
+           agreement between annotators, the judge's calibration against them
+samples    a run's E-step samples in the store: import them, list a round's (to rate them)
+arena      the blind arena's votes: leaderboard of model versions, export
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ import sys
 import textwrap
 from pathlib import Path
 
-from .em import Cancelled
-from .errors import RestpgError
-from .hardware import DEVICE_HELP, DTYPE_HELP
+# Only light modules at the top: the ratings, samples and arena commands start without torch. The
+# model side (restpg.em, restpg.models, restpg.hardware, torch, transformers) is imported by the
+# commands that need it, and the parser declares their flags only when such a command is run.
+from .errors import InputError, RestpgError
 from .longlamp import (
     PUBLIC_TASKS,
     SPLIT_FAMILIES,
@@ -29,17 +33,8 @@ from .longlamp import (
     load_records,
     sample_path,
 )
-from .models import (
-    DEFAULT_MODEL,
-    PAPER_INFERENCE_TEMPERATURE,
-    GenerationSettings,
-    ModelConfig,
-    default_max_new_tokens,
-    load_adapter,
-    load_model,
-)
-from .prompts import PromptSettings
-from .retrieval import PAPER_TOP_K, item_text
+
+DEFAULT_STORE = "runs/restpg.db"
 
 
 def _dataset_args(parser: argparse.ArgumentParser) -> None:
@@ -71,7 +66,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .metrics import LexicalMetrics
+    from .models import GenerationSettings, ModelConfig, default_max_new_tokens, load_adapter, load_model
     from .personalize import personalize
+    from .prompts import PromptSettings
+    from .retrieval import item_text
 
     records = [r for loaded in load_cli_records(args) for r in loaded.records if r.user_id == args.user]
     if not records:
@@ -151,12 +149,227 @@ def cmd_users(args: argparse.Namespace) -> int:
     return 0
 
 
+def existing_store(path: str | Path):
+    """The store at ``path``; a missing file is an error naming it, never a new empty store."""
+    from .store import Store
+
+    if not Path(path).is_file():
+        raise InputError(
+            f"store {str(path)!r} does not exist (pass --store with the app's store, e.g. {DEFAULT_STORE})"
+        )
+    return Store(Path(path))
+
+
 def cmd_ratings_export(args: argparse.Namespace) -> int:
     from .ratings import RatingStore
 
     ratings = RatingStore.open_existing(args.store)
-    out = (ratings.export_csv if args.format == "csv" else ratings.export_jsonl)(args.out)
-    print(f"{len(ratings.all())} rating(s) written to {out}")
+    out = ratings.export(args.out, args.format)
+    print(f"{len(ratings.all())} rating(s) written to {out} ({args.format})")
+    return 0
+
+
+def cmd_ratings_add(args: argparse.Namespace) -> int:
+    from .generations import GenerationStore
+    from .ratings import Rating, RatingStore
+
+    ratings = RatingStore.open_existing(args.store)
+    rating = Rating(
+        args.generation,
+        args.annotator,
+        args.faithfulness,
+        args.relevance,
+        args.usefulness,
+        args.copies,
+        args.comment,
+    )
+    rating.validate()  # bad scores are named before the generation is looked up
+    row = GenerationStore(ratings.store).get(args.generation)  # the exact text rated, as the Rate tab saves it
+    saved = ratings.save(rating, row["model_version"], row["reasoning"], row["response"])
+    edited = saved["created"] != saved["updated"]
+    scores = ", ".join(f"{name} {saved[name]}" for name in ("faithfulness", "relevance", "usefulness"))
+    print(
+        f"{'updated' if edited else 'saved'} rating of {saved['generation_id']} ({saved['model_version']}) "
+        f"by {saved['annotator']}: {scores}{', copies the output' if saved['copies_output'] else ''}"
+    )
+    return 0
+
+
+def cmd_ratings_calibration(args: argparse.Namespace) -> int:
+    from .calibration import calibration, format_calibration
+
+    store = existing_store(args.store)
+    result = calibration(
+        store, group_by=args.by, annotator=args.annotator, groups=args.group, bootstrap=args.bootstrap, seed=args.seed
+    )
+    print(format_calibration(result), end="")
+    return 0
+
+
+def _status_counts(counts: dict[str, int]) -> str:
+    from .samples import SAMPLE_STATUSES
+
+    order = [*SAMPLE_STATUSES, *sorted(set(counts) - set(SAMPLE_STATUSES))]
+    return ", ".join(f"{status} {counts[status]}" for status in order if counts.get(status))
+
+
+def cmd_samples_import(args: argparse.Namespace) -> int:
+    from .generations import GenerationStore
+    from .runs import RunFolder
+    from .samples import import_run
+    from .store import Store
+
+    RunFolder(Path(args.run_dir)).run_id()  # not a run folder: an error before any store is created
+    report = import_run(GenerationStore(Store(Path(args.store))), args.run_dir)
+    print(f"run {report.run_id}: {report.total_added} sample(s) added to {args.store}")
+    if not report.added:
+        print("  no round has E-step samples yet")
+    for step, added in report.added.items():
+        counts = report.statuses.get(step, {})
+        print(f"  {step}: {added} added, {sum(counts.values())} in all ({_status_counts(counts)})")
+    return 0
+
+
+def _needs_import(generations, run, run_id: str) -> bool:
+    """Whether the store lacks some of the run's samples or holds statuses that have moved on (a round
+    whose M-step started still listed as ``kept``). Reads files and the store only: no torch."""
+    from .jsonl import read_jsonl
+
+    db = generations.store.db
+    for step in run.rounds():
+        if not step.samples.exists():
+            continue
+        in_file = len({s.get("sample_id") for s in read_jsonl(step.samples) if isinstance(s, dict)})
+        number = int(step.name.split("-")[1])
+        stored, kept = db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(sample_status = 'kept'), 0) FROM generations WHERE run_id = ? AND round = ?",
+            [run_id, number],
+        ).fetchone()
+        if stored < in_file or (kept and step.training_set.exists()):
+            return True
+    return False
+
+
+def _preview(text: str | None, chars: int = 100) -> str:
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= chars else flat[: chars - 3].rstrip() + "..."
+
+
+def cmd_samples_list(args: argparse.Namespace) -> int:
+    from .generations import GenerationStore
+    from .runs import RunFolder
+    from .samples import import_run
+    from .store import Store
+
+    if args.limit < 1:
+        raise InputError(f"--limit must be at least 1, got {args.limit}")
+    run = RunFolder(Path(args.run_dir))
+    run_id = run.run_id()
+    generations = GenerationStore(Store(Path(args.store)))
+    if _needs_import(generations, run, run_id):  # the first listing imports the run (as `samples import`)
+        report = import_run(generations, args.run_dir)
+        if report.total_added:
+            print(f"imported {report.total_added} sample(s) of run {run_id} into {args.store}")
+    db = generations.store.db
+    rounds = [
+        r[0] for r in db.execute("SELECT DISTINCT round FROM generations WHERE run_id = ? ORDER BY round", [run_id])
+    ]
+    if args.round not in rounds:
+        raise InputError(
+            f"run {run_id} has no E-step samples for round {args.round}; "
+            f"rounds with samples: {', '.join(map(str, rounds)) or 'none'}"
+        )
+    counts = dict(
+        db.execute(
+            "SELECT sample_status, COUNT(*) FROM generations WHERE run_id = ? AND round = ? GROUP BY sample_status",
+            [run_id, args.round],
+        ).fetchall()
+    )
+    where, params = "run_id = ? AND round = ?", [run_id, args.round]
+    if args.status:
+        where, params = where + " AND sample_status = ?", params + [args.status]
+    matching = db.execute(f"SELECT COUNT(*) FROM generations WHERE {where}", params).fetchone()[0]
+    rows = list(db["generations"].rows_where(where, params, order_by="created, generation_id", limit=args.limit))
+    which = f"{args.status} " if args.status else ""
+    print(
+        f"run {run_id} round {args.round}: {sum(counts.values())} sample(s) ({_status_counts(counts)}); "
+        f"showing {len(rows)} of {matching} {which}sample(s), in the order they were sampled"
+    )
+    for row in rows:
+        print(f"\n{row['generation_id']}  {row['sample_status']}  reward {row['reward']:.4f}")
+        print(f"  reasoning: {_preview(row['reasoning'])}")
+        print(f"  answer:    {_preview(row['response'])}")
+    if rows:
+        store = "" if args.store == DEFAULT_STORE else f" --store {args.store}"
+        print(
+            "\nrate one: python -m restpg ratings add --generation ID --annotator NAME "
+            f"--faithfulness N --relevance N --usefulness N{store}"
+        )
+    return 0
+
+
+def cmd_samples_export(args: argparse.Namespace) -> int:
+    from .exports import export_samples, sample_rows
+    from .generations import GenerationStore
+    from .runs import RunFolder
+
+    run_id = RunFolder(Path(args.run_dir)).run_id() if args.run_dir else None
+    generations = GenerationStore(existing_store(args.store))
+    out = export_samples(generations, args.out, args.format, run_id)
+    print(f"{len(sample_rows(generations, run_id))} sample(s) written to {out} ({args.format})")
+    return 0
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows)]
+    lines = [headers, ["-" * w for w in widths], *rows]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
+
+
+def cmd_arena_leaderboard(args: argparse.Namespace) -> int:
+    from .arena import ArenaStore
+
+    rows = ArenaStore(existing_store(args.store)).leaderboard(args.bootstrap, args.seed)
+    if not rows:
+        print("no arena votes yet: vote in the app's Arena tab, then run this again")
+        return 0
+
+    def rating(row: dict) -> str:
+        if row["rating"] is None:
+            return "n/a"
+        ci = "" if row["ci_low"] is None else f" [{row['ci_low']:.0f}, {row['ci_high']:.0f}]"
+        return f"{row['rating']:.0f}{ci}"
+
+    print(
+        _table(
+            ["version", "rating [95% CI]", "votes", "W/L/T", "both bad", "win rate"],
+            [
+                [
+                    row["version"],
+                    rating(row),
+                    str(row["votes"]),
+                    f"{row['wins']}/{row['losses']}/{row['ties']}",
+                    str(row["both_bad"]),
+                    "n/a" if row["win_rate"] is None else f"{row['win_rate']:.0%}",
+                ]
+                for row in rows
+            ],
+        )
+    )
+    print(
+        f"\nBradley-Terry ratings (Elo-like: mean 1000, +400 = 10:1 odds); CI: percentile bootstrap over votes "
+        f"({args.bootstrap} resamples, seed {args.seed}); a tie is half a win; both-bad votes are not in the fit"
+    )
+    return 0
+
+
+def cmd_arena_export(args: argparse.Namespace) -> int:
+    from .arena import ArenaStore
+    from .exports import export_votes
+
+    arena = ArenaStore(existing_store(args.store))
+    out = export_votes(arena, args.out, args.format)
+    print(f"{len(arena.votes())} vote(s) written to {out} ({args.format})")
     return 0
 
 
@@ -217,7 +430,7 @@ def _print_round(round_index: int, metrics: dict) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     import os
 
-    from .em import RunControl, run_em
+    from .em import Cancelled, RunControl, run_em
     from .store import Store
 
     preset, config = em_config_from_args(args)
@@ -344,6 +557,8 @@ def _em_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _device_args(parser: argparse.ArgumentParser) -> None:
+    from .hardware import DEVICE_HELP, DTYPE_HELP
+
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--dtype", default="auto", help=DTYPE_HELP)
     _threads_arg(parser)
@@ -353,13 +568,25 @@ def _threads_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: one per core)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m restpg", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
+def _store_arg(parser: argparse.ArgumentParser, what: str = "holding the ratings") -> None:
+    parser.add_argument("--store", default=DEFAULT_STORE, help=f"SQLite store {what} (default: {DEFAULT_STORE})")
 
-    gen = commands.add_parser("generate", help="personalized reasoning + response for one user")
+
+def _export_args(parser: argparse.ArgumentParser) -> None:
+    from .exports import EXPORT_FORMATS, FORMAT_HELP
+
+    parser.add_argument("--format", default="csv", choices=EXPORT_FORMATS, help=FORMAT_HELP)
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="file to write (hf: a folder), replaced atomically; an existing folder only if it is an earlier hf export",
+    )
+
+
+def _generate_command(gen: argparse.ArgumentParser) -> None:
+    from .models import DEFAULT_MODEL, PAPER_INFERENCE_TEMPERATURE, GenerationSettings
+    from .retrieval import PAPER_TOP_K
+
     _dataset_args(gen)
     gen.add_argument("--user", required=True, help="user id (the task's user-id field)")
     gen.add_argument("--request", type=int, help="only the user's N-th request (0-based)")
@@ -379,49 +606,166 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0)
     gen.set_defaults(run=cmd_generate)
 
-    train = commands.add_parser("train", help="REST-PG stages 1-3 (resumable)")
+
+def _train_command(train: argparse.ArgumentParser) -> None:
     _em_args(train)
-    train.add_argument("--store", default="runs/restpg.db", help="SQLite store the app watches")
+    train.add_argument("--store", default=DEFAULT_STORE, help="SQLite store the app watches")
     train.set_defaults(run=cmd_train)
 
-    evaluate = commands.add_parser("evaluate", help="the six methods on held-out records")
+
+def _evaluate_command(evaluate: argparse.ArgumentParser) -> None:
     _em_args(evaluate)
     evaluate.add_argument("--split", default="test", choices=SPLITS, help="held-out split")
     evaluate.set_defaults(run=cmd_evaluate)
 
-    ship = commands.add_parser("ship", help="copy a finished run into assets/models with its demo generations")
+
+def _ship_command(ship: argparse.ArgumentParser) -> None:
     ship.add_argument("--run-dir", required=True, help="a finished run folder (every round evaluated)")
     ship.add_argument("--name", default="restpg-sample", help="folder name under the shipped models")
     ship.add_argument("--out", help="shipped models folder (default: the project's assets/models)")
     _device_args(ship)
     ship.set_defaults(run=cmd_ship)
 
-    val = commands.add_parser("validate", help="check a dataset file and list its bad records")
+
+def _validate_command(val: argparse.ArgumentParser) -> None:
     val.add_argument("path")
     val.add_argument("--task", required=True, choices=list(TASKS))
     val.add_argument("--family", default="user", choices=SPLIT_FAMILIES)
     val.add_argument("--split", choices=SPLITS)
     val.set_defaults(run=cmd_validate)
 
-    users = commands.add_parser("users", help="list the users of a dataset")
+
+def _users_command(users: argparse.ArgumentParser) -> None:
     _dataset_args(users)
     users.set_defaults(run=cmd_users)
 
-    ratings = commands.add_parser("ratings", help="human ratings of reasoning paths")
+
+def _ratings_command(ratings: argparse.ArgumentParser) -> None:
     rating_commands = ratings.add_subparsers(dest="ratings_command", required=True)
-    export = rating_commands.add_parser("export", help="every rating, one row each")
-    export.add_argument("--store", default="runs/restpg.db", help="SQLite store holding the ratings")
-    export.add_argument("--format", default="csv", choices=["csv", "jsonl"])
-    export.add_argument("--out", required=True, help="file to write (replaced atomically)")
+
+    add = rating_commands.add_parser(
+        "add",
+        help="save one rating of a stored generation (a new one, or an edit of yours)",
+        description="Save one rating, with the exact reasoning and response of the generation, as the Rate tab "
+        "does. Find ids to rate with `samples list`, the app's Rate tab, or an export of the store.",
+    )
+    _store_arg(add)
+    add.add_argument("--generation", required=True, metavar="ID", help="the generation's id")
+    add.add_argument("--annotator", required=True, metavar="NAME", help="your annotator name")
+    add.add_argument("--faithfulness", required=True, type=int, metavar="1-5", help="faithful to the user's profile")
+    add.add_argument("--relevance", required=True, type=int, metavar="1-5", help="relevant to the request")
+    add.add_argument("--usefulness", required=True, type=int, metavar="1-5", help="useful for writing the response")
+    add.add_argument("--copies", action="store_true", help="flag: the reasoning copies the expected output")
+    add.add_argument("--comment", default="", metavar="TEXT", help="free-text comment")
+    add.set_defaults(run=cmd_ratings_add)
+
+    export = rating_commands.add_parser("export", help="every rating, one row each (annotator included)")
+    _store_arg(export)
+    _export_args(export)
     export.set_defaults(run=cmd_ratings_export)
+
     agreement = rating_commands.add_parser("agreement", help="Krippendorff's alpha per criterion")
-    agreement.add_argument("--store", default="runs/restpg.db", help="SQLite store holding the ratings")
+    _store_arg(agreement)
     agreement.set_defaults(run=cmd_ratings_agreement)
+
+    calibration = rating_commands.add_parser(
+        "calibration",
+        help="does the judge agree with people? rank correlations of ratings with the judge and ROUGE-L",
+    )
+    _store_arg(calibration)
+    calibration.add_argument(
+        "--by",
+        default="model_version",
+        metavar="model_version|task",
+        help="group rated generations by this column of the generations table (default: model_version)",
+    )
+    calibration.add_argument("--annotator", metavar="NAME", help="only this annotator's ratings (default: all)")
+    calibration.add_argument(
+        "--group", nargs="+", action="extend", metavar="G", help="only these groups (default: every group)"
+    )
+    calibration.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+    calibration.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    calibration.set_defaults(run=cmd_ratings_calibration)
+
+
+def _samples_command(samples: argparse.ArgumentParser) -> None:
+    from .samples import SAMPLE_STATUSES
+
+    sample_commands = samples.add_subparsers(dest="samples_command", required=True)
+
+    imp = sample_commands.add_parser(
+        "import", help="add a run's E-step samples to the store (to rate them), update their statuses"
+    )
+    imp.add_argument("--run-dir", required=True, metavar="DIR", help="run folder")
+    _store_arg(imp, "to import into (created if missing)")
+    imp.set_defaults(run=cmd_samples_import)
+
+    listing = sample_commands.add_parser(
+        "list",
+        help="a round's E-step samples: id, status, reward, reasoning and answer (imports the run first if needed)",
+    )
+    listing.add_argument("--run-dir", required=True, metavar="DIR", help="run folder")
+    listing.add_argument("--round", required=True, type=int, metavar="N", help="EM round (1, 2, ...)")
+    listing.add_argument("--status", choices=SAMPLE_STATUSES, help="only samples with this status")
+    listing.add_argument("--limit", type=int, default=20, help="at most this many samples (default: 20)")
+    _store_arg(listing, "holding the samples (created if missing: the run is imported)")
+    listing.set_defaults(run=cmd_samples_list)
+
+    export = sample_commands.add_parser("export", help="the stored E-step samples, one row each, every column")
+    export.add_argument("--run-dir", metavar="DIR", help="only this run's samples (default: every run's)")
+    _store_arg(export, "holding the samples")
+    _export_args(export)
+    export.set_defaults(run=cmd_samples_export)
+
+
+def _arena_command(arena: argparse.ArgumentParser) -> None:
+    arena_commands = arena.add_subparsers(dest="arena_command", required=True)
+
+    board = arena_commands.add_parser("leaderboard", help="Bradley-Terry ratings of the model versions from the votes")
+    _store_arg(board, "holding the votes")
+    board.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+    board.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    board.set_defaults(run=cmd_arena_leaderboard)
+
+    export = arena_commands.add_parser("export", help="every voted match, one row each (versions revealed)")
+    _store_arg(export, "holding the votes")
+    _export_args(export)
+    export.set_defaults(run=cmd_arena_export)
+
+
+# name: (help, fills in the command's arguments). Filling train's and evaluate's imports restpg.em
+# (and torch): build_parser(only=...) fills only the command being run.
+COMMANDS = {
+    "generate": ("personalized reasoning + response for one user", _generate_command),
+    "train": ("REST-PG stages 1-3 (resumable)", _train_command),
+    "evaluate": ("the six methods on held-out records", _evaluate_command),
+    "ship": ("copy a finished run into assets/models with its demo generations", _ship_command),
+    "validate": ("check a dataset file and list its bad records", _validate_command),
+    "users": ("list the users of a dataset", _users_command),
+    "ratings": ("human ratings of reasoning paths", _ratings_command),
+    "samples": ("a run's E-step samples in the store: import, list, export", _samples_command),
+    "arena": ("the blind arena's votes: leaderboard, export", _arena_command),
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """Every command's parser; with ``only``, the arguments of that command alone (the others keep
+    their name and help), so that `python -m restpg ratings ...` never imports torch."""
+    parser = argparse.ArgumentParser(
+        prog="python -m restpg", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, fill) in COMMANDS.items():
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        if only is None or only == name:
+            fill(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((arg for arg in argv if not arg.startswith("-")), "")
+    args = build_parser(only=command).parse_args(argv)
     try:
         if getattr(args, "threads", None) is not None:
             from .hardware import set_threads

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from .errors import InputError
+from .errors import PAGE_ERRORS, InputError
 from .evaluate import predict, prompt_for, score_predictions
 from .generations import GenerationKey, GenerationStore
 from .hardware import pick_device, set_threads
 from .jobs import JobError, safe_child
-from .longlamp import PUBLIC_TASKS, DatasetError, LoadedRecords, Record, load_records, sample_path
+from .longlamp import PUBLIC_TASKS, SAMPLE_DATASET, DatasetError, LoadedRecords, Record, load_records, sample_path
 from .models import (
     GenerationSettings,
     LoadedModel,
@@ -37,11 +37,12 @@ from .models import (
     use_adapter,
 )
 from .prompts import PromptSettings, answer_of
-from .runs import GENERATIONS, RunFolder
+from .runs import GENERATIONS, MANIFEST, RunFolder
+from .samples import import_runs
 from .store import Store
+from .support import format_report, report_for_record
 from .versions import BASE_VERSION, SHIPPED_DIR, ModelVersion, best_shipped, find_versions
 
-SAMPLE_DATASET = "shipped sample"
 UPLOAD_FOLDER = "uploads"
 DATA_SUFFIXES = (".json", ".jsonl", ".parquet")
 MAX_UPLOAD_BYTES = 200 * 1024 * 1024
@@ -100,9 +101,7 @@ class ExploreService:
         self.store = Store(self.paths.store)
         self.generations = GenerationStore(self.store)
         for path in sorted(Path(self.paths.shipped_dir).glob(f"*/{GENERATIONS}")):
-            manifest = RunFolder(path.parent).manifest
-            trained_on = json.loads(manifest.read_text()).get("config", {}).get("model") if manifest.exists() else None
-            if trained_on == self.model_config.model:  # versions of another base model are not shown either
+            if self._ours(RunFolder(path.parent).manifest):  # versions of another base model are not shown either
                 self.generations.import_jsonl(path)  # the shipped versions' outputs, once (ids are kept)
 
     # -- datasets --------------------------------------------------------------------------
@@ -214,6 +213,69 @@ class ExploreService:
             "user": row["user_id"],
             "request": ids.index(row["record_id"]),
         }
+
+    def locate(self, generation_id: str) -> dict | None:
+        """Where a stored generation sits in the Explore tab (as :meth:`demo_start` gives it, plus
+        its settings); None when its dataset, record or version is not one the tab can open (an
+        E-step sample, a deleted upload). An unknown id raises UnknownGenerationError."""
+        row = self.generations.get(generation_id)
+        if row.get("sample_status"):
+            return None
+        labels = [label for label in self.versions() if self.version_id(label) == row["model_version"]]
+        try:
+            records = self.dataset(row["dataset"], row["task"], row["family"], row["split"]).for_user(row["user_id"])
+        except PAGE_ERRORS:
+            return None
+        ids = [r.record_id for r in records]
+        if not labels or row["record_id"] not in ids:
+            return None
+        return {
+            "dataset": row["dataset"],
+            "version": labels[0],
+            "task": row["task"],
+            "family": row["family"],
+            "split": row["split"],
+            "user": row["user_id"],
+            "request": ids.index(row["record_id"]),
+            "settings": json.loads(row["settings"] or "{}"),
+            "generation_id": generation_id,
+        }
+
+    def record_of(self, row: dict) -> Record | None:
+        """The dataset record a stored generation (or E-step sample) was made for; None when its
+        dataset cannot be read here."""
+        try:
+            loaded = self.dataset(row["dataset"], row["task"], row["family"], row["split"])
+        except PAGE_ERRORS:
+            return None
+        return next((r for r in loaded.records if r.record_id == row["record_id"]), None)
+
+    def support(self, row: dict, record: Record | None = None) -> str:
+        """Which retrieved profile items each sentence of the row's reasoning draws on, as plain
+        text (restpg.support), and whether the reasoning seems to copy the real text."""
+        if not (row.get("reasoning") or "").strip():
+            return "no reasoning path in this output"
+        record = record or self.record_of(row)
+        if record is None:
+            return f"the profile of record {row['record_id']} is not readable here (dataset {row['dataset']!r})"
+        retrieved = json.loads(row.get("retrieved_ids") or "[]")
+        return format_report(report_for_record(row["reasoning"], record, retrieved, row.get("reference")))
+
+    def import_samples(self) -> list[str]:
+        """Store the E-step samples of every run under the runs folder and of the shipped runs of
+        this base model (restpg.samples; new ones only); returns the folders that could not be read."""
+        roots = [self.paths.runs_dir] + [
+            path.parent for path in sorted(Path(self.paths.shipped_dir).glob(f"*/{MANIFEST}")) if self._ours(path)
+        ]
+        _, problems = import_runs(self.generations, roots)
+        return problems
+
+    def _ours(self, manifest: Path) -> bool:
+        """The run was trained on this page's base model."""
+        try:
+            return json.loads(manifest.read_text()).get("config", {}).get("model") == self.model_config.model
+        except (OSError, json.JSONDecodeError):
+            return False
 
     def describe(self, label: str) -> str:
         """One paragraph on a version for the page: what it is, its prompt, who wrote its reasoning data,

@@ -12,11 +12,13 @@ import json
 import threading
 from pathlib import Path
 
+import gradio as gr  # at the top: handlers' gr.Request hints resolve in this module's globals
 import pandas as pd
 
 from .errors import PAGE_ERRORS
 from .explore import SAMPLE_DATASET
 from .hardware import page_threads
+from .links import page_link
 from .longlamp import PUBLIC_TASKS, SPLIT_FAMILIES, SPLITS, LoadedRecords, Record
 from .models import PAPER_INFERENCE_TEMPERATURE
 from .prompts import FIELD_LABELS
@@ -60,17 +62,22 @@ def scores_row(version: str, row: dict) -> dict:
 
 def explore_tab(parts) -> dict:
     """Builds the Explore tab; returns its page-load handler and the version pickers the Train tab refreshes."""
-    import gradio as gr
-
     service = parts.service
 
-    def on_dataset(dataset, task, family, split, current_user=None):
+    def on_dataset(dataset, task, family, split, current_user=None, pinned=None):
         try:
             loaded = service.dataset(dataset, task, family, split)
         except PAGE_ERRORS as error:
             return gr.update(choices=[], value=None), f"dataset error: {error}"
         users = loaded.users()
         chosen = current_user if current_user in users else (users[0] if users else None)
+        if pinned:  # a ?generation= link: its user, while the page shows its dataset and split
+            try:
+                row = service.generations.get(pinned)
+            except PAGE_ERRORS:
+                row = None
+            if row and (row["dataset"], row["task"], row["family"], row["split"]) == (dataset, task, family, split):
+                chosen = row["user_id"] if row["user_id"] in users else chosen
         return gr.update(choices=users, value=chosen), dataset_summary(loaded)
 
     def on_upload(file, task, family):
@@ -82,7 +89,8 @@ def explore_tab(parts) -> dict:
             return gr.update(), f"upload refused: {error}"
         return gr.update(choices=service.dataset_choices(), value=name), f"uploaded as {name}"
 
-    def on_user(dataset, task, family, split, user):
+    def on_user(dataset, task, family, split, user, pinned=None):
+        """The user's requests; the first one, or the one a ``?generation=`` link pinned."""
         if not user:
             return gr.update(choices=[], value=None)
         try:
@@ -90,25 +98,59 @@ def explore_tab(parts) -> dict:
         except PAGE_ERRORS as error:
             raise gr.Error(str(error)) from error
         choices = [(f"{i}: {r.input[:90]}", i) for i, r in enumerate(records)]
-        return gr.update(choices=choices, value=0 if choices else None)
+        first = 0 if choices else None
+        if pinned:
+            try:
+                row = service.generations.get(pinned)
+            except PAGE_ERRORS:
+                row = None
+            ids = [r.record_id for r in records]
+            if row and row["dataset"] == dataset and row["record_id"] in ids:
+                first = ids.index(row["record_id"])
+        return gr.update(choices=choices, value=first)
 
-    def on_request(dataset, task, family, split, user, request_index, k, tokens, temperature, version_a, version_b):
+    def pinned_row(pinned, dataset, record, version, settings):
+        """The generation a ``?generation=`` link pinned, while the page still shows its request,
+        version and settings; else None."""
+        if not pinned:
+            return None
+        try:
+            row = service.generations.get(pinned)
+        except PAGE_ERRORS:
+            return None
+        same = (
+            row["dataset"] == dataset
+            and row["record_id"] == record.record_id
+            and row["model_version"] == service.version_id(version)
+            and json.loads(row["settings"] or "{}") == settings
+        )
+        return row if same else None
+
+    def on_request(
+        dataset, task, family, split, user, request_index, k, tokens, temperature, version_a, version_b, pinned=None
+    ):
         """The request, the profile and the real text; and the stored generations for these settings, if any."""
+        empty = ("", None, "", "", "", "", "", pd.DataFrame(columns=SCORE_COLUMNS), {}, "", "")
         if user is None or request_index is None:
-            return ("", None, "", "", "", "", "", pd.DataFrame(columns=SCORE_COLUMNS), {}, "")
+            return empty
         try:
             record = service.record(dataset, task, family, split, user, int(request_index))
             table = profile_table(record, int(k))
             settings = service.settings_for(int(k), int(tokens or 0) or None, float(temperature))
-            shown, rows, notes = [], {}, []
+            shown, rows, notes, support = [], {}, [], ""
             for slot, version in enumerate((version_a, version_b)):
-                stored = service.stored(dataset, record, version, settings) if version else None
+                stored = None
+                if version:
+                    stored = pinned_row(pinned, dataset, record, version, settings) if slot == 0 else None
+                    stored = stored or service.stored(dataset, record, version, settings)
                 shown += [stored["reasoning"], stored["response"]] if stored else ["", ""]
                 if stored:
                     rows[str(slot)] = scores_row(version, stored)
                     notes.append(f"{version}: stored generation {stored['generation_id']} (Regenerate for a new one)")
+                    if slot == 0:
+                        support = service.support(stored, record)
         except PAGE_ERRORS as error:
-            return ("", None, "", "", "", "", "", pd.DataFrame(columns=SCORE_COLUMNS), {}, f"error: {error}")
+            return (*empty[:-2], f"error: {error}", "")
         return (
             record.input,
             table,
@@ -117,6 +159,7 @@ def explore_tab(parts) -> dict:
             pd.DataFrame(list(rows.values()), columns=SCORE_COLUMNS),
             rows,
             "\n".join(notes),
+            support,
         )
 
     def streamer(slot: int, regenerate: bool):
@@ -157,6 +200,7 @@ def explore_tab(parts) -> dict:
                     table(),
                     score_rows,
                     f"{version}: stored generation {stored['generation_id']} (Regenerate for a new one)",
+                    service.support(stored, record) if slot == 0 else gr.skip(),
                 )
                 return
             stop = threading.Event()
@@ -172,9 +216,17 @@ def explore_tab(parts) -> dict:
                             table(),
                             score_rows,
                             f"{version}: generation {update.row['generation_id']}; {update.note}",
+                            service.support(update.row, record) if slot == 0 else gr.skip(),
                         )
                     else:
-                        yield update.reasoning, update.response, gr.skip(), gr.skip(), f"{version}: generating..."
+                        yield (
+                            update.reasoning,
+                            update.response,
+                            gr.skip(),
+                            gr.skip(),
+                            f"{version}: generating...",
+                            gr.skip(),
+                        )
             except PAGE_ERRORS as error:
                 raise gr.Error(str(error)) from error
 
@@ -204,7 +256,7 @@ def explore_tab(parts) -> dict:
         )  # the service refuses paths outside the data directory
         task = gr.Dropdown(list(PUBLIC_TASKS), value=start["task"], label="task")
         family = gr.Radio(list(SPLIT_FAMILIES), value=start["family"], label="split family")
-        split = gr.Dropdown(list(SPLITS), value=start["split"], label="split")
+        split = gr.Dropdown(list(SPLITS), value=start["split"], label="split", elem_id="explore-split")
         upload = gr.File(
             label="upload a LongLaMP file (.json, .jsonl, .parquet)",
             file_types=[".json", ".jsonl", ".parquet"],
@@ -213,9 +265,17 @@ def explore_tab(parts) -> dict:
         )
     with gr.Row():
         user = gr.Dropdown(
-            [], value=start["user"], label="user (type to search)", filterable=True, scale=2, allow_custom_value=True
+            [],
+            value=start["user"],
+            label="user (type to search)",
+            filterable=True,
+            scale=2,
+            allow_custom_value=True,
+            elem_id="explore-user",
         )  # checked by the service, so scripts can pass any id
-        request = gr.Dropdown([], value=start["request"], label="request", scale=3, allow_custom_value=True)
+        request = gr.Dropdown(
+            [], value=start["request"], label="request", scale=3, allow_custom_value=True, elem_id="explore-request"
+        )
     dataset_info = gr.Textbox(label="dataset", lines=2, interactive=False)
     with gr.Row():
         versions = list(service.versions())
@@ -257,8 +317,17 @@ def explore_tab(parts) -> dict:
         interactive=False,
         label=f"scores of each response against the real text (judge: {service.judge_name()})",
     )
-    info = gr.Textbox(label="status", lines=2, interactive=False, elem_id="explore-status")
+    support = gr.Textbox(
+        label="which retrieved profile items each reasoning sentence draws on (lexical overlap)",
+        lines=6,
+        interactive=False,
+        elem_id="explore-support",
+    )
+    with gr.Row():
+        info = gr.Textbox(label="status", lines=2, interactive=False, elem_id="explore-status", scale=3)
+        link = gr.Textbox(label="link to this generation", interactive=False, elem_id="explore-link", scale=2)
     stop_state = gr.State({})
+    pinned = gr.State(None)  # the generation a ?generation= link opened
     score_rows = gr.State({})  # slot ("0" = the version, "1" = the compared one) -> its scores row
 
     selectors = [dataset, task, family, split]
@@ -274,16 +343,24 @@ def explore_tab(parts) -> dict:
         scores,
         score_rows,
         info,
+        support,
     ]
     for control in selectors:
-        control.change(on_dataset, selectors + [user], [user, dataset_info], api_visibility="private")
+        control.change(on_dataset, selectors + [user, pinned], [user, dataset_info], api_visibility="private")
     upload.upload(on_upload, [upload, task, family], [dataset, dataset_info], api_name="upload")
     # A new user's first request has the same index (0) as the old one's: refresh the request view explicitly.
-    user.change(on_user, selectors + [user], request, api_visibility="private").then(
+    user.change(on_user, selectors + [user, pinned], request, api_visibility="private").then(
         on_request, request_inputs, request_outputs, api_visibility="private"
     )
     for control in (request, k, version_a, version_b):
-        control.change(on_request, request_inputs, request_outputs, api_visibility="private")
+        control.change(on_request, request_inputs + [pinned], request_outputs, api_visibility="private")
+
+    def on_scores(rows, request: gr.Request = None):
+        """The link that opens the generation on screen (the version's, slot 0) again."""
+        shown = (rows or {}).get("0")
+        return page_link(request, generation=shown["generation"]) if shown else ""
+
+    score_rows.change(on_scores, score_rows, link, api_visibility="private", show_progress="hidden")
 
     def on_version(version):
         try:
@@ -297,46 +374,86 @@ def explore_tab(parts) -> dict:
     gen_a = generate.click(
         streamer(0, False),
         stream_inputs,
-        [reasoning_a, response_a, scores, score_rows, info],
+        [reasoning_a, response_a, scores, score_rows, info, support],
         api_name="generate",
         **model_queue,
     )
     regen_a = regenerate.click(
         streamer(0, True),
         stream_inputs,
-        [reasoning_a, response_a, scores, score_rows, info],
+        [reasoning_a, response_a, scores, score_rows, info, support],
         api_name="regenerate",
         **model_queue,
     )
     both = compare.click(
         streamer(0, False),
         stream_inputs,
-        [reasoning_a, response_a, scores, score_rows, info],
+        [reasoning_a, response_a, scores, score_rows, info, support],
         api_name="compare_a",
         **model_queue,
     ).then(
         streamer(1, False),
         stream_inputs,
-        [reasoning_b, response_b, scores, score_rows, info],
+        [reasoning_b, response_b, scores, score_rows, info, support],
         api_name="compare_b",
         **model_queue,
     )
     stop_button.click(on_stop, stop_state, info, api_name="stop", queue=False)
 
-    def on_load(dataset_name, task_name, family_name, split_name, user_name, request_index):
+    def on_load(dataset_name, task_name, family_name, split_name, user_name, request_index, request: gr.Request = None):
         """A fresh page sees the data files and model versions as they are now, and the request it
-        opens on with its stored generation."""
+        opens on with its stored generation; a ``?generation=<id>`` link opens that generation."""
+        query = dict(getattr(request, "query_params", None) or {})
+        import sys
+
+        print("DBG-LOAD", service.locate(query["generation"]) if query.get("generation") else None, file=sys.stderr)
+        located = None
+        if query.get("generation") and not query.get("rate"):
+            try:
+                located = service.locate(query["generation"])
+            except PAGE_ERRORS:
+                located = None  # the Rate tab opens instead and says why
+        settings = {}
+        if located:
+            dataset_name, task_name, family_name, split_name = (
+                located["dataset"],
+                located["task"],
+                located["family"],
+                located["split"],
+            )
+            user_name, request_index, settings = located["user"], located["request"], located["settings"]
         users, summary = on_dataset(dataset_name, task_name, family_name, split_name, user_name)
         chosen = users.get("value")
-        requests = on_user(dataset_name, task_name, family_name, split_name, chosen) if chosen else gr.update()
+        pinned_id = located["generation_id"] if located else None
+        requests = (
+            on_user(dataset_name, task_name, family_name, split_name, chosen, pinned_id) if chosen else gr.update()
+        )
         if chosen == user_name and request_index is not None:
             requests["value"] = request_index
-        return gr.update(choices=service.dataset_choices()), users, summary, requests
+        linked = [gr.update()] * 7
+        if located:
+            linked = [
+                gr.update(value=task_name),
+                gr.update(value=family_name),
+                gr.update(value=split_name),
+                gr.update(value=located["version"]),
+                gr.update(value=settings.get("k", PAPER_TOP_K)),
+                gr.update(value=settings.get("max_new_tokens", 0)),
+                gr.update(value=settings.get("temperature", PAPER_INFERENCE_TEMPERATURE)),
+            ]
+        dataset_update = gr.update(choices=service.dataset_choices(), value=dataset_name if located else None)
+        if not located:
+            dataset_update = gr.update(choices=service.dataset_choices())
+        return (dataset_update, users, summary, requests, *linked, located["generation_id"] if located else None)
 
     load_inputs = selectors + [user, request]
     return dict(
-        load=(on_load, load_inputs, [dataset, user, dataset_info, request]),
-        show=(on_request, request_inputs, request_outputs),
+        load=(
+            on_load,
+            load_inputs,
+            [dataset, user, dataset_info, request, task, family, split, version_a, k, tokens, temperature, pinned],
+        ),
+        show=(on_request, request_inputs + [pinned], request_outputs),
         versions=[version_a, version_b],
         events=[gen_a, regen_a, both],
     )

@@ -147,6 +147,8 @@ class JobRequest:
     data: str | None = None  # the hub id, or a path inside the manager's data_root
     name: str | None = None  # run folder name; an existing job's name resumes it
     sft_adapter: str | None = None  # start EM from this SFT adapter (skips stages 1-2); checked by the manager
+    ratings_from: str | None = None  # trusted: the app's own store, whose ratings steer the E-step's selection
+    human_weight: bool = False  # with ratings_from: weight rated samples by their human score
 
     # request field -> the run config's field (restpg.em.EMConfig), whose flag and checks apply
     CONFIG_FIELDS = {
@@ -164,6 +166,8 @@ class JobRequest:
         "dtype": "dtype",
         "data": "data",
         "sft_adapter": "sft_adapter",
+        "ratings_from": "ratings_from",
+        "human_weight": "human_weight",
     }
 
     def cli_args(self) -> list[str]:
@@ -182,7 +186,9 @@ class JobRequest:
                 if name in ("users", "eval_users", "rounds", "samples")
                 else getattr(self, name)
             )
-            values[config_name] = None if name == "reasoning" and value else value  # reasoning on: the preset's
+            if (name == "reasoning" and value) or (name == "human_weight" and not value):
+                value = None  # the preset's: reasoning on, no human weights
+            values[config_name] = value
         request_name = {config_name: name for name, config_name in self.CONFIG_FIELDS.items()}
         try:
             config_from_flags(PRESETS[self.preset], values)

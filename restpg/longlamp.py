@@ -166,6 +166,9 @@ def check_split(split: str) -> str:
     return split
 
 
+SAMPLE_DATASET = "shipped sample"  # the name the page and the stored generations give the shipped sample
+
+
 def sample_path(task: str, family: str = "user", split: str = "train") -> Path:
     """The shipped sample file for a task, split family and split (see data/README.md)."""
     return SAMPLE_DIR / hub_config(task, family) / f"{check_split(split)}.jsonl"

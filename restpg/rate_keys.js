@@ -1,7 +1,7 @@
 () => {
   // Keyboard rating on the Rate tab: 1-5 rate the highlighted criterion and move to the next,
   // c toggles "copies the expected output", Enter saves (and moves on), arrows change item.
-  // Keys typed into a text field are left alone.
+  // Keys typed into a text field are left alone. The Arena tab's keys are below.
   const criteria = ["rate-faithfulness", "rate-relevance", "rate-usefulness"];
   let active = 0;
   const mark = () => criteria.forEach((id, i) => {
@@ -13,12 +13,19 @@
   for (const id of ["rate-prev", "rate-next", "rate-save", "rate-load"]) {
     document.addEventListener("click", (e) => { if (e.target.closest && e.target.closest("#" + id)) { active = 0; mark(); } }, true);
   }
+  // Arena: a / b vote for that side, t tie, x both bad, n another pair.
+  const arenaKeys = { a: "arena-a", b: "arena-b", t: "arena-tie", x: "arena-both_bad", n: "arena-next" };
   document.addEventListener("keydown", (e) => {
-    const panel = document.getElementById("rate-save");
-    if (!visible(panel) || e.ctrlKey || e.metaKey || e.altKey) return;
+    if (e.ctrlKey || e.metaKey || e.altKey) return;
     const t = e.target;
     const typing = t && (t.tagName === "TEXTAREA" || (t.tagName === "INPUT" && !["radio", "checkbox"].includes(t.type)) || t.isContentEditable);
     if (typing) return;
+    if (visible(document.getElementById("arena-next"))) {
+      if (arenaKeys[e.key] && click(arenaKeys[e.key])) e.preventDefault();
+      return;
+    }
+    const panel = document.getElementById("rate-save");
+    if (!visible(panel)) return;
     if (e.key >= "1" && e.key <= "5") {
       const group = document.getElementById(criteria[active]);
       const input = group && group.querySelector(`input[type="radio"][value="${e.key}"]`);

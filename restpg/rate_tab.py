@@ -1,15 +1,23 @@
 """The Rate tab: rate stored reasoning paths 1-5 on three criteria, with keyboard shortcuts
 (``restpg/rate_keys.js``: number keys rate, Enter saves, arrows move), a counter, filters,
-guidelines, editing of past ratings, export and inter-annotator agreement."""
+guidelines, editing of past ratings, export, inter-annotator agreement and the judge's agreement
+with people (calibration).
+
+A run's E-step samples are listed as versions of their own ("<run> round-N E-step samples") with a
+filter by status (kept, trained on, vetoed, rejected): what raters say about them steers the
+selection of a run started with ``--ratings-from`` (restpg.human_selection). Each item shows which
+retrieved profile items its reasoning draws on (restpg.support) and a link that opens it again."""
 
 from __future__ import annotations
 
-import re
 import time
 
+import gradio as gr  # at the top: the API endpoint's type hints (gr.Request) resolve here
 import pandas as pd
 
 from .errors import PAGE_ERRORS
+from .exports import EXPORT_FORMATS
+from .links import page_link
 from .ratings import CRITERIA, Rating, RatingError
 
 GUIDELINES = """\
@@ -34,82 +42,144 @@ FILTERS = [
     ("all", "all"),
 ]
 ANY_VERSION = "any version"
+STATUS_FILTERS = [
+    ("any", ""),
+    ("kept by the reward", "kept"),
+    ("trained on", "trained"),
+    ("vetoed by raters", "vetoed"),
+    ("rejected by the reward", "rejected"),
+]
+STATUS_NOTES = {
+    "kept": "kept by the reward rule; its round's M-step has not started, so ratings saved now steer it",
+    "trained": "in its round's training set (the M-step started with it)",
+    "vetoed": "kept by the reward rule, removed by raters' ratings",
+    "rejected": "below the reward rule (or empty, or cut at the token limit)",
+}
 SCORE_CHOICES = ["1", "2", "3", "4", "5"]
 
 
-def _annotator(name: str) -> str:
-    name = (name or "").strip()
-    if not name:
-        raise RatingError("enter your annotator name first")
-    if not re.fullmatch(r"[\w .@-]{1,64}", name):
-        raise RatingError(f"annotator {name!r}: use at most 64 letters, digits, spaces, '.', '@', '_' or '-'")
-    return name
-
-
 def rate_tab(parts):
-    import gradio as gr
-
-    ratings, generations = parts.ratings, parts.service.generations
+    ratings, generations, access = parts.ratings, parts.service.generations, parts.access
 
     def version_choices():
         return [ANY_VERSION, *generations.model_versions()]
 
-    def scope(version):
-        return None if version in (None, ANY_VERSION) else {"model_version": version}
+    def scope(version, status=""):
+        where = {} if version in (None, ANY_VERSION) else {"model_version": version}
+        return {**where, "sample_status": status} if status else (where or None)
 
-    def show(ids, index, annotator, version, status=""):
-        counter = ""
+    def who(annotator, request) -> str:
         try:
-            if annotator and annotator.strip():
-                done, total = ratings.progress(_annotator(annotator), scope(version))
+            return access.annotator(annotator, request)
+        except PAGE_ERRORS as error:
+            raise RatingError(str(error)) from None
+
+    def login_or(annotator, request) -> str:
+        """The name the lists are for: the login, else what was typed (maybe nothing yet)."""
+        return access.login(request) or (annotator or "").strip()
+
+    def describe(row) -> str:
+        where = f"{row['task']} | user {row['user_id']} | {row['model_version']}"
+        if row.get("sample_status"):
+            note = STATUS_NOTES.get(row["sample_status"], row["sample_status"])
+            where += f" | E-step sample, reward {row['reward']:.3f}: {note}"
+        return where
+
+    def show(ids, index, annotator, version, status_filter, request, status=""):
+        counter = ""
+        name = login_or(annotator, request)
+        try:
+            if name:
+                done, total = ratings.progress(who(annotator, request), scope(version, status_filter))
                 counter = f"{done} of {total} rated by you"
         except RatingError as error:
             status = str(error)
         if not ids:
-            return ("", "no items in this list", "", "", "", "", "", None, None, None, False, "", counter, status)
+            return (
+                "",
+                "no items in this list",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                None,
+                None,
+                None,
+                False,
+                "",
+                counter,
+                status,
+            )
         index = max(0, min(index, len(ids) - 1))
         row = generations.get(ids[index])
-        existing = ratings.get(annotator.strip(), row["generation_id"]) if annotator and annotator.strip() else None
+        existing = ratings.get(name, row["generation_id"]) if name else None
         values = (
             [str(existing[c]) for c in CRITERIA] + [bool(existing["copies_output"]), existing["comment"]]
             if existing
             else [None, None, None, False, ""]
         )
-        where = (
-            f"item {index + 1} of {len(ids)} | {row['task']} | user {row['user_id']} | {row['model_version']}"
-            f"{' | you rated it: editing' if existing else ''}"
-        )
+        where = f"item {index + 1} of {len(ids)} | {describe(row)}{' | you rated it: editing' if existing else ''}"
         return (
             row["generation_id"],
             where,
+            page_link(request, rate=row["generation_id"]),
             row["request"],
             row["prompt"],
             row["reasoning"],
             row["response"],
             row["reference"],
+            parts.service.support(row),
             *values,
             counter,
             status,
         )
 
-    def load(annotator, which, version):
-        name, note = (annotator or "").strip(), ""
+    def load(annotator, which, version, status_filter, request: gr.Request = None):
+        name, note = login_or(annotator, request), ""
+        problems = parts.service.import_samples()  # runs' E-step samples, new ones only
+        if problems:
+            note = "some run folders could not be read: " + "; ".join(problems)
         if not name and which in ("unrated", "mine"):  # a first visit: show the items, ask for a name to rate
             which, note = (
                 "all",
                 "showing every item; enter your annotator name (then Enter) to rate and to see your own list",
             )
         try:
-            ids = ratings.queue(_annotator(name) if which in ("unrated", "mine") else name, which, scope(version))
+            ids = ratings.queue(
+                who(annotator, request) if which in ("unrated", "mine") else name,
+                which,
+                scope(version, status_filter),
+            )
         except RatingError as error:
-            return [], 0, *show([], 0, annotator, version, str(error)), gr.update(choices=version_choices())
-        return ids, 0, *show(ids, 0, annotator, version, note), gr.update(choices=version_choices())
+            return (
+                [],
+                0,
+                *show([], 0, annotator, version, status_filter, request, str(error)),
+                gr.update(choices=version_choices()),
+            )
+        return (
+            ids,
+            0,
+            *show(ids, 0, annotator, version, status_filter, request, note),
+            gr.update(choices=version_choices()),
+        )
 
-    def move(ids, index, annotator, version, step):
+    def open_item(generation_id, annotator, request):
+        """The page opened with ``?rate=<id>``: that item alone, in any list."""
+        try:
+            generations.get(generation_id)
+        except PAGE_ERRORS as error:
+            return [], 0, *show([], 0, annotator, ANY_VERSION, "", request, f"link: {error}")
+        return [generation_id], 0, *show([generation_id], 0, annotator, ANY_VERSION, "", request, "opened from a link")
+
+    def move(ids, index, annotator, version, status_filter, step, request: gr.Request = None):
         index = max(0, min(index + step, len(ids) - 1)) if ids else 0
-        return index, *show(ids, index, annotator, version)
+        return index, *show(ids, index, annotator, version, status_filter, request)
 
-    def save(generation_id, annotator, faithfulness, relevance, usefulness, copies, comment):
+    def save(generation_id, annotator, faithfulness, relevance, usefulness, copies, comment, request=None):
         """Save (or edit) one rating; the API endpoint the page and scripts call."""
         start = time.perf_counter()
         try:
@@ -121,7 +191,7 @@ def rate_tab(parts):
             row = generations.get(generation_id)
             rating = Rating(
                 generation_id,
-                _annotator(annotator),
+                who(annotator, request),
                 _score(faithfulness, "faithfulness"),
                 _score(relevance, "relevance"),
                 _score(usefulness, "usefulness"),
@@ -134,17 +204,36 @@ def rate_tab(parts):
         return f"saved rating of {generation_id} by {rating.annotator} ({(time.perf_counter() - start) * 1000:.0f} ms)"
 
     def save_and_next(
-        ids, index, generation_id, annotator, version, faithfulness, relevance, usefulness, copies, comment
+        ids,
+        index,
+        generation_id,
+        annotator,
+        version,
+        status_filter,
+        faithfulness,
+        relevance,
+        usefulness,
+        copies,
+        comment,
+        request: gr.Request = None,
     ):
-        status = save(generation_id, annotator, faithfulness, relevance, usefulness, copies, comment)
+        status = save(generation_id, annotator, faithfulness, relevance, usefulness, copies, comment, request)
         index = min(index + 1, len(ids) - 1) if ids else 0
-        return index, *show(ids, index, annotator, version, status)
+        return index, *show(ids, index, annotator, version, status_filter, request, status)
 
     def export(kind):
         folder = parts.service.paths.runs_dir / "exports"
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"ratings-{time.strftime('%Y%m%d-%H%M%S')}.{kind}"
-        return str((ratings.export_csv if kind == "csv" else ratings.export_jsonl)(path))
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        try:
+            if kind == "hf":  # a datasets folder: offered as a zip of it
+                import shutil
+
+                out = ratings.export(folder / f"ratings-{stamp}", "hf")
+                return shutil.make_archive(str(out), "zip", root_dir=out)
+            return str(ratings.export(folder / f"ratings-{stamp}.{kind}", kind))
+        except PAGE_ERRORS as error:
+            raise gr.Error(str(error)) from error
 
     def agreement():
         result = ratings.agreement()
@@ -159,6 +248,24 @@ def rate_tab(parts):
         )
         return pd.DataFrame(rows), note
 
+    def calibrate(group_by, mine, annotator, request: gr.Request = None):
+        from .calibration import calibration, to_frames
+
+        try:
+            name = who(annotator, request) if mine else None
+            result = calibration(parts.service.store, group_by=group_by, annotator=name, bootstrap=1000)
+        except PAGE_ERRORS as error:
+            return pd.DataFrame(), pd.DataFrame(), str(error)
+        correlations, levels = to_frames(result)
+        note = (
+            f"{result.items} rated item(s), {result.ratings} rating(s)"
+            f"{f' by {name}' if name else ''}; {result.skipped} rating(s) of generations no longer stored were "
+            "skipped. Each human score is the mean over the item's raters; Spearman and Kendall with 95% "
+            "bootstrap intervals (1,000 resamples of items); empty where undefined (fewer than 3 items or "
+            "no variation). Judge: level / 10 from the run's or the page's judge; for E-step samples, their reward."
+        )
+        return correlations, levels, note
+
     with gr.Row():
         annotator = gr.Textbox(label="annotator", placeholder="your name", elem_id="rate-annotator", scale=1)
         which = gr.Radio(FILTERS, value="unrated", label="show", scale=2)
@@ -167,9 +274,13 @@ def rate_tab(parts):
         version = gr.Dropdown(
             version_choices(),
             value=opening if opening in version_choices() else ANY_VERSION,
-            label="model version",
+            label="model version, or a run's E-step samples",
             scale=2,
             allow_custom_value=True,
+            elem_id="rate-version",
+        )
+        status_filter = gr.Dropdown(
+            STATUS_FILTERS, value="", label="E-step samples: status", scale=1, elem_id="rate-status-filter"
         )
         load_button = gr.Button("Load items", elem_id="rate-load", scale=1)
     counter = gr.Textbox(label="progress", interactive=False, elem_id="rate-counter")
@@ -177,7 +288,8 @@ def rate_tab(parts):
         gr.Markdown(GUIDELINES)
     with gr.Row():
         generation_id = gr.Textbox(label="generation id", interactive=False, elem_id="rate-generation")
-        where = gr.Textbox(label="item", interactive=False, scale=3)
+        where = gr.Textbox(label="item", interactive=False, scale=3, elem_id="rate-where")
+        link = gr.Textbox(label="link to this item", interactive=False, scale=2, elem_id="rate-link")
     request = gr.Textbox(label="request", lines=2, interactive=False)
     with gr.Accordion("what the model saw (prompt with the retrieved profile items)", open=False):
         prompt = gr.Textbox(show_label=False, lines=10, interactive=False)
@@ -187,6 +299,12 @@ def rate_tab(parts):
         )
         response = gr.Textbox(label="response", lines=12, interactive=False)
         reference = gr.Textbox(label="the user's real text", lines=12, interactive=False)
+    support = gr.Textbox(
+        label="which retrieved profile items each reasoning sentence draws on (lexical overlap)",
+        lines=6,
+        interactive=False,
+        elem_id="rate-support",
+    )
     with gr.Row():
         scores = [gr.Radio(SCORE_CHOICES, label=name, elem_id=f"rate-{name}") for name in CRITERIA]
         copies = gr.Checkbox(label="copies the expected output", elem_id="rate-copies")
@@ -196,10 +314,26 @@ def rate_tab(parts):
         save_button = gr.Button("Save (Enter)", variant="primary", elem_id="rate-save")
         following = gr.Button("next >", elem_id="rate-next")
     status = gr.Textbox(label="status", interactive=False, elem_id="rate-status")
+    with gr.Accordion("Does the judge agree with people? (calibration)", open=False):
+        with gr.Row():
+            group_by = gr.Radio(
+                [("model version / E-step samples", "model_version"), ("task", "task")],
+                value="model_version",
+                label="group by",
+            )
+            mine = gr.Checkbox(label="my ratings only", value=False)
+            calibrate_button = gr.Button("Compute calibration", elem_id="rate-calibrate")
+        correlations_table = gr.Dataframe(
+            interactive=False, label="rank correlation of each human score with the judge and ROUGE-L"
+        )
+        levels_table = gr.Dataframe(interactive=False, label="mean human score at each judge level")
+        calibration_note = gr.Textbox(show_label=False, interactive=False, lines=2)
     with gr.Accordion("Export and agreement", open=False):
         with gr.Row():
-            csv_button = gr.Button("Export CSV")
-            jsonl_button = gr.Button("Export JSONL")
+            export_buttons = {
+                kind: gr.Button(f"Export {label}")
+                for kind, label in zip(EXPORT_FORMATS, ("CSV", "JSONL", "Parquet", "HF datasets folder (zip)"))
+            }
             agreement_button = gr.Button("Agreement between annotators")
         export_file = gr.File(label="export", interactive=False)
         agreement_table = gr.Dataframe(interactive=False)
@@ -209,37 +343,43 @@ def rate_tab(parts):
     item_outputs = [
         generation_id,
         where,
+        link,
         request,
         prompt,
         reasoning,
         response,
         reference,
+        support,
         *scores,
         copies,
         comment,
         counter,
         status,
     ]
-    load_inputs = [annotator, which, version]
-    for trigger in (load_button.click, which.change, version.change, annotator.submit):
+    load_inputs = [annotator, which, version, status_filter]
+    for trigger in (load_button.click, which.change, version.change, status_filter.change, annotator.submit):
         trigger(load, load_inputs, [ids, index, *item_outputs, version], api_visibility="private")
-    previous.click(
-        lambda i, x, a, v: move(i, x, a, v, -1),
-        [ids, index, annotator, version],
-        [index, *item_outputs],
-        api_visibility="private",
-    )
-    following.click(
-        lambda i, x, a, v: move(i, x, a, v, 1),
-        [ids, index, annotator, version],
-        [index, *item_outputs],
-        api_visibility="private",
-    )
+    view = [ids, index, annotator, version, status_filter]
+
+    def go_previous(i, x, a, v, f, request: gr.Request = None):
+        return move(i, x, a, v, f, -1, request)
+
+    def go_next(i, x, a, v, f, request: gr.Request = None):
+        return move(i, x, a, v, f, 1, request)
+
+    previous.click(go_previous, view, [index, *item_outputs], api_visibility="private")
+    following.click(go_next, view, [index, *item_outputs], api_visibility="private")
     save_button.click(
         save_and_next,
-        [ids, index, generation_id, annotator, version, *scores, copies, comment],
+        [ids, index, generation_id, annotator, version, status_filter, *scores, copies, comment],
         [index, *item_outputs],
         api_visibility="private",
+    )
+    calibrate_button.click(
+        calibrate,
+        [group_by, mine, annotator],
+        [correlations_table, levels_table, calibration_note],
+        api_name="calibration",
     )
 
     # The scriptable endpoints (gradio_client, bench): one save, and the exports.
@@ -251,14 +391,19 @@ def rate_tab(parts):
         usefulness: int,
         copies_output: bool = False,
         comment: str = "",
+        request: gr.Request | None = None,
     ) -> str:
-        return save(generation_id, annotator, faithfulness, relevance, usefulness, copies_output, comment)
+        return save(generation_id, annotator, faithfulness, relevance, usefulness, copies_output, comment, request)
 
     gr.api(rate, api_name="rate")
-    csv_button.click(lambda: export("csv"), None, export_file, api_name="export_csv")
-    jsonl_button.click(lambda: export("jsonl"), None, export_file, api_name="export_jsonl")
+    for kind, button in export_buttons.items():
+        button.click(lambda kind=kind: export(kind), None, export_file, api_name=f"export_{kind}")
     agreement_button.click(agreement, None, [agreement_table, agreement_note], api_name="agreement")
-    return load, load_inputs, [ids, index, *item_outputs, version]
+    return dict(
+        load=(load, load_inputs, [ids, index, *item_outputs, version]),
+        open=(open_item, [ids, index, *item_outputs]),
+        annotator=annotator,
+    )
 
 
 def _score(value, criterion: str) -> int:

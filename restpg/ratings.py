@@ -10,8 +10,6 @@ table; ``agreement`` gives Krippendorff's alpha between annotators.
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import time
 import warnings
@@ -20,7 +18,6 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .errors import RestpgError
-from .jsonl import write_atomically
 from .store import Store
 
 CRITERIA = ("faithfulness", "relevance", "usefulness")
@@ -198,19 +195,19 @@ class RatingStore:
         total, rated = self.store.db.execute(sql, [annotator.strip(), *params]).fetchone()
         return rated, total
 
-    def export_csv(self, path: str | Path) -> Path:
-        def write(handle) -> None:
-            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-            writer.writeheader()
-            writer.writerows(self.all())
+    def export(self, path: str | Path, fmt: str) -> Path:
+        """Every rating (:meth:`all`, annotator included), one row each, as ``fmt`` (one of
+        ``restpg.exports.EXPORT_FORMATS``: csv, jsonl, parquet, hf); the target is replaced atomically.
+        No ratings: a CSV with its header or an empty JSONL; Parquet and hf raise ``ExportError``."""
+        from .exports import export_rows
 
-        return write_atomically(Path(path), write, newline="")
+        return export_rows(self.all(), path, fmt, COLUMNS)
+
+    def export_csv(self, path: str | Path) -> Path:
+        return self.export(path, "csv")
 
     def export_jsonl(self, path: str | Path) -> Path:
-        def write(handle) -> None:
-            handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in self.all())
-
-        return write_atomically(Path(path), write)
+        return self.export(path, "jsonl")
 
     def agreement(self) -> dict:
         """Krippendorff's alpha between annotators over the generations rated by two or more of them.

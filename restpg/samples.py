@@ -25,6 +25,7 @@ from .errors import RestpgError
 from .generations import GenerationStore
 from .human_selection import sample_generation_id
 from .jsonl import read_jsonl
+from .longlamp import SAMPLE_DATASET
 from .prompts import PROMPT_VERSION
 from .runs import MANIFEST, RunFolder, StepFolder
 
@@ -144,7 +145,7 @@ def import_run(generations: GenerationStore, run_dir: str | Path) -> ImportRepor
                 {
                     "generation_id": gid,
                     "cache_key": gid,
-                    "dataset": f"run {run_id}",
+                    "dataset": SAMPLE_DATASET if config.data is None else config.data,
                     "task": sample["task"],
                     "family": config.family,
                     "split": config.train_split,

@@ -8,6 +8,7 @@ import html
 import json
 import time
 
+import gradio as gr  # at the top: handlers' gr.Request hints resolve in this module's globals
 import pandas as pd
 
 from .compare import rounds_figure
@@ -71,8 +72,6 @@ def metrics_figure(name: str, metrics: dict[int, dict[str, float]]):
 
 
 def train_tab(parts, version_pickers):
-    import gradio as gr
-
     jobs, service = parts.jobs, parts.service
 
     def optional(value, cast):
@@ -83,8 +82,24 @@ def train_tab(parts, version_pickers):
         versions = service.versions()
         return [label for label, v in versions.items() if v.step == "sft" and v.prompt_kind == "reasoning"]
 
-    def start(preset, task, users, rounds, samples, reward, tau, init, reasoning, name, start_from):
+    def start(
+        preset,
+        task,
+        users,
+        rounds,
+        samples,
+        reward,
+        tau,
+        init,
+        reasoning,
+        name,
+        start_from,
+        use_ratings,
+        weight_ratings,
+        request: gr.Request = None,
+    ):
         try:
+            parts.access.check_trainer(request)
             adapter = None
             if start_from and start_from != TRAIN_SFT:
                 adapter = service.version(start_from).adapter
@@ -107,6 +122,8 @@ def train_tab(parts, version_pickers):
                 device=service.model_config.device,
                 dtype=service.model_config.dtype,
                 sft_adapter=str(adapter) if adapter else None,
+                ratings_from=str(service.paths.store) if use_ratings else None,
+                human_weight=bool(use_ratings and weight_ratings),
             )
             run_id = jobs.start(request)
         except PAGE_ERRORS as error:
@@ -118,12 +135,13 @@ def train_tab(parts, version_pickers):
             jobs_table(rows),
         )
 
-    def cancel(run_id):
+    def cancel(run_id, request: gr.Request = None):
         if not run_id:
             raise gr.Error("choose a job first")
         try:
+            parts.access.check_trainer(request)
             return jobs.cancel(run_id)
-        except JobError as error:
+        except PAGE_ERRORS as error:
             raise gr.Error(str(error)) from error
 
     def refresh(run_id, known_versions, shown_metrics):
@@ -174,6 +192,17 @@ def train_tab(parts, version_pickers):
             label="EM rounds start from (an SFT adapter skips stages 1-2)",
             scale=3,
         )
+    with gr.Row():
+        # Ratings of the run's E-step samples (Rate tab) steer what each M-step trains on
+        # (restpg.human_selection): fixed when the round's M-step starts.
+        use_ratings = gr.Checkbox(
+            value=True,
+            label="raters' ratings steer selection: drop samples flagged as copying or rated faithfulness <= 2",
+            elem_id="use-ratings",
+        )
+        weight_ratings = gr.Checkbox(
+            value=False, label="and weight rated samples by their mean human score / 5", elem_id="weight-ratings"
+        )
     start_button = gr.Button("Start training job", variant="primary", elem_id="start-job")
     start_note = gr.Textbox(label="", interactive=False, show_label=False)
     jobs_frame = gr.Dataframe(jobs_table([]), label="jobs (this device runs one at a time)", interactive=False)
@@ -188,7 +217,21 @@ def train_tab(parts, version_pickers):
 
     start_button.click(
         start,
-        [preset, task, users, rounds, samples, reward, tau, init, reasoning, name, start_from],
+        [
+            preset,
+            task,
+            users,
+            rounds,
+            samples,
+            reward,
+            tau,
+            init,
+            reasoning,
+            name,
+            start_from,
+            use_ratings,
+            weight_ratings,
+        ],
         [start_note, job, jobs_frame],
         api_name="start_job",
     )

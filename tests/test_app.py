@@ -108,15 +108,15 @@ def test_generate_streams_stores_and_regenerates(app):
         "shipped sample", "product_review", "user", "val", VAL_USER, 0, 3, 6, 0.0, "base", None, api_name="/generate"
     )
     updates = list(job)
-    reasoning, response, scores, info = job.result()
+    reasoning, response, scores, info, support = job.result()
     assert len(updates) >= 2  # streamed: partial outputs before the final one
     generation_id = scores["data"][0][1]
     assert f"generation {generation_id}" in info and "6 new tokens" in info
     assert scores["headers"] == ["version", "generation", "judge", "rouge1", "rougeL", "meteor"]
     # The same request and settings again: the stored generation, at once.
-    *_, stored_info = generate(client)
+    stored_info = generate(client)[3]
     assert f"stored generation {generation_id}" in stored_info
-    *_, again = generate(client, "/regenerate")
+    again = generate(client, "/regenerate")[3]
     assert "stored" not in again and generation_id not in again
     with pytest.raises(Exception, match="has no request 9"):
         generate(client, request=9)
@@ -220,11 +220,33 @@ def test_a_confirmed_rating_survives_kill_9(tiny_model_dir, tmp_path):
 
 
 def test_auth_is_required_when_set(tiny_model_dir, tmp_path):
-    app = App(tiny_model_dir, tmp_path, "--auth", "ann:secret")
+    """Several logins; ratings carry the login name whatever is typed; only named trainers start jobs."""
+    app = App(tiny_model_dir, tmp_path, "--auth", "ann:secret", "--auth", "bob:pw", "--trainers", "ann")
     try:
         with pytest.raises(Exception):
             app.client()
-        assert generate(app.client(auth=("ann", "secret")))[3]
+        bob = app.client(auth=("bob", "pw"))
+        generation_id = generate(bob)[2]["data"][0][1]
+        assert "by bob" in bob.predict(generation_id, "mallory", 3, 3, 3, False, "", api_name="/rate")
+        with pytest.raises(Exception, match="bob may not start or cancel training jobs; allowed: ann"):
+            bob.predict(
+                "cpu-small",
+                "product_review",
+                2,
+                1,
+                2,
+                "rougeL",
+                "",
+                "base",
+                False,
+                "x",
+                "train SFT in this job (stages 1-2)",
+                api_name="/start_job",
+            )
+        from restpg.ratings import RatingStore
+        from restpg.store import Store
+
+        assert [r["annotator"] for r in RatingStore(Store(app.runs_dir / "restpg.db")).all()] == ["bob"]
     finally:
         app.stop()
 
@@ -311,7 +333,7 @@ def test_stop_ends_a_streaming_generation(app):
     while not job.outputs() and time.time() < deadline:  # wait for the first tokens
         time.sleep(0.2)
     client.predict(api_name="/stop")
-    reasoning, response, scores, info = job.result(timeout=60)
+    reasoning, response, scores, info, _ = job.result(timeout=60)
     assert "stopped by you" in info
     assert int(info.split(" new tokens")[0].split()[-1]) < 400
 
@@ -323,7 +345,7 @@ def test_compare_two_model_versions_on_the_same_request(app, tiny_model_dir):
     client = app.client()
     args = ("shipped sample", "product_review", "user", "val", VAL_USER, 0, 3, 6, 0.0, "base", "jobs/demo round-1")
     client.predict(*args, api_name="/compare_a")
-    reasoning_b, response_b, scores, info = client.predict(*args, api_name="/compare_b")
+    reasoning_b, response_b, scores, info, _ = client.predict(*args, api_name="/compare_b")
     assert [row[0] for row in scores["data"]] == ["base", "jobs/demo round-1"]
     assert info.startswith("jobs/demo round-1: generation")
     with pytest.raises(Exception, match="unknown model version"):

@@ -6,6 +6,9 @@ import pytest
 from helpers import review_row
 from restpg.cli import main
 from restpg.longlamp import load_records, sample_path
+from restpg.versions import SHIPPED_DIR
+
+SHIPPED_RUN = SHIPPED_DIR / "restpg-sample"  # a finished run with real E-step samples
 
 
 @pytest.fixture
@@ -190,3 +193,344 @@ def test_the_paper_preset_names_the_papers_models_and_fails_fast_without_them(tm
     run = train(tmp_path / "run2", "--model", "smollm2-135m-instruct")
     assert run.returncode == 2 and "the stage-1 teacher 'google/gemma-7b-it'" in run.stderr
     assert "--teacher-model <hub id or folder>" in run.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# ratings, samples and arena: the store's commands (no model, no torch)
+
+
+@pytest.fixture(scope="module")
+def imported_store(tmp_path_factory):
+    """A store holding the shipped run's E-step samples (imported once for the module)."""
+    from restpg.generations import GenerationStore
+    from restpg.samples import import_run
+    from restpg.store import Store
+
+    path = tmp_path_factory.mktemp("imported") / "restpg.db"
+    import_run(GenerationStore(Store(path)), SHIPPED_RUN)
+    return path
+
+
+@pytest.fixture
+def store_path(imported_store, tmp_path):
+    """A private copy of the imported store."""
+    import sqlite3
+
+    path = tmp_path / "restpg.db"
+    source, target = sqlite3.connect(imported_store), sqlite3.connect(path)
+    with target:
+        source.backup(target)
+    source.close()
+    target.close()
+    return path
+
+
+def sample_ids(store_path, round_index=1, status="kept"):
+    import sqlite3
+
+    with sqlite3.connect(store_path) as conn:
+        rows = conn.execute(
+            "SELECT generation_id FROM generations WHERE round = ? AND sample_status = ? ORDER BY created",
+            [round_index, status],
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def rate(store_path, generation_id, annotator, scores, *extra):
+    faithfulness, relevance, usefulness = scores
+    return main(
+        ["ratings", "add", "--store", str(store_path), "--generation", generation_id, "--annotator", annotator]
+        + ["--faithfulness", str(faithfulness), "--relevance", str(relevance), "--usefulness", str(usefulness)]
+        + list(extra)
+    )
+
+
+def test_samples_import_prints_counts_per_round_and_is_idempotent(tmp_path, capsys):
+    from restpg.runs import RunFolder
+
+    store = tmp_path / "new" / "restpg.db"  # samples import may create the store: it is how samples enter it
+    assert main(["samples", "import", "--run-dir", str(SHIPPED_RUN), "--store", str(store)]) == 0
+    out = capsys.readouterr().out
+    run_id = RunFolder(SHIPPED_RUN).run_id()
+    assert f"run {run_id}: 576 sample(s) added to {store}" in out
+    assert "round-1: 288 added, 288 in all (kept 88, rejected 200)" in out
+    assert "round-2: 288 added, 288 in all (kept 88, rejected 200)" in out
+    assert main(["samples", "import", "--run-dir", str(SHIPPED_RUN), "--store", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "0 sample(s) added" in out and "round-1: 0 added, 288 in all" in out
+    other = tmp_path / "other.db"
+    assert main(["samples", "import", "--run-dir", str(tmp_path), "--store", str(other)]) == 2
+    assert f"{tmp_path}: no manifest.json; not a run folder" in capsys.readouterr().err
+    assert not other.exists()
+
+
+def test_samples_list_shows_ids_to_rate(store_path, capsys):
+    from restpg.runs import RunFolder
+
+    run_id = RunFolder(SHIPPED_RUN).run_id()
+    args = ["samples", "list", "--run-dir", str(SHIPPED_RUN), "--store", str(store_path), "--round", "2"]
+    assert main(args + ["--status", "kept", "--limit", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "imported" not in out  # already in the store
+    assert f"run {run_id} round 2: 288 sample(s) (kept 88, rejected 200); showing 3 of 88 kept sample(s)" in out
+    listed = re.findall(r"^(\S+)  kept  reward (\d\.\d{4})$", out, flags=re.M)
+    assert [gid for gid, _ in listed] == sample_ids(store_path, 2)[:3]
+    reasoning = [line for line in out.splitlines() if line.startswith("  reasoning: ")]
+    answers = [line for line in out.splitlines() if line.startswith("  answer:    ")]
+    assert len(reasoning) == len(answers) == 3 and all(len(line) <= 13 + 100 for line in reasoning + answers)
+    assert "rate one: python -m restpg ratings add --generation ID" in out
+    # rating a listed id with the printed id works
+    assert rate(store_path, listed[0][0], "ann", (4, 4, 4)) == 0
+    assert main(args + ["--status", "rejected", "--limit", "1"]) == 0
+    assert "showing 1 of 200 rejected sample(s)" in capsys.readouterr().out
+    args[-1] = "5"
+    assert main(args) == 2
+    assert f"run {run_id} has no E-step samples for round 5; rounds with samples: 1, 2" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(args[:-1] + ["1", "--status", "great"])
+    assert "invalid choice: 'great'" in capsys.readouterr().err
+
+
+def test_samples_list_imports_first_and_follows_the_statuses(tmp_path, capsys):
+    import shutil
+
+    from restpg.jsonl import read_jsonl, write_jsonl
+
+    run = tmp_path / "run"  # the shipped run's manifest and samples, without its adapters
+    for name in ("manifest.json", "round-1/samples.jsonl"):
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(SHIPPED_RUN / name, run / name)
+    store = tmp_path / "restpg.db"
+    args = ["samples", "list", "--run-dir", str(run), "--store", str(store), "--round", "1", "--limit", "1"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "imported 288 sample(s)" in out and "(kept 88, rejected 200)" in out
+    assert main(args) == 0
+    assert "imported" not in capsys.readouterr().out
+    # the round's M-step starts: its training set moves kept samples on to trained or vetoed
+    kept = [gid.split("/", 1)[1] for gid in sample_ids(store, 1, "kept")]
+    assert set(kept) <= {s["sample_id"] for s in read_jsonl(run / "round-1" / "samples.jsonl")}
+    write_jsonl(run / "round-1" / "training_set.jsonl", [{"sample_id": sid, "weight": 1.0} for sid in kept[:80]])
+    assert main(args) == 0
+    assert "(trained 80, vetoed 8, rejected 200)" in capsys.readouterr().out
+
+
+def test_ratings_add_saves_the_exact_text_and_edits(store_path, capsys):
+    from restpg.generations import GenerationStore
+    from restpg.ratings import RatingStore
+    from restpg.store import Store
+
+    gid = sample_ids(store_path)[0]
+    assert rate(store_path, gid, " ann ", (4, 5, 3)) == 0
+    assert f"saved rating of {gid} (" in capsys.readouterr().out
+    assert rate(store_path, gid, "ann", (2, 5, 3), "--copies", "--comment", "copies the review") == 0
+    out = capsys.readouterr().out
+    assert f"updated rating of {gid}" in out and "by ann: faithfulness 2, relevance 5, usefulness 3" in out
+    assert "copies the output" in out
+    store = Store(store_path)
+    row, generation = RatingStore(store).get("ann", gid), GenerationStore(store).get(gid)
+    assert (row["faithfulness"], row["copies_output"], row["comment"]) == (2, 1, "copies the review")
+    assert [row[k] for k in ("model_version", "reasoning", "response")] == [
+        generation[k] for k in ("model_version", "reasoning", "response")
+    ]
+    assert len(RatingStore(store).history(gid)) == 2
+
+
+def test_ratings_add_bad_input_names_the_culprit(store_path, tmp_path, capsys):
+    gid = sample_ids(store_path)[0]
+    assert rate(store_path, "no-such-id", "ann", (4, 4, 4)) == 2
+    assert "error: no generation 'no-such-id'" in capsys.readouterr().err
+    assert rate(store_path, gid, "ann", (4, 7, 4)) == 2
+    assert "relevance must be an integer from 1 to 5, got 7" in capsys.readouterr().err
+    assert rate(store_path, gid, "  ", (4, 4, 4)) == 2
+    assert "annotator must be a non-empty name" in capsys.readouterr().err
+    missing = tmp_path / "missing.db"
+    assert rate(missing, gid, "ann", (4, 4, 4)) == 2
+    assert f"store {str(missing)!r} does not exist" in capsys.readouterr().err
+    assert not missing.exists()  # never a new empty store
+    with pytest.raises(SystemExit):
+        rate(store_path, gid, "ann", ("four", 4, 4))
+    assert "argument --faithfulness: invalid int value: 'four'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet", "hf"])
+def test_ratings_export_every_format(store_path, tmp_path, capsys, fmt):
+    from restpg.ratings import RatingStore
+    from restpg.store import Store
+
+    for gid, annotator in zip(sample_ids(store_path)[:3], ("ann", "bob", "ann")):
+        assert rate(store_path, gid, annotator, (3, 4, 5)) == 0
+    capsys.readouterr()
+    out = tmp_path / "exports" / f"ratings.{fmt}"
+    assert main(["ratings", "export", "--store", str(store_path), "--format", fmt, "--out", str(out)]) == 0
+    assert f"3 rating(s) written to {out} ({fmt})" in capsys.readouterr().out
+    expected = RatingStore(Store(store_path)).all()
+    if fmt == "csv":
+        import csv
+
+        with out.open(newline="", encoding="utf-8") as handle:
+            back = list(csv.DictReader(handle))
+        assert [r["annotator"] for r in back] == ["ann", "bob", "ann"]
+    elif fmt == "jsonl":
+        assert [json.loads(line) for line in out.read_text().splitlines()] == expected
+    else:
+        import datasets
+
+        back = datasets.Dataset.from_parquet(str(out)) if fmt == "parquet" else datasets.load_from_disk(str(out))
+        assert back.to_list() == expected
+
+
+def test_ratings_export_bad_input(store_path, tmp_path, capsys):
+    out = tmp_path / "ratings.xml"
+    with pytest.raises(SystemExit):
+        main(["ratings", "export", "--store", str(store_path), "--format", "xml", "--out", str(out)])
+    assert "argument --format: invalid choice: 'xml'" in capsys.readouterr().err
+    assert main(["ratings", "export", "--store", str(tmp_path / "nope.db"), "--out", str(out)]) == 2
+    assert "store " in (err := capsys.readouterr().err) and "nope.db' does not exist" in err
+    assert main(["ratings", "export", "--store", str(store_path), "--format", "parquet", "--out", str(out)]) == 2
+    assert "nothing to export" in capsys.readouterr().err  # no ratings yet
+    (tmp_path / "folder").mkdir()
+    assert rate(store_path, sample_ids(store_path)[0], "ann", (3, 3, 3)) == 0
+    args = ["ratings", "export", "--store", str(store_path), "--format", "hf", "--out", str(tmp_path / "folder")]
+    assert main(args) == 2
+    assert "folder' exists and is a folder that is not a previous hf export" in capsys.readouterr().err
+
+
+def test_ratings_calibration(store_path, tmp_path, capsys):
+    args = ["ratings", "calibration", "--store", str(store_path), "--bootstrap", "50"]
+    assert main(args) == 2
+    assert "no ratings yet: nothing to calibrate" in capsys.readouterr().err
+    for i, gid in enumerate(sample_ids(store_path)[:5]):
+        assert rate(store_path, gid, "ann", (1 + i, 1 + i % 3, 5 - i)) == 0
+    capsys.readouterr()
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Judge calibration by model_version") and "5 rated items from 5 ratings" in out
+    assert "(50 resamples, seed 0)" in out and re.search(r"\| all +\| faithfulness \| rougeL +\| 5 ", out)
+    assert main(args + ["--by", "task", "--annotator", "ann", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "by task" in out and "annotator ann" in out and "| product_review" in out and "seed 3" in out
+    assert main(args + ["--annotator", "zed"]) == 2
+    assert "annotator 'zed' has no ratings; annotators: ann" in capsys.readouterr().err
+    assert main(args + ["--group", "nope", "other"]) == 2
+    assert "unknown group 'nope', 'other' for model_version" in capsys.readouterr().err
+    assert main(args + ["--by", "colour"]) == 2
+    assert "group_by 'colour' is not a column of the generations table" in capsys.readouterr().err
+    assert main(["ratings", "calibration", "--store", str(tmp_path / "nope.db")]) == 2
+    assert "nope.db' does not exist" in capsys.readouterr().err
+
+
+def arena_store(path):
+    """Two versions of two records, and votes: m2 beats m1 twice, one tie, one both-bad."""
+    import random
+
+    from restpg.arena import ArenaStore
+    from restpg.generations import GenerationStore
+    from restpg.store import Store
+
+    store = Store(path)
+    GenerationStore(store)
+    base = {"dataset": "sample", "task": "product_review", "stopped": 0, "reasoning": "why", "created": 1.0}
+    store.db["generations"].insert_all(
+        [
+            {**base, "generation_id": f"{record}-{version}", "record_id": record, "model_version": version}
+            | {"response": f"{version} on {record}"}
+            for record in ("r1", "r2")
+            for version in ("m1", "m2")
+        ]
+    )
+    arena = ArenaStore(store)
+    rng = random.Random(0)
+    for choice in ("m2", "m2", "tie", "both_bad"):
+        match = arena.next_match("ann", rng)
+        row = arena.get(match.match_id)
+        vote = {"m2": "A" if row["left_version"] == "m2" else "B"}.get(choice, choice)
+        arena.vote(match.match_id, "ann", vote)
+    return arena
+
+
+def test_arena_leaderboard_and_export(tmp_path, capsys):
+    path = tmp_path / "restpg.db"
+    arena_store(path)
+    args = ["arena", "leaderboard", "--store", str(path), "--bootstrap", "50"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].split() == ["version", "rating", "[95%", "CI]", "votes", "W/L/T", "both", "bad", "win", "rate"]
+    assert lines[2].startswith("m2 ") and lines[3].startswith("m1 ")
+    assert re.search(r"^m2 +\d+ \[\d+, \d+\] +4 +2/0/1 +1 +83%$", out, flags=re.M)
+    assert re.search(r"^m1 +\d+ \[\d+, \d+\] +4 +0/2/1 +1 +17%$", out, flags=re.M)
+    assert "50 resamples, seed 0" in out
+    out_file = tmp_path / "votes.jsonl"
+    assert main(["arena", "export", "--store", str(path), "--format", "jsonl", "--out", str(out_file)]) == 0
+    assert f"4 vote(s) written to {out_file} (jsonl)" in capsys.readouterr().out
+    rows = [json.loads(line) for line in out_file.read_text().splitlines()]
+    assert [r["winner"] for r in rows].count("both_bad") == 1 and all(r["annotator"] == "ann" for r in rows)
+
+
+def test_arena_commands_without_votes_or_store(tmp_path, store_path, capsys):
+    assert main(["arena", "leaderboard", "--store", str(store_path)]) == 0
+    assert "no arena votes yet" in capsys.readouterr().out
+    out = tmp_path / "votes.parquet"
+    assert main(["arena", "export", "--store", str(store_path), "--format", "parquet", "--out", str(out)]) == 2
+    assert "nothing to export" in capsys.readouterr().err
+    assert main(["arena", "leaderboard", "--store", str(tmp_path / "nope.db")]) == 2
+    assert "nope.db' does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "nope.db").exists()
+
+
+def test_samples_export(store_path, tmp_path, capsys):
+    import datasets
+
+    out = tmp_path / "samples.parquet"
+    args = ["samples", "export", "--store", str(store_path), "--format", "parquet", "--out", str(out)]
+    assert main(args + ["--run-dir", str(SHIPPED_RUN)]) == 0
+    assert f"576 sample(s) written to {out} (parquet)" in capsys.readouterr().out
+    rows = datasets.Dataset.from_parquet(str(out)).to_list()
+    assert len(rows) == 576 and {r["sample_status"] for r in rows} == {"kept", "rejected"}
+    assert rows[0]["generation_id"] == sample_ids(store_path, 1, rows[0]["sample_status"])[0]
+
+
+def test_the_store_commands_never_import_torch(store_path, tmp_path):
+    """#14.6: `python -m restpg ratings ...` starts without torch (nor restpg.em, transformers)."""
+    import subprocess
+    import sys
+
+    assert rate(store_path, sample_ids(store_path)[0], "ann", (3, 4, 5)) == 0
+    arena_store(store_path)
+    store = ["--store", str(store_path)]
+    commands = [
+        ["ratings", "add", *store, "--generation", sample_ids(store_path)[1], "--annotator", "bob"]
+        + ["--faithfulness", "2", "--relevance", "2", "--usefulness", "2"],
+        ["ratings", "calibration", *store, "--bootstrap", "20"],
+        ["ratings", "agreement", *store],
+        ["ratings", "export", *store, "--format", "csv", "--out", str(tmp_path / "r.csv")],
+        ["ratings", "export", *store, "--format", "parquet", "--out", str(tmp_path / "r.parquet")],
+        ["ratings", "export", *store, "--format", "hf", "--out", str(tmp_path / "r.hf")],
+        ["samples", "list", *store, "--run-dir", str(SHIPPED_RUN), "--round", "1", "--limit", "2"],
+        ["samples", "export", *store, "--format", "jsonl", "--out", str(tmp_path / "s.jsonl")],
+        ["arena", "leaderboard", *store, "--bootstrap", "20"],
+        ["arena", "export", *store, "--format", "csv", "--out", str(tmp_path / "v.csv")],
+    ]
+    script = f"""
+import sys
+heavy = ("torch", "transformers", "restpg.em", "restpg.models")
+import restpg.cli
+assert not [m for m in heavy if m in sys.modules], "import restpg.cli"
+from restpg.cli import main
+for argv in {commands!r}:
+    code = main(argv)
+    assert code == 0, (argv, code)
+    loaded = [m for m in heavy if m in sys.modules]
+    assert not loaded, (argv[:2], loaded)
+for argv in (["--help"], ["ratings", "calibration", "--help"], ["samples", "list", "--help"]):
+    try:
+        main(argv)
+    except SystemExit as stop:
+        assert stop.code == 0, argv
+    assert not [m for m in heavy if m in sys.modules], argv
+print("no torch")
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.rstrip().endswith("no torch")

@@ -107,3 +107,76 @@ def test_rate_with_the_keyboard_in_a_real_browser(seeded_app, tmp_path):
             "WHERE annotator = 'kim'"
         ).fetchall()
     assert rows == [(first_id, 4, 2, 5, 1)]
+
+
+def test_rate_a_runs_e_step_samples_and_follow_links(seeded_app, tiny_model_dir):
+    """A run's E-step samples are listed by round and status and rated from the keyboard under
+    their stable ids; ``?rate=<id>`` opens an item in Rate and ``?generation=<id>`` in Explore."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from restpg.runs import RunFolder
+    from restpg.samples import sample_version
+    from restpg.versions import SHIPPED_DIR
+
+    run = seeded_app.runs_dir / "jobs" / "demo"
+    shutil.copytree(SHIPPED_DIR / "restpg-sample", run, ignore=shutil.ignore_patterns("adapter", "generations.jsonl"))
+    version = sample_version(RunFolder(run).run_id(), "round-1")
+    store = GenerationStore(Store(seeded_app.runs_dir / "restpg.db"))
+    record = load_records(sample_path("product_review", "user", "val"), "product_review").records[1]
+    linked = store.save(
+        GenerationKey.of(
+            "shipped sample", record.record_id, str(tiny_model_dir), k=5, max_new_tokens=256, temperature=0.1
+        ),
+        record,
+        prompt="p",
+        retrieved_ids=[],
+        reasoning="- Background: the linked reasoning",
+        response="The linked response.",
+        text="t",
+        new_tokens=6,
+        truncated=False,
+        stopped=False,
+        scores={"rougeL": 0.2},
+        family="user",
+        split="val",
+    )["generation_id"]
+    hostile = store.list(dataset="hostile.jsonl")[0]["generation_id"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1800})
+        page.goto(f"{seeded_app.url}?rate={hostile}")
+        generation = page.locator("#rate-generation textarea, #rate-generation input").first
+        expect(generation).to_have_value(hostile, timeout=30_000)  # the Rate tab, on that item
+        expect(page.locator("#rate-link textarea").first).to_have_value(re.compile(rf"\?rate={hostile}$"))
+        page.locator("#rate-annotator textarea, #rate-annotator input").first.fill("kim")
+        for selector, value in (("#rate-version input", version), ("#rate-status-filter input", "kept by the reward")):
+            box = page.locator(selector).first
+            box.fill(value)
+            box.press("Enter")
+            page.wait_for_timeout(1000)
+        where = page.locator("#rate-where textarea").first
+        expect(where).to_have_value(
+            re.compile("E-step sample, reward [0-9.]+: kept by the reward rule"), timeout=30_000
+        )
+        sample_id = generation.input_value()
+        assert sample_id.startswith(RunFolder(run).run_id() + "/round-1:")
+        support = page.locator("#rate-support textarea").first.input_value()
+        assert "sentences supported by the retrieved items" in support
+        page.locator("h1").first.click()
+        for key in ("2", "3", "4", "Enter"):
+            page.keyboard.press(key)
+        status = page.locator("#rate-status textarea, #rate-status input").first
+        expect(status).to_have_value(re.compile(f"^saved rating of {re.escape(sample_id)} by kim"), timeout=30_000)
+        # ?generation=<id>: Explore opens on that generation, its request and version.
+        page.goto(f"{seeded_app.url}?generation={linked}")
+        reasoning = page.locator("#reasoning-a textarea").first
+        expect(reasoning).to_have_value("- Background: the linked reasoning", timeout=60_000)
+        expect(page.locator("#explore-status textarea").first).to_have_value(re.compile(re.escape(linked)))
+        link = page.locator("#explore-link textarea").first
+        expect(link).to_have_value(re.compile(rf"\?generation={re.escape(linked)}$"), timeout=30_000)
+        browser.close()
+    with sqlite3.connect(seeded_app.runs_dir / "restpg.db") as db:
+        rows = db.execute(
+            "SELECT generation_id, faithfulness, model_version FROM ratings WHERE annotator = 'kim'"
+        ).fetchall()
+    assert rows == [(sample_id, 2, version)]

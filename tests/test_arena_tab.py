@@ -1,0 +1,94 @@
+"""The Arena tab, as users drive it: a blind pair, votes with the keyboard in a real browser, the
+names revealed after the vote, the leaderboard; two tabs voting on one pair count once."""
+
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+from test_app import App
+from test_rate_tab import CHROMIUM, CHROMIUM_FLAGS
+
+from restpg.generations import GenerationKey, GenerationStore
+from restpg.longlamp import load_records, sample_path
+from restpg.store import Store
+
+VERSIONS = ("version-one", "version-two")
+
+
+@pytest.fixture
+def arena_app(tiny_model_dir, tmp_path):
+    app = App(tiny_model_dir, tmp_path)
+    store = GenerationStore(Store(app.runs_dir / "restpg.db"))
+    for record in load_records(sample_path("product_review", "user", "val"), "product_review").records[:3]:
+        for version in VERSIONS:
+            store.save(
+                GenerationKey.of("shipped sample", record.record_id, version, k=5),
+                record,
+                prompt="p",
+                retrieved_ids=[],
+                reasoning=f"- Style: what {version} noticed",
+                response=f"The review {version} wrote.",
+                text="t",
+                new_tokens=6,
+                truncated=False,
+                stopped=False,
+                scores={"rougeL": 0.1},
+            )
+    yield app
+    app.stop()
+
+
+def test_vote_with_the_keyboard_and_see_the_names_after(arena_app):
+    from playwright.sync_api import expect, sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"chromium not found at {CHROMIUM}: `make test` installs it (apt-get install chromium)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        page.goto(arena_app.url)
+        page.get_by_role("tab", name="Arena").click()
+        page.locator("#arena-annotator textarea, #arena-annotator input").first.fill("kim")
+        page.locator("h1").first.click()  # out of the text field: keys now vote
+        page.keyboard.press("n")
+        left = page.locator("#arena-left textarea").first
+        expect(left).to_have_value(re.compile("^The review version-"), timeout=30_000)
+        texts = page.locator("textarea").evaluate_all("els => els.map(e => e.value).join('\\n')")
+        assert "version-one" not in texts.replace("The review version-one wrote.", "").replace(
+            "what version-one noticed", ""
+        )  # the names appear only inside the outputs' own texts, never as labels
+        shown_left = left.input_value()
+        page.keyboard.press("a")
+        revealed = page.locator("#arena-revealed textarea").first
+        expect(revealed).to_have_value(re.compile("^you voted A is better: A was version-"), timeout=30_000)
+        winner = re.search(r"A was (version-\w+)", revealed.input_value()).group(1)
+        assert winner in shown_left  # the revealed name is the output that was on the left
+        for key in ("t", "x"):
+            page.keyboard.press(key)
+            page.wait_for_timeout(1500)
+        expect(revealed).to_have_value(re.compile("^you voted both bad"), timeout=30_000)
+        page.locator("#arena-board").click()
+        expect(page.locator("#arena-table")).to_contain_text(winner, timeout=30_000)
+        browser.close()
+    with sqlite3.connect(arena_app.runs_dir / "restpg.db") as db:
+        votes = db.execute(
+            "SELECT winner, winner_version, annotator FROM matches WHERE winner IS NOT NULL ORDER BY voted_at"
+        ).fetchall()
+    assert [(w, a) for w, _, a in votes] == [("A", "kim"), ("tie", "kim"), ("both_bad", "kim")]
+    assert votes[0][1] == winner
+
+
+def test_two_tabs_voting_on_one_pair_count_once(arena_app):
+    client = arena_app.client()
+    match_id, *_ = client.predict("ann", [], api_name="/arena_next")
+    assert match_id
+    revealed, *_ = client.predict(match_id, "ann", [], api_name="/arena_vote_b")
+    assert revealed.startswith("you voted B is better")
+    with pytest.raises(Exception, match="already voted"):
+        client.predict(match_id, "ann", [], api_name="/arena_vote_a")
+    with pytest.raises(Exception, match="no match"):
+        client.predict("not-a-match", "ann", [], api_name="/arena_vote_a")
+    table, _ = client.predict(api_name="/arena_leaderboard")
+    rows = {row[0]: row for row in table["data"]}
+    assert set(rows) == set(VERSIONS) and sum(rows[v][4] for v in VERSIONS) == 1  # one win in all
