@@ -1,7 +1,7 @@
 """Take the README's screenshots of the app: starts demo_app.py with a fresh runs folder, as a new
 user would see it, shoots the first page as it opens (the best shipped version's stored generation,
 no click: assets/app.png), then the Rate tab while rating that generation from the keyboard
-(assets/app-rate.png).
+(assets/app-rate.png), then the Arena with a blind pair after one vote (assets/app-arena.png).
 
 Needs Debian's chromium (/usr/bin/chromium) and playwright (in requirements-dev.txt):
     .venv/bin/python assets/screenshot.py
@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=7901)
     parser.add_argument("--out", default=str(ROOT / "assets" / "app.png"))
     parser.add_argument("--rate-out", default=str(ROOT / "assets" / "app-rate.png"))
+    parser.add_argument("--arena-out", default=str(ROOT / "assets" / "app-arena.png"))
     args = parser.parse_args()
     runs = tempfile.mkdtemp(prefix="restpg-screenshot-")
     app = subprocess.Popen([sys.executable, "demo_app.py", "--port", str(args.port), "--runs-dir", runs], cwd=ROOT)
@@ -72,8 +73,19 @@ def main() -> None:
             page.wait_for_timeout(500)
             page.set_viewport_size({"width": 1500, "height": 1300})
             page.screenshot(path=args.rate_out, full_page=True)
+            page.get_by_role("tab", name="Arena").click()
+            page.locator("#arena-annotator textarea, #arena-annotator input").first.fill("demo")
+            page.locator("h1").first.click()
+            page.keyboard.press("n")
+            page.wait_for_function("() => (document.querySelector('#arena-left textarea') || {}).value", timeout=60_000)
+            page.keyboard.press("b")
+            page.wait_for_function(
+                "() => (document.querySelector('#arena-revealed textarea') || {}).value", timeout=60_000
+            )
+            page.wait_for_timeout(3000)  # the leaderboard after the vote
+            page.screenshot(path=args.arena_out, full_page=True)
             browser.close()
-        print(f"saved {args.out} and {args.rate_out}")
+        print(f"saved {args.out}, {args.rate_out} and {args.arena_out}")
     finally:
         app.terminate()
         app.wait(timeout=30)

@@ -53,13 +53,18 @@ def board_figure(rows: list[dict]):
     import matplotlib.pyplot as plt
 
     rated = rated[::-1]
-    figure, axes = plt.subplots(figsize=(7, 0.5 + 0.45 * len(rated)))
+    names = [r["version"] for r in rated]
+    base = names[0].split(" + ")[0] + " + "
+    if all(name.startswith(base) or name == base[:-3] for name in names):  # "<base model> + <adapter>"
+        names = [name.removeprefix(base) for name in names]
+    figure, axes = plt.subplots(figsize=(10, 1.2 + 0.5 * len(rated)))
     for y, row in enumerate(rated):
         low = row["ci_low"] if row["ci_low"] is not None else row["rating"]
         high = row["ci_high"] if row["ci_high"] is not None else row["rating"]
         axes.errorbar(row["rating"], y, xerr=[[row["rating"] - low], [high - row["rating"]]], fmt="o", capsize=4)
-    axes.set_yticks(range(len(rated)), [r["version"] for r in rated])
-    axes.set_xlabel("Bradley-Terry rating (Elo scale, mean 1000) with 95% bootstrap interval")
+    axes.set_yticks(range(len(rated)), names)
+    axes.set_ylim(-0.6, len(rated) - 0.4)
+    axes.set_xlabel("Bradley-Terry rating (Elo scale, mean 1000), 95% bootstrap interval")
     figure.tight_layout()
     plt.close(figure)
     return figure

@@ -404,9 +404,6 @@ def explore_tab(parts) -> dict:
         """A fresh page sees the data files and model versions as they are now, and the request it
         opens on with its stored generation; a ``?generation=<id>`` link opens that generation."""
         query = dict(getattr(request, "query_params", None) or {})
-        import sys
-
-        print("DBG-LOAD", service.locate(query["generation"]) if query.get("generation") else None, file=sys.stderr)
         located = None
         if query.get("generation") and not query.get("rate"):
             try:

@@ -37,13 +37,17 @@ def append_jsonl(path: Path, rows: Iterable[dict]) -> None:
         os.fsync(handle.fileno())
 
 
-def write_atomically(path: Path, write: Callable[[TextIO], object], newline: str | None = None) -> Path:
-    """Write through a temporary file in the same folder, flushed to disk, then renamed over ``path``."""
+def write_atomically(
+    path: Path, write: Callable[[TextIO], object], newline: str | None = None, binary: bool = False
+) -> Path:
+    """Write through a temporary file in the same folder, flushed to disk, then renamed over ``path``
+    (``write`` gets a text handle, or a binary one with ``binary``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as handle:
+        mode = {"mode": "wb"} if binary else {"mode": "w", "encoding": "utf-8", "newline": newline}
+        with os.fdopen(fd, **mode) as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
