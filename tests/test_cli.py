@@ -492,7 +492,8 @@ def test_samples_export(store_path, tmp_path, capsys):
 
 
 def test_the_store_commands_never_import_torch(store_path, tmp_path):
-    """#14.6: `python -m restpg ratings ...` starts without torch (nor restpg.em, transformers)."""
+    """#14.6: `python -m restpg ratings ...`, `validate` and `users` start without torch (nor restpg.em,
+    transformers)."""
     import subprocess
     import sys
 
@@ -511,6 +512,8 @@ def test_the_store_commands_never_import_torch(store_path, tmp_path):
         ["samples", "export", *store, "--format", "jsonl", "--out", str(tmp_path / "s.jsonl")],
         ["arena", "leaderboard", *store, "--bootstrap", "20"],
         ["arena", "export", *store, "--format", "csv", "--out", str(tmp_path / "v.csv")],
+        ["validate", str(sample_path("product_review", "user", "test")), "--task", "product_review"],
+        ["users", "--task", "product_review", "--split", "test"],
     ]
     script = f"""
 import sys

@@ -92,6 +92,55 @@ def test_batched_sampling_shapes_and_order(tiny_model):
     assert generate(tiny_model, prompts, settings) == results  # seeded: reproducible
 
 
+def test_nucleus_warper_is_transformers_temperature_and_top_p():
+    """#14.2: the E-step's nucleus filter keeps exactly the tokens transformers' warpers keep, with
+    the same values, whether the nucleus lies among the candidates or not (then: the fallback)."""
+    import torch
+    from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+
+    from restpg.models import NucleusWarper
+
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.zeros(6, 2, dtype=torch.long)
+    for scale in (0.3, 3.0, 12.0):  # flat (nucleus of thousands: fallback) to peaked (a few tokens)
+        scores = torch.randn(6, 5000, generator=generator) * scale
+        expected = TopPLogitsWarper(0.95)(ids, TemperatureLogitsWarper(0.7)(ids, scores.clone()))
+        assert torch.equal(NucleusWarper(0.95, 0.7, candidates=64)(ids, scores.clone()), expected)
+    assert torch.equal(NucleusWarper(1.0, 0.5)(ids, scores), scores / 0.5)
+
+
+def test_e_step_sampling_draws_from_the_papers_distribution(tiny_model, monkeypatch):
+    """The probabilities each sampled token is drawn from are those of transformers' own temperature
+    and top-p warpers (the path with a static cache and our nucleus filter changes speed, not what is drawn)."""
+    import torch
+
+    import restpg.models as models
+
+    prompts = ["a short one", "a much longer prompt " * 5]
+    settings = GenerationSettings(max_new_tokens=4, temperature=0.7, top_p=0.9, num_samples=2, batch_size=2, seed=3)
+    drawn = []
+    multinomial = torch.multinomial
+
+    def spy(probabilities, *args, **kwargs):
+        drawn.append(probabilities.clone())
+        return multinomial(probabilities, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "multinomial", spy)
+    ours = generate(tiny_model, prompts, settings)
+    ours_drawn, drawn[:] = list(drawn), []
+    own_kwargs = models._generate_kwargs
+
+    def transformers_warpers(loaded, settings):
+        kwargs = own_kwargs(loaded, settings)
+        kwargs.pop("logits_processor")
+        return {**kwargs, "temperature": settings.temperature, "top_p": settings.top_p}
+
+    monkeypatch.setattr(models, "_generate_kwargs", transformers_warpers)
+    theirs = generate(tiny_model, prompts, settings)
+    assert ours == theirs and len(ours_drawn) == len(drawn) > 0
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(ours_drawn, drawn))
+
+
 def test_greedy_is_the_same_batched_or_alone(tiny_model):
     prompts = ["first prompt here", "second, a good deal longer prompt with more words in it"]
     together = generate(tiny_model, prompts, GREEDY)
