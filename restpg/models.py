@@ -346,19 +346,37 @@ class NucleusWarper:
         self.candidates = candidates
         self.fallback = TopPLogitsWarper(top_p)
 
+    def nucleus(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """For tempered ``scores``: the candidates' scores (most probable first; -inf outside the
+        nucleus), their token ids, and the rows whose nucleus reaches past the candidates."""
+        top, index = scores.topk(min(self.candidates, scores.shape[-1]), dim=-1)
+        probabilities = torch.exp(top.float() - torch.logsumexp(scores.float(), dim=-1, keepdim=True))
+        held = probabilities.cumsum(dim=-1)
+        keep = (held - probabilities) < self.top_p  # what the tokens before it hold
+        return top.masked_fill(~keep, -float("inf")), index, held[:, -1] < self.top_p
+
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         scores = scores / self.temperature
         if self.top_p >= 1.0:
             return scores
-        top, index = scores.topk(min(self.candidates, scores.shape[-1]), dim=-1)  # most probable first
-        probabilities = torch.exp(top.float() - torch.logsumexp(scores.float(), dim=-1, keepdim=True))
-        held = probabilities.cumsum(dim=-1)
-        keep = (held - probabilities) < self.top_p  # what the tokens before it hold
-        filtered = torch.full_like(scores, -float("inf")).scatter_(-1, index, top.masked_fill(~keep, -float("inf")))
-        outside = held[:, -1] < self.top_p  # the nucleus reaches past the candidates
+        top, index, outside = self.nucleus(scores)
+        filtered = torch.full_like(scores, -float("inf")).scatter_(-1, index, top)
         if outside.any():
-            filtered[outside] = self.fallback(input_ids[outside], scores[outside])
+            filtered[outside] = self.fallback(None, scores[outside])
         return filtered
+
+    def draw(self, logits: torch.Tensor) -> torch.Tensor:
+        """One token per row, drawn from the filtered distribution (``torch.multinomial``): among the
+        nucleus's candidates alone where it lies within them, from the whole vocabulary elsewhere."""
+        scores = logits.float() / self.temperature
+        if self.top_p >= 1.0:
+            return torch.multinomial(torch.softmax(scores, dim=-1), 1).squeeze(1)
+        top, index, outside = self.nucleus(scores)
+        tokens = index.gather(-1, torch.multinomial(torch.softmax(top, dim=-1), 1)).squeeze(1)
+        if outside.any():
+            wide = self.fallback(None, scores[outside])
+            tokens[outside] = torch.multinomial(torch.softmax(wide, dim=-1), 1).squeeze(1)
+        return tokens
 
 
 def _generate_kwargs(loaded: LoadedModel, settings: GenerationSettings) -> dict:
@@ -383,7 +401,8 @@ def _generate_kwargs(loaded: LoadedModel, settings: GenerationSettings) -> dict:
 
 
 def _sample(loaded: LoadedModel, encoded, kwargs: dict, num_samples: int) -> torch.Tensor:
-    """``model.generate`` for a batch of left-padded prompts, ``num_samples`` rows per prompt.
+    """A batch of left-padded prompts continued, ``num_samples`` rows per prompt, as ``model.generate``
+    returns them (sampled rows by :func:`_decode_samples`, greedy ones by ``generate``).
 
     With several samples per prompt, the prompt is run through the model once and its KV cache
     copied to the samples, instead of ``num_return_sequences`` running the same prefill m times:
@@ -411,12 +430,48 @@ def _sample(loaded: LoadedModel, encoded, kwargs: dict, num_samples: int) -> tor
         layer.keys = layer.keys.repeat_interleave(num_samples, 0)
         layer.values = layer.values.repeat_interleave(num_samples, 0)
         layer.batch_size = layer.keys.shape[0]
+    rows = (ids.repeat_interleave(num_samples, 0), mask.repeat_interleave(num_samples, 0))
+    if kwargs.get("do_sample"):
+        return _decode_samples(loaded, cache, *rows, positions.repeat_interleave(num_samples, 0), kwargs)
     return loaded.model.generate(
-        input_ids=ids.repeat_interleave(num_samples, 0),
-        attention_mask=mask.repeat_interleave(num_samples, 0),
-        past_key_values=cache,
-        **{**kwargs, "num_return_sequences": 1},
+        input_ids=rows[0], attention_mask=rows[1], past_key_values=cache, **{**kwargs, "num_return_sequences": 1}
     )
+
+
+def _decode_samples(loaded: LoadedModel, cache, ids, mask, positions, kwargs: dict) -> torch.Tensor:
+    """The E-step's decoding loop: ``ids`` (left-padded prompts, each repeated for its samples, the
+    last token not yet in ``cache``) continued by sampling, as ``model.generate`` returns them
+    (prompt, then new tokens; pad after a stop token). One forward pass per step with logits at the
+    last position only, then temperature, nucleus and the draw (``NucleusWarper.draw``): the same
+    distribution as transformers' loop, without its per-step softmax and draw over the whole
+    vocabulary (bench/profile_estep.py). Ends early when every row has stopped or the cancel
+    criteria say so."""
+    (warper,) = kwargs["logits_processor"]
+    stop = torch.tensor(sorted(_stop_ids(loaded)), device=ids.device)
+    pad = kwargs["pad_token_id"] if kwargs["pad_token_id"] is not None else 0
+    rows, width = ids.shape
+    attention = torch.cat([mask, mask.new_zeros(rows, kwargs["max_new_tokens"])], dim=1)
+    token, position = ids[:, -1:], positions[:, -1:]
+    done = torch.zeros(rows, dtype=torch.bool, device=ids.device)
+    new: list[torch.Tensor] = []
+    for step in range(kwargs["max_new_tokens"]):
+        length = width + step
+        logits = loaded.model(
+            input_ids=token,
+            attention_mask=attention[:, :length],
+            position_ids=position,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        ).logits[:, -1, :]
+        drawn = torch.where(done, torch.full_like(done, pad, dtype=torch.long), warper.draw(logits))
+        new.append(drawn)
+        done |= torch.isin(drawn, stop)
+        attention[:, length] = 1
+        token, position = drawn[:, None], position + 1
+        if bool(done.all()) or bool(kwargs["stopping_criteria"](token, None).all()):  # the cancel check
+            break
+    return torch.cat([ids, torch.stack(new, dim=1)], dim=1)
 
 
 def generate(

@@ -109,36 +109,41 @@ def test_nucleus_warper_is_transformers_temperature_and_top_p():
     assert torch.equal(NucleusWarper(1.0, 0.5)(ids, scores), scores / 0.5)
 
 
-def test_e_step_sampling_draws_from_the_papers_distribution(tiny_model, monkeypatch):
-    """The probabilities each sampled token is drawn from are those of transformers' own temperature
-    and top-p warpers (the path with a static cache and our nucleus filter changes speed, not what is drawn)."""
+def test_the_e_step_draws_from_transformers_distribution():
+    """The E-step's draw (``NucleusWarper.draw``) samples from exactly the distribution transformers'
+    temperature and top-p warpers leave: checked on the candidates' probabilities, and by counting."""
     import torch
+    from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 
-    import restpg.models as models
+    from restpg.models import NucleusWarper
 
-    prompts = ["a short one", "a much longer prompt " * 5]
-    settings = GenerationSettings(max_new_tokens=4, temperature=0.7, top_p=0.9, num_samples=2, batch_size=2, seed=3)
-    drawn = []
-    multinomial = torch.multinomial
+    generator = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 300, generator=generator) * 4
+    ids = torch.zeros(2, 1, dtype=torch.long)
+    expected = torch.softmax(TopPLogitsWarper(0.9)(ids, TemperatureLogitsWarper(0.7)(ids, logits.clone())), dim=-1)
+    warper = NucleusWarper(0.9, 0.7, candidates=64)
+    top, index, outside = warper.nucleus(logits / 0.7)
+    assert not outside.any()
+    implied = torch.zeros_like(expected).scatter_(-1, index, torch.softmax(top, dim=-1))
+    assert torch.allclose(implied, expected, atol=1e-6)
+    torch.manual_seed(0)
+    draws = torch.stack([warper.draw(logits) for _ in range(4000)])
+    for row in range(2):
+        frequencies = torch.bincount(draws[:, row], minlength=300).float() / 4000
+        assert (frequencies - expected[row]).abs().max() < 0.03
+        assert frequencies[expected[row] == 0].sum() == 0  # nothing outside the nucleus
 
-    def spy(probabilities, *args, **kwargs):
-        drawn.append(probabilities.clone())
-        return multinomial(probabilities, *args, **kwargs)
 
-    monkeypatch.setattr(torch, "multinomial", spy)
-    ours = generate(tiny_model, prompts, settings)
-    ours_drawn, drawn[:] = list(drawn), []
-    own_kwargs = models._generate_kwargs
-
-    def transformers_warpers(loaded, settings):
-        kwargs = own_kwargs(loaded, settings)
-        kwargs.pop("logits_processor")
-        return {**kwargs, "temperature": settings.temperature, "top_p": settings.top_p}
-
-    monkeypatch.setattr(models, "_generate_kwargs", transformers_warpers)
-    theirs = generate(tiny_model, prompts, settings)
-    assert ours == theirs and len(ours_drawn) == len(drawn) > 0
-    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(ours_drawn, drawn))
+def test_the_e_step_loop_decodes_as_generate_does(tiny_model):
+    """With a nucleus of one token (top_p near 0) the E-step's own loop must give greedy decoding's
+    outputs: the same cache, positions and masks as transformers' generate, prompts of any length."""
+    prompts = ["a short one", "a much longer prompt " * 5, "mid length prompt"]
+    nucleus_of_one = GenerationSettings(
+        max_new_tokens=6, temperature=0.7, top_p=1e-9, num_samples=2, batch_size=3, seed=0
+    )
+    ours = generate(tiny_model, prompts, nucleus_of_one)
+    greedy = generate(tiny_model, prompts, GenerationSettings(max_new_tokens=6, temperature=0.0, batch_size=1))
+    assert [[g.text for g in samples] for samples in ours] == [[g[0].text] * 2 for g in greedy]
 
 
 def test_greedy_is_the_same_batched_or_alone(tiny_model):
