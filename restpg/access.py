@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import RestpgError
+from .ratings import MAX_ANNOTATOR_CHARS
 
-ANNOTATOR_PATTERN = re.compile(r"[\w .@-]{1,64}")
+ANNOTATOR_PATTERN = re.compile(rf"[\w .@-]{{1,{MAX_ANNOTATOR_CHARS}}}")
 LOOPBACK_NAMES = ("localhost",)
 
 

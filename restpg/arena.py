@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from .errors import RestpgError
-from .ratings import MAX_ANNOTATOR_CHARS
+from .ratings import annotator_name
 from .store import Store
 
 CHOICES = ("A", "B", "tie", "both_bad")
@@ -77,12 +77,7 @@ class Match:
 
 
 def _annotator(annotator: Any) -> str:
-    if not isinstance(annotator, str) or not annotator.strip():
-        raise ArenaError(f"annotator must be a non-empty name, got {annotator!r}")
-    name = annotator.strip()
-    if len(name) > MAX_ANNOTATOR_CHARS:
-        raise ArenaError(f"annotator must be at most {MAX_ANNOTATOR_CHARS} characters, got {len(name)}: {name[:80]!r}")
-    return name
+    return annotator_name(annotator, ArenaError)
 
 
 def _versions(versions: Any) -> list[str] | None:

@@ -96,6 +96,9 @@ class ExploreService:
     # server's worker threads would make it (bench/demo_bench.py).
     _torch: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "restpg-torch"), init=False)
     _on_torch_thread: threading.local = field(default_factory=threading.local, init=False)
+    # run folder -> the files its samples were last imported from (restpg.samples.import_runs): the
+    # Rate tab's every list load re-reads only runs that have changed since
+    _imported_runs: dict = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.store = Store(self.paths.store)
@@ -263,11 +266,12 @@ class ExploreService:
 
     def import_samples(self) -> list[str]:
         """Store the E-step samples of every run under the runs folder and of the shipped runs of
-        this base model (restpg.samples; new ones only); returns the folders that could not be read."""
+        this base model (restpg.samples; new ones only, and only from runs whose files changed since
+        the last call); returns the folders that could not be read."""
         roots = [self.paths.runs_dir] + [
             path.parent for path in sorted(Path(self.paths.shipped_dir).glob(f"*/{MANIFEST}")) if self._ours(path)
         ]
-        _, problems = import_runs(self.generations, roots)
+        _, problems = import_runs(self.generations, roots, self._imported_runs)
         return problems
 
     def _ours(self, manifest: Path) -> bool:

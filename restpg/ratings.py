@@ -44,6 +44,18 @@ class RatingError(RestpgError, ValueError):
     """A bad rating value, an unknown filter column, or a missing store file."""
 
 
+def annotator_name(value: Any, error: type[Exception] | None = None) -> str:
+    """``value`` stripped, or ``error`` (default RatingError) naming it: empty, or over
+    ``MAX_ANNOTATOR_CHARS``. Ratings and arena votes check their annotator with this."""
+    error = error or RatingError
+    if not isinstance(value, str) or not value.strip():
+        raise error(f"annotator must be a non-empty name, got {value!r}")
+    name = value.strip()
+    if len(name) > MAX_ANNOTATOR_CHARS:
+        raise error(f"annotator must be at most {MAX_ANNOTATOR_CHARS} characters, got {len(name)}: {value[:80]!r}")
+    return name
+
+
 @dataclass(frozen=True)
 class Rating:
     generation_id: str
@@ -58,13 +70,7 @@ class Rating:
         """Raise ``RatingError`` naming the first bad field and its value."""
         if not isinstance(self.generation_id, str) or not self.generation_id:
             raise RatingError(f"generation_id must be a non-empty string, got {self.generation_id!r}")
-        if not isinstance(self.annotator, str) or not self.annotator.strip():
-            raise RatingError(f"annotator must be a non-empty name, got {self.annotator!r}")
-        if len(self.annotator.strip()) > MAX_ANNOTATOR_CHARS:
-            raise RatingError(
-                f"annotator must be at most {MAX_ANNOTATOR_CHARS} characters, "
-                f"got {len(self.annotator.strip())}: {self.annotator[:80]!r}"
-            )
+        annotator_name(self.annotator)
         for name in CRITERIA:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 5:

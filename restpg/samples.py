@@ -206,14 +206,31 @@ def run_folders(root: str | Path, depth: int = 3) -> list[Path]:
     return sorted(found)
 
 
-def import_runs(generations: GenerationStore, roots: list[Path]) -> tuple[list[ImportReport], list[str]]:
+def _signature(run: Path) -> tuple:
+    """What an import of ``run`` depends on: its manifest's and each round's samples and training set's
+    size and modification time."""
+    files = [run / MANIFEST] + [f for step in RunFolder(run).rounds() for f in (step.samples, step.training_set)]
+    return tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) if f.exists() else (str(f),) for f in files)
+
+
+def import_runs(
+    generations: GenerationStore, roots: list[Path], seen: dict[Path, tuple] | None = None
+) -> tuple[list[ImportReport], list[str]]:
     """Import every run folder with samples under ``roots``. A folder that cannot be read is
-    skipped, its error returned among the problems (the page shows them); the others still import."""
+    skipped, its error returned among the problems (the page shows them); the others still import.
+    With ``seen`` (run folder -> what its last import read), a folder whose files have not changed
+    since is not read again."""
     reports, problems = [], []
     for root in roots:
         for run in run_folders(root):
+            signature = _signature(run)
+            if seen is not None and seen.get(run) == signature:
+                continue
             try:
                 reports.append(import_run(generations, run))
             except RestpgError as error:
                 problems.append(str(error))
+                continue
+            if seen is not None:
+                seen[run] = signature
     return reports, problems
