@@ -6,7 +6,8 @@ Each round's ``samples.jsonl`` becomes rows of the ``generations`` table, under 
 generations. Each row carries its reward and its status:
 
     kept       passes the reward rule; the round's M-step has not started (ratings saved now count)
-    trained    in the round's training set (the M-step started with it)
+    trained    in the round's training set (the M-step started with it; for a round trained before
+               training sets were written, every sample the reward rule kept)
     vetoed     passed the reward rule, removed by human ratings (``--ratings-from``)
     rejected   below the reward rule (or empty, or cut at the token limit)
 
@@ -70,7 +71,12 @@ def sample_statuses(step: StepFolder, samples: list[dict], config) -> dict[str, 
     from .em import select_samples
 
     kept = {s["sample_id"] for s in select_samples(samples, config)}
-    trained = {row["sample_id"] for row in read_jsonl(step.training_set)} if step.training_set.exists() else None
+    if step.training_set.exists():
+        trained = {row["sample_id"] for row in read_jsonl(step.training_set)}
+    elif step.trained:  # a round trained before training sets were written: on the reward's choice alone
+        trained = kept
+    else:
+        trained = None
     statuses = {}
     for sample in samples:
         sid = sample["sample_id"]

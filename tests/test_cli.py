@@ -225,7 +225,7 @@ def store_path(imported_store, tmp_path):
     return path
 
 
-def sample_ids(store_path, round_index=1, status="kept"):
+def sample_ids(store_path, round_index=1, status="trained"):
     import sqlite3
 
     with sqlite3.connect(store_path) as conn:
@@ -253,8 +253,8 @@ def test_samples_import_prints_counts_per_round_and_is_idempotent(tmp_path, caps
     out = capsys.readouterr().out
     run_id = RunFolder(SHIPPED_RUN).run_id()
     assert f"run {run_id}: 576 sample(s) added to {store}" in out
-    assert "round-1: 288 added, 288 in all (kept 88, rejected 200)" in out
-    assert "round-2: 288 added, 288 in all (kept 88, rejected 200)" in out
+    assert "round-1: 288 added, 288 in all (trained 88, rejected 200)" in out
+    assert "round-2: 288 added, 288 in all (trained 88, rejected 200)" in out
     assert main(["samples", "import", "--run-dir", str(SHIPPED_RUN), "--store", str(store)]) == 0
     out = capsys.readouterr().out
     assert "0 sample(s) added" in out and "round-1: 0 added, 288 in all" in out
@@ -269,11 +269,11 @@ def test_samples_list_shows_ids_to_rate(store_path, capsys):
 
     run_id = RunFolder(SHIPPED_RUN).run_id()
     args = ["samples", "list", "--run-dir", str(SHIPPED_RUN), "--store", str(store_path), "--round", "2"]
-    assert main(args + ["--status", "kept", "--limit", "3"]) == 0
+    assert main(args + ["--status", "trained", "--limit", "3"]) == 0
     out = capsys.readouterr().out
     assert "imported" not in out  # already in the store
-    assert f"run {run_id} round 2: 288 sample(s) (kept 88, rejected 200); showing 3 of 88 kept sample(s)" in out
-    listed = re.findall(r"^(\S+)  kept  reward (\d\.\d{4})$", out, flags=re.M)
+    assert f"run {run_id} round 2: 288 sample(s) (trained 88, rejected 200); showing 3 of 88 trained sample(s)" in out
+    listed = re.findall(r"^(\S+)  trained  reward (\d\.\d{4})$", out, flags=re.M)
     assert [gid for gid, _ in listed] == sample_ids(store_path, 2)[:3]
     reasoning = [line for line in out.splitlines() if line.startswith("  reasoning: ")]
     answers = [line for line in out.splitlines() if line.startswith("  answer:    ")]
@@ -487,7 +487,7 @@ def test_samples_export(store_path, tmp_path, capsys):
     assert main(args + ["--run-dir", str(SHIPPED_RUN)]) == 0
     assert f"576 sample(s) written to {out} (parquet)" in capsys.readouterr().out
     rows = datasets.Dataset.from_parquet(str(out)).to_list()
-    assert len(rows) == 576 and {r["sample_status"] for r in rows} == {"kept", "rejected"}
+    assert len(rows) == 576 and {r["sample_status"] for r in rows} == {"trained", "rejected"}
     assert rows[0]["generation_id"] == sample_ids(store_path, 1, rows[0]["sample_status"])[0]
 
 

@@ -29,7 +29,7 @@ def test_the_shipped_samples_import_once_under_stable_ids(generations, tmp_path)
     rows = generations.list(model_version=sample_version(run_id, "round-1"))
     assert [r["generation_id"] for r in rows] == [f"{run_id}/{s['sample_id']}" for s in samples]  # file order
     selection = json.loads((SHIPPED_RUN / "round-1" / "selection.json").read_text())
-    assert sum(r["sample_status"] == "kept" for r in rows) == selection["kept"]
+    assert sum(r["sample_status"] == "trained" for r in rows) == selection["kept"]  # its rounds are finished
     first = rows[0]
     assert first["reference"] and first["request"] and first["round"] == 1
     assert json.loads(first["scores"])["rougeL"] == pytest.approx(first["reward"])  # the shipped run's reward
@@ -41,7 +41,7 @@ def test_the_shipped_samples_import_once_under_stable_ids(generations, tmp_path)
     # samples queue and rate like generations
     ratings = RatingStore(generations.store)
     queue = ratings.queue(
-        "ann", "unrated", {"model_version": sample_version(run_id, "round-2"), "sample_status": "kept"}
+        "ann", "unrated", {"model_version": sample_version(run_id, "round-2"), "sample_status": "trained"}
     )
     assert len(queue) == json.loads((SHIPPED_RUN / "round-2" / "selection.json").read_text())["kept"]
 
