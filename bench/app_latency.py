@@ -103,6 +103,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--saves", type=int, default=100)
     parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--dtype", default="auto", help="the app's --dtype (float32: bf16 off), passed to its jobs")
     parser.add_argument("--job-warmup", type=float, default=20.0, help="seconds of training before timing")
     parser.add_argument(
         "--job-stage",
@@ -114,7 +115,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         (Path(tmp) / "data").mkdir()
-        app = start_app(port, tmp, "--model", args.model)
+        app = start_app(port, tmp, "--model", args.model, "--dtype", args.dtype)
         try:
             wait_for_port(port, app)
             client = Client(f"http://127.0.0.1:{port}/", verbose=False)
@@ -136,7 +137,7 @@ def main() -> None:
                 )[2]["data"][0][1]
                 for r in range(3)
             ]
-            print(f"app on 127.0.0.1:{port}, model {args.model}, {os.cpu_count()} CPU core(s)")
+            print(f"app on 127.0.0.1:{port}, model {args.model}, --dtype {args.dtype}, {os.cpu_count()} CPU core(s)")
             report("save a rating, no job running", time_saves(client, ids, args.saves, "bench-idle"))
             report("save an arena vote, no job running", time_votes(client, args.saves, "bench-idle"))
             note, *_ = client.predict(
