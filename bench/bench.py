@@ -22,7 +22,7 @@ from restpg.metrics import LexicalMetrics
 from restpg.models import GenerationSettings, ModelConfig, chat_text, generate, load_model
 from restpg.prompts import PromptSettings, personalized_prompt, reasoning_target
 from restpg.retrieval import retrieve
-from restpg.reward import LLMJudge
+from restpg.reward import LLMJudge, judge_prompt
 from restpg.train import TrainConfig, TrainingExample, train_model
 
 
@@ -87,19 +87,47 @@ def bench_generation(args) -> None:
         del loaded
 
 
+def judge_workloads(n: int, m: int) -> dict[str, tuple[list[str], list[str], list[str]]]:
+    """n distinct judge pairs of two shapes: the evaluation's (one answer per request) and the
+    E-step's (m answers per request: one instruction and ground truth under m answers). Requests are
+    the sample's product-review requests; answers are other users' reviews (about 80 words)."""
+    records = sample_records(24)
+
+    def pairs(per_request: int) -> tuple[list[str], list[str], list[str]]:
+        rows = [
+            (r.input, r.output, records[(i + j + 1 + i // len(records)) % len(records)].output)
+            for i in range(max(1, n // per_request))
+            for r in [records[i % len(records)]]
+            for j in range(per_request)
+        ]
+        return tuple(list(column) for column in zip(*rows))
+
+    return {"one answer per request (evaluation)": pairs(1), f"m = {m} answers per request (E-step)": pairs(m)}
+
+
 def bench_judge(args) -> None:
-    records = sample_records(args.judge_pairs)
-    loaded = load_model(ModelConfig(device=args.device, dtype=args.dtypes[-1]))
-    judge = LLMJudge(loaded, batch_size=8)
-    answers = [records[(i + 1) % len(records)].output for i in range(len(records))]
-    judge.score([records[0].input], [records[0].output], [answers[0]])  # warm-up
-    start = time.perf_counter()
-    judge.score([r.input for r in records], [r.output for r in records], answers)
-    elapsed = time.perf_counter() - start
-    print(
-        f"LLM judge ({args.dtypes[-1]}, batches of 8, uncached): {len(records) / elapsed:.2f} pairs/s "
-        f"({len(records)} pairs, {elapsed:.1f} s)"
-    )
+    workloads = judge_workloads(args.judge_pairs, args.samples)
+    for dtype in args.dtypes:
+        loaded = load_model(ModelConfig(device=args.device, dtype=dtype))
+        LLMJudge(loaded, batch_size=1).score(["warm"], ["up"], ["pass"])
+        tokenizer = loaded.tokenizer
+        for shape, (instructions, references, answers) in workloads.items():
+            tokens = [
+                len(tokenizer(chat_text(tokenizer, judge_prompt(*pair)), add_special_tokens=False)["input_ids"])
+                for pair in zip(instructions, references, answers)
+            ]
+            rates = {}
+            for share in (False, True):
+                judge = LLMJudge(loaded, batch_size=args.judge_batch, share_prefixes=share)
+                start = time.perf_counter()
+                judge.score(instructions, references, answers)
+                rates[share] = len(answers) / (time.perf_counter() - start)
+            print(
+                f"LLM judge ({dtype}, {shape}, {len(answers)} pairs of {sum(tokens) / len(tokens):.0f} prompt tokens, "
+                f"batches of {args.judge_batch}): every prompt whole {rates[False]:.2f} pairs/s | shared prefixes "
+                f"{rates[True]:.2f} pairs/s | {rates[True] / rates[False]:.1f}x"
+            )
+        del loaded
 
 
 def bench_training(args) -> None:
@@ -165,7 +193,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=4, help="samples per prompt m (cpu-small: 4)")
     parser.add_argument("--batch-rows", type=int, default=32, help="sequences per generate() batch")
     parser.add_argument("--max-item-words", type=int, default=25, help="cpu-small: 25")
-    parser.add_argument("--judge-pairs", type=int, default=16)
+    parser.add_argument("--judge-pairs", type=int, default=32)
+    parser.add_argument("--judge-batch", type=int, default=8, help="pairs per judge forward pass (restpg: 8)")
     parser.add_argument(
         "--micro-batches",
         type=int,

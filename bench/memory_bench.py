@@ -83,7 +83,7 @@ def run_case(case: str, folder: Path, prompt_tokens: int) -> dict:
         prompts = [judge_prompt(f"instruction {n}: {words}", words, words) for n in range(4)]
         before = reset_peak()
         if case == "judge, last positions":
-            judge._score_prompts(prompts)
+            list(judge._score_prompts(prompts))
         else:  # the judge's forward pass before the change
             ids = loaded.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
             with torch.inference_mode():

@@ -410,7 +410,9 @@ def _sample(loaded: LoadedModel, encoded, kwargs: dict, num_samples: int) -> tor
     tokens for them (bench/bench.py --only sampling).
     """
     ids, mask = encoded["input_ids"], encoded["attention_mask"]
-    if num_samples == 1 or ids.shape[1] < 2:
+    # Greedy decoding of one row per prompt is transformers' own; every sampled batch (the E-step's
+    # m samples, the evaluation's one sample at temperature 0.1) goes through the loop below.
+    if (num_samples == 1 and not kwargs.get("do_sample")) or ids.shape[1] < 2:
         return loaded.model.generate(**encoded, **kwargs)
     from transformers import StaticCache
 

@@ -15,13 +15,14 @@ import math
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 import torch
 
 from .jsonl import append_jsonl, read_jsonl
 from .metrics import LexicalMetrics, LexicalReward
 from .models import LoadedModel, chat_text
+from .shared_prefix import Root, last_logits, root_of
 
 JUDGE_PROMPT_VERSION = "1"
 JUDGE_LEVELS = (1, 3, 5, 7, 10)  # paper's rubric levels; reward = level / 10
@@ -92,6 +93,7 @@ class LLMJudge:
     batch_size: int = 8
     cache_file: Path | None = None
     max_input_tokens: int = 4096
+    share_prefixes: bool = True  # False: every prompt runs whole (bench/bench.py compares the two)
     name: str = field(init=False)
     _cache: dict[str, JudgeScore] = field(default_factory=dict, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
@@ -118,21 +120,30 @@ class LLMJudge:
         answers: Sequence[str],
         on_batch: Callable[[int], None] | None = None,
     ) -> list[JudgeScore]:
+        """Scores each pair (cached ones from the cache). Pairs with the same instruction and ground
+        truth (an E-step request's m answers) go together, so their shared prompt runs once."""
         if not len(instructions) == len(references) == len(answers):
             raise ValueError("instructions, references and answers differ in length")
         keys = [self._key(i, r, a) for i, r, a in zip(instructions, references, answers)]
-        todo = [n for n, key in enumerate(keys) if key not in self._cache]
-        todo = list(dict.fromkeys(todo))
-        for start in range(0, len(todo), self.batch_size):
-            batch = todo[start : start + self.batch_size]
-            prompts = [judge_prompt(instructions[n], references[n], answers[n]) for n in batch]
-            scores = self._score_prompts(prompts)
-            with self._lock:
-                for n, score in zip(batch, scores):
-                    self._cache[keys[n]] = score
-                self._append_cache([(keys[n], s) for n, s in zip(batch, scores)])
-            if on_batch is not None:
-                on_batch(len(batch))
+        first: dict[str, int] = {}
+        for n, key in enumerate(keys):
+            if key not in self._cache:
+                first.setdefault(key, n)
+        groups: dict[tuple[str, str], list[int]] = {}
+        for n in first.values():
+            groups.setdefault((instructions[n], references[n]), []).append(n)
+        # batched by length: groups by their shared part's, answers within a group by theirs (less padding)
+        ordered = sorted(groups.items(), key=lambda item: len(item[0][0]) + len(item[0][1]))
+        todo = [n for _, group in ordered for n in sorted(group, key=lambda n: len(answers[n]))]
+        if todo:
+            prompts = [judge_prompt(instructions[n], references[n], answers[n]) for n in todo]
+            for batch, scores in self._score_prompts(prompts, [(instructions[n], references[n]) for n in todo]):
+                with self._lock:
+                    for m, score in zip(batch, scores):
+                        self._cache[keys[todo[m]]] = score
+                    self._append_cache([(keys[todo[m]], s) for m, s in zip(batch, scores)])
+                if on_batch is not None:
+                    on_batch(len(batch))
         return [self._cache[key] for key in keys]
 
     def __call__(self, instructions: Sequence[str], references: Sequence[str], answers: Sequence[str]) -> list[float]:
@@ -142,40 +153,52 @@ class LLMJudge:
         if self.cache_file is not None:
             append_jsonl(self.cache_file, [{"key": key, "level": s.level, "p": s.probabilities} for key, s in rows])
 
-    def _score_prompts(self, prompts: list[str]) -> list[JudgeScore]:
-        """One forward pass per (prompt, leaf level): the level sequences are read by teacher forcing."""
+    def _score_prompts(
+        self, prompts: list[str], groups: Sequence[object] | None = None
+    ) -> Iterator[tuple[list[int], list[JudgeScore]]]:
+        """Yields (prompt indices, their scores) a batch at a time. Each prompt is one row per leaf
+        level, its level tokens read by teacher forcing; the prefix all rows share (the rubric) runs
+        once, and consecutive prompts of one group (``groups``: a label per prompt; one request's
+        instruction and ground truth) run what they share once per batch (restpg.shared_prefix)."""
+        groups = list(range(len(prompts))) if groups is None else groups
         tokenizer = self.loaded.tokenizer
         levels = self._levels
         contexts = [tokenizer(chat_text(tokenizer, p), add_special_tokens=False)["input_ids"] for p in prompts]
         for n, ids in enumerate(contexts):
             if len(ids) > self.max_input_tokens:  # keep the instruction's end: cut the middle of the pair
                 contexts[n] = ids[: self.max_input_tokens // 2] + ids[-self.max_input_tokens // 2 :]
-        rows, owners = [], []
-        for n, ids in enumerate(contexts):
-            for leaf in levels.rows:
-                rows.append(ids + list(levels.tokens[leaf]))
-                owners.append((n, leaf))
-        width = max(len(r) for r in rows)
-        pad = tokenizer.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.loaded.device)
-        attention = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.loaded.device)
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift positions
         # Only the last positions are read (a level's tokens and the one after): the vocabulary
         # projection and its log-softmax run there alone, not over the whole prompt (a 256k
         # vocabulary times thousands of positions otherwise).
         keep = max(len(levels.tokens[leaf]) for leaf in levels.rows) + 1
+        rows = [ids + list(levels.tokens[leaf]) for ids in contexts for leaf in levels.rows]
+        per_prompt = len(levels.rows)
+        labels = [group for group in groups for _ in levels.rows]
         with torch.inference_mode():
-            logits = self.loaded.model(
-                input_ids=input_ids, attention_mask=attention, position_ids=positions, logits_to_keep=keep
-            ).logits
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
-        offset = width - keep  # column j of logprobs is position offset + j
-        # logprob of each level's tokens: read in a row that holds all of them (a single-token level
-        # without extensions is read in any row, from the position after the prompt)
-        log_p: list[dict[int, float]] = [{} for _ in prompts]
-        for row, (n, leaf) in enumerate(owners):
+            root = root_of(self.loaded.model, rows, keep, self.loaded.device) if self.share_prefixes else Root([], [])
+            for start in range(0, len(prompts), self.batch_size):
+                batch = list(range(start, min(start + self.batch_size, len(prompts))))
+                logits = last_logits(
+                    self.loaded.model,
+                    rows[start * per_prompt : (batch[-1] + 1) * per_prompt],
+                    labels[start * per_prompt : (batch[-1] + 1) * per_prompt],
+                    keep,
+                    tokenizer.pad_token_id,
+                    root,
+                    self.loaded.device,
+                )
+                yield batch, self._read_levels(torch.log_softmax(logits.float(), dim=-1), per_prompt, keep)
+
+    def _read_levels(self, logprobs: torch.Tensor, per_prompt: int, keep: int) -> list[JudgeScore]:
+        """Each prompt's level distribution from the log-probabilities at its rows' last ``keep``
+        positions (a level's tokens read in a row that holds all of them; a single-token level
+        without extensions in any row, from the position after the prompt)."""
+        levels = self._levels
+        log_p: list[dict[int, float]] = [{} for _ in range(len(logprobs) // per_prompt)]
+        for row in range(len(logprobs)):
+            n, leaf = row // per_prompt, levels.rows[row % per_prompt]
             leaf_tokens = levels.tokens[leaf]
-            start = width - len(leaf_tokens) - 1 - offset  # column whose logits predict the first level token
+            start = keep - len(leaf_tokens) - 1  # column whose logits predict the first level token
             for level in levels.levels:
                 tokens = levels.tokens[level]
                 # extensions: next tokens of the levels that extend this one ("0" after "1")

@@ -134,16 +134,18 @@ def test_the_e_step_draws_from_transformers_distribution():
         assert frequencies[expected[row] == 0].sum() == 0  # nothing outside the nucleus
 
 
-def test_the_e_step_loop_decodes_as_generate_does(tiny_model):
-    """With a nucleus of one token (top_p near 0) the E-step's own loop must give greedy decoding's
-    outputs: the same cache, positions and masks as transformers' generate, prompts of any length."""
+@pytest.mark.parametrize("num_samples", [1, 2])  # 1: the evaluation's inference; 2: the E-step
+def test_the_sampling_loop_decodes_as_generate_does(tiny_model, num_samples):
+    """With a nucleus of one token (top_p near 0) restpg's own sampling loop must give greedy
+    decoding's outputs: the same cache, positions and masks as transformers' generate, prompts of any
+    length."""
     prompts = ["a short one", "a much longer prompt " * 5, "mid length prompt"]
     nucleus_of_one = GenerationSettings(
-        max_new_tokens=6, temperature=0.7, top_p=1e-9, num_samples=2, batch_size=3, seed=0
+        max_new_tokens=6, temperature=0.7, top_p=1e-9, num_samples=num_samples, batch_size=3, seed=0
     )
     ours = generate(tiny_model, prompts, nucleus_of_one)
     greedy = generate(tiny_model, prompts, GenerationSettings(max_new_tokens=6, temperature=0.0, batch_size=1))
-    assert [[g.text for g in samples] for samples in ours] == [[g[0].text] * 2 for g in greedy]
+    assert [[g.text for g in samples] for samples in ours] == [[g[0].text] * num_samples for g in greedy]
 
 
 def test_greedy_is_the_same_batched_or_alone(tiny_model):
