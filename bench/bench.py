@@ -57,6 +57,68 @@ def tokens_per_second(loaded, prompts, settings) -> tuple[float, int, float]:
     return tokens / elapsed, tokens, elapsed
 
 
+def _weight_shapes(loaded) -> tuple[list[tuple[int, int]], tuple[int, int]]:
+    """(in, out) of every decoder matmul with a weight, and the vocabulary head's."""
+    model = loaded.model.get_base_model() if hasattr(loaded.model, "get_base_model") else loaded.model
+    head = model.get_output_embeddings()
+    layers = [
+        (m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not head
+    ]
+    return layers, (head.in_features, head.out_features)
+
+
+def _matmul_seconds(shapes: list[tuple[int, int]], rows: int, dtype: torch.dtype, repeats: int = 3) -> float:
+    """The fastest of ``repeats`` timings of one pass of ``rows`` rows through every weight shape."""
+    weights = [torch.randn(i, o).to(dtype) for i, o in shapes]
+    inputs = {i: torch.randn(rows, i).to(dtype) for i, _ in shapes}
+    best = float("inf")
+    for _ in range(repeats + 1):  # the first pass warms up
+        start = time.perf_counter()
+        for (i, _), w in zip(shapes, weights):
+            inputs[i] @ w
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def memory_gbps(megabytes: int = 512) -> float:
+    """GB/s of a large tensor copy on this machine (read + write)."""
+    a = torch.ones(megabytes * 2**20 // 4)
+    b = torch.empty_like(a)
+    best = float("inf")
+    for _ in range(4):
+        start = time.perf_counter()
+        b.copy_(a)
+        best = min(best, time.perf_counter() - start)
+    return 2 * a.numel() * 4 / best / 1e9
+
+
+def arithmetic_limit(loaded, prompt_lengths: list[int], new_tokens: int, rows: int) -> tuple[float, float]:
+    """(seconds, GFLOP/s): the time the work's weight matmuls take at the speed this machine measures
+    for the model's own shapes: every prompt's prefill (decoder weights, the head at its last
+    position only) and the new tokens, ``rows`` at a time (decoder weights and the head). Attention
+    over the cache, sampling and everything else come on top: a path cannot beat this."""
+    layers, head = _weight_shapes(loaded)
+    dtype = loaded.dtype
+    mean_prompt = round(sum(prompt_lengths) / len(prompt_lengths))
+    prefill = len(prompt_lengths) * (_matmul_seconds(layers, mean_prompt, dtype) + _matmul_seconds([head], 1, dtype))
+    decode = new_tokens / rows * _matmul_seconds(layers + [head], rows, dtype)
+    flops = 2 * sum(i * o for i, o in layers) * (sum(prompt_lengths) + new_tokens) + 2 * head[0] * head[1] * (
+        len(prompt_lengths) + new_tokens
+    )
+    return prefill + decode, flops / (prefill + decode) / 1e9
+
+
+def cache_read_seconds(loaded, steps: int, rows: int, cache_length: int) -> tuple[float, float]:
+    """(seconds, GB/s): reading the decoding steps' keys and values once per step (a static cache of
+    ``cache_length`` positions, every layer) at this machine's measured copy bandwidth: attention in
+    decoding is memory-bound, this is its floor."""
+    config = loaded.model.config
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    per_step = rows * config.num_hidden_layers * 2 * config.num_key_value_heads * head_dim * cache_length
+    gbps = memory_gbps()
+    return steps * per_step * loaded.dtype.itemsize / gbps / 1e9, gbps
+
+
 def bench_generation(args) -> None:
     prompts = sample_prompts(args.prompts, args.max_item_words)
     for dtype in args.dtypes:
@@ -84,6 +146,20 @@ def bench_generation(args) -> None:
             f"{batched.batch_size * args.samples} rows {batch_rate:7.1f} tok/s ({batch_tokens} tokens, "
             f"{batch_time:.1f} s) | speed-up {batch_rate / one_rate:.1f}x"
         )
+        if loaded.device.type == "cpu":
+            rows = batched.batch_size * args.samples
+            limit, gflops = arithmetic_limit(loaded, prompt_tokens, batch_tokens, rows)
+            # the decoding loop runs until its longest row stops: at most new_tokens steps per batch
+            batches = -(-len(prompts) // batched.batch_size)
+            reads, gbps = cache_read_seconds(
+                loaded, batches * args.new_tokens, rows, max(prompt_tokens) + args.new_tokens
+            )
+            print(
+                f"  limit of the batched work: weights' arithmetic {limit:.1f} s at {gflops:.0f} GFLOP/s (the model's "
+                f"weight shapes, measured here) = {batch_tokens / limit:.1f} tok/s, the path at {limit / batch_time:.0%} "
+                f"of it; with the KV cache read once per step ({reads:.1f} s at {gbps:.0f} GB/s) "
+                f"{batch_tokens / (limit + reads):.1f} tok/s, the path at {(limit + reads) / batch_time:.0%}"
+            )
         del loaded
 
 

@@ -247,6 +247,12 @@ def main() -> None:
                     f"steps: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()),
                     flush=True,
                 )
+                memory = json.loads((Path(run_id) / "peak_memory.json").read_text())
+                print(
+                    "  peak resident memory of the job: "
+                    + ", ".join(f"{k} {v['resident'] / 1024:.1f} GiB" for k, v in memory.items()),
+                    flush=True,
+                )
                 metrics = json.loads((Path(run_id) / "round-1" / "metrics.json").read_text())["summary"]
                 selection = json.loads((Path(run_id) / "round-1" / "selection.json").read_text())
                 print(

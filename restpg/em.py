@@ -34,7 +34,7 @@ from typing import Callable, Sequence
 from .cancel import Cancelled
 from .errors import RestpgError
 from .evaluate import SCORE_NAMES, inference_settings, predict, prompt_for, score_predictions, summarize
-from .hardware import DEVICE_HELP, DEVICE_PATTERN, DTYPE_HELP, DTYPES, Precision
+from .hardware import DEVICE_HELP, DEVICE_PATTERN, DTYPE_HELP, DTYPES, Precision, peak_memory_mib, reset_peak_memory
 from .human_selection import HumanRule, apply_rule, read_sample_ratings, sample_generation_id
 from .jsonl import append_jsonl, read_jsonl, write_json, write_jsonl
 from .longlamp import PUBLIC_TASKS, SPLIT_FAMILIES, TASKS, Record, load_records, sample_path, task_spec
@@ -397,16 +397,22 @@ def _versions() -> dict[str, str]:
 
 @contextlib.contextmanager
 def _timed(run_dir: Path, name: str):
-    """Adds the step's wall time to run_dir/timings.json (summed over resumes)."""
+    """Adds the step's wall time to run_dir/timings.json (summed over resumes) and its peak memory
+    to run_dir/peak_memory.json (MiB, the highest over resumes)."""
     start = time.perf_counter()
+    reset_peak_memory()
     try:
         yield
     finally:
         if os.environ.get("RANK", "0") == "0":  # under accelerate launch the main process keeps them
-            path = RunFolder(run_dir).timings
-            timings = json.loads(path.read_text()) if path.exists() else {}
+            run = RunFolder(run_dir)
+            timings = json.loads(run.timings.read_text()) if run.timings.exists() else {}
             timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
-            write_json(path, timings)
+            write_json(run.timings, timings)
+            memory = json.loads(run.peak_memory.read_text()) if run.peak_memory.exists() else {}
+            before = memory.get(name, {})
+            memory[name] = {kind: max(mib, before.get(kind, 0.0)) for kind, mib in peak_memory_mib().items()}
+            write_json(run.peak_memory, memory)
 
 
 def check_manifest(run_dir: Path, config: EMConfig, data_hash: str) -> dict:

@@ -181,3 +181,35 @@ def set_threads(threads: int | None) -> int:
             raise PrecisionError(f"threads must be at least 1, got {threads}")
         torch.set_num_threads(threads)
     return torch.get_num_threads()
+
+
+# ----------------------------------------------------------------------------------------------
+# Memory
+
+
+def reset_peak_memory() -> None:
+    """Starts a new peak of this process's memory: resident (Linux, /proc/self/clear_refs) and, when
+    CUDA is in use, allocated on the GPU. Where the resident peak cannot be reset, it stays the
+    process's peak so far."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory_mib() -> dict[str, float]:
+    """Peak memory since :func:`reset_peak_memory`, in MiB: ``resident`` (the process's peak resident
+    set; on other systems than Linux its peak since it started) and ``cuda`` where CUDA is in use."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        resident = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+    except (OSError, AttributeError):
+        import resource
+
+        resident = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux, bytes on macOS
+    peak = {"resident": round(resident, 1)}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        peak["cuda"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return peak

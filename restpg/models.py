@@ -171,12 +171,20 @@ def load_model(config: ModelConfig = ModelConfig()) -> LoadedModel:
 
 
 def free_memory() -> None:
-    """Return the memory of models no longer referenced (Python's cycles, then CUDA's cache)."""
+    """Return the memory of models no longer referenced (Python's cycles, then CUDA's cache), and the
+    freed heap to the system where the C library can (glibc's malloc_trim): otherwise a training
+    step's freed activations stay resident through the evaluation after it (bench/demo_bench.py's
+    peak memory per step)."""
+    import ctypes
     import gc
 
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 # ----------------------------------------------------------------------------------------------

@@ -174,10 +174,11 @@ class LLMJudge:
         rows = [ids + list(levels.tokens[leaf]) for ids in contexts for leaf in levels.rows]
         per_prompt = len(levels.rows)
         labels = [group for group in groups for _ in levels.rows]
-        with torch.inference_mode():
+        with torch.inference_mode():  # entered per model call: never left on across a yield
             root = root_of(self.loaded.model, rows, keep, self.loaded.device) if self.share_prefixes else Root([], [])
-            for start in range(0, len(prompts), self.batch_size):
-                batch = list(range(start, min(start + self.batch_size, len(prompts))))
+        for start in range(0, len(prompts), self.batch_size):
+            batch = list(range(start, min(start + self.batch_size, len(prompts))))
+            with torch.inference_mode():
                 logits = last_logits(
                     self.loaded.model,
                     rows[start * per_prompt : (batch[-1] + 1) * per_prompt],
@@ -187,7 +188,8 @@ class LLMJudge:
                     root,
                     self.loaded.device,
                 )
-                yield batch, self._read_levels(torch.log_softmax(logits.float(), dim=-1), per_prompt, keep)
+                logprobs = torch.log_softmax(logits.float(), dim=-1)
+            yield batch, self._read_levels(logprobs, per_prompt, keep)
 
     def _read_levels(self, logprobs: torch.Tensor, per_prompt: int, keep: int) -> list[JudgeScore]:
         """Each prompt's level distribution from the log-probabilities at its rows' last ``keep``

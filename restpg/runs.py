@@ -3,6 +3,7 @@ training, shipping, the page's version list) names its files through these.
 
     <run>/manifest.json          config, data hash, model ids, library versions
     <run>/timings.json           wall seconds per step (summed over resumes)
+    <run>/peak_memory.json       peak memory per step, MiB: resident, and CUDA's where used
     <run>/reasoning.jsonl        stage-1 reasoning paths written by a teacher (cache)
     <run>/judge_cache.jsonl      judge scores (cache)
     <run>/logs/<step>/           TensorBoard files (--report-to tensorboard)
@@ -34,6 +35,7 @@ ADAPTER_CONFIG = "adapter_config.json"
 MODEL_CONFIG = "config.json"  # a whole model (full fine-tuning) in a step's adapter folder
 MANIFEST = "manifest.json"
 TIMINGS = "timings.json"
+PEAK_MEMORY = "peak_memory.json"
 METRICS = "metrics.json"
 SELECTION = "selection.json"
 GENERATIONS = "generations.jsonl"
@@ -115,6 +117,10 @@ class RunFolder:
     @property
     def timings(self) -> Path:
         return self.path / TIMINGS
+
+    @property
+    def peak_memory(self) -> Path:
+        return self.path / PEAK_MEMORY
 
     @property
     def reasoning(self) -> Path:

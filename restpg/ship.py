@@ -2,7 +2,7 @@
 
 Writes ``assets/models/<name>/`` (what the app lists as the "shipped" versions and opens on):
 
-    manifest.json, timings.json         the run's, unchanged
+    manifest.json, timings.json, peak_memory.json  the run's, unchanged
     sft/adapter/, sft/metrics.json      the SFT-with-reasoning adapter and its held-out metrics
     round-N/adapter/, metrics.json,     each EM round's adapter, metrics, E-step samples and selection
       samples.jsonl, selection.json
@@ -90,7 +90,11 @@ def ship_run(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     staged = RunFolder(staging)
-    for source, target in ((run.manifest, staged.manifest), (run.timings, staged.timings)):
+    for source, target in (
+        (run.manifest, staged.manifest),
+        (run.timings, staged.timings),
+        (run.peak_memory, staged.peak_memory),
+    ):
         if source.exists():
             shutil.copyfile(source, target)
     size = 0

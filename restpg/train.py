@@ -23,7 +23,7 @@ import torch
 from .cancel import cancel_hooks
 from .hardware import Precision, choose_precision, pick_device
 from .jsonl import write_json
-from .models import ModelConfig, chat_text, load_tokenizer, resolve_model
+from .models import ModelConfig, chat_text, free_memory, load_tokenizer, resolve_model
 from .options import flag
 from .prompts import PromptTooLongError
 from .runs import StepFolder
@@ -428,4 +428,6 @@ def train_model(
                 "validated": validated,
             },
         )
+    del trainer, model, output
+    free_memory()  # the model, its optimizer state and freed activations: before the next step loads models
     return result

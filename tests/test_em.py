@@ -55,6 +55,10 @@ def test_run_writes_every_round_and_resume_redoes_nothing(tiny_config, tmp_path,
         selection = json.loads((run / f"round-{t}" / "selection.json").read_text())
         assert 0 < selection["kept"] <= selection["samples"] == 12
         assert set(results[t]["summary"]) >= {"judge", "rouge1", "rougeL", "meteor"}
+    timings = json.loads((run / "timings.json").read_text())
+    memory = json.loads((run / "peak_memory.json").read_text())
+    assert set(memory) == set(timings) >= {"stage2_sft", "round1_estep", "round1_mstep", "round2_mstep"}
+    assert all(50 < step["resident"] < 20_000 for step in memory.values())  # MiB: a torch process, not bytes
 
     import restpg.em as em
 
