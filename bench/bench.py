@@ -216,7 +216,7 @@ def bench_training(args) -> None:
         for r in sample_records(8)
     ]
     for dtype in args.dtypes:
-        for micro in args.micro_batches:
+        for micro, dropout in [(m, d) for m in args.micro_batches for d in args.lora_dropouts]:
             config = TrainConfig(
                 select_by="last",
                 learning_rate=1e-4,
@@ -227,11 +227,12 @@ def bench_training(args) -> None:
                 save_steps=100,
                 lora_r=8,
                 lora_alpha=16,
+                lora_dropout=dropout,
             )
             with tempfile.TemporaryDirectory() as folder:
                 result = train_model(ModelConfig(device=args.device, dtype=dtype), examples, config, Path(folder))
             print(
-                f"M-step training ({dtype}, LoRA r = 8, batch 4 = {4 // micro} x {micro}): "
+                f"M-step training ({dtype}, LoRA r = 8, dropout {dropout:g}, batch 4 = {4 // micro} x {micro}): "
                 f"{result.tokens_per_second:.0f} tokens/s ({result.train_tokens} tokens, {result.seconds:.1f} s)"
             )
 
@@ -277,6 +278,9 @@ def main() -> None:
         nargs="+",
         default=[1, 4],
         help="per-device micro-batch sizes to train with (batch 4 in all)",
+    )
+    parser.add_argument(
+        "--lora-dropouts", type=float, nargs="+", default=[0.05], help="LoRA dropouts to train with (restpg: 0.05)"
     )
     parser.add_argument(
         "--only",

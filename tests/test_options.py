@@ -41,14 +41,16 @@ def test_flags_become_the_config_on_top_of_the_preset():
             "full",
             "--tau",
             "0.5",
+            "--lora-dropout",
+            "0",
         ]
     )
     preset, config = em_config_from_args(args)
     small = PRESETS["cpu-small"]
     assert preset == "cpu-small" and config.tasks == PUBLIC_TASKS and config.train_users == 3 and config.tau == 0.5
     assert config.reasoning is False and config.keep_truncated is True
-    assert config.sft == dataclasses.replace(small.sft, select_by="reward", finetuning="full")
-    assert config.mstep == dataclasses.replace(small.mstep, select_by="reward", finetuning="full")
+    assert config.sft == dataclasses.replace(small.sft, select_by="reward", finetuning="full", lora_dropout=0.0)
+    assert config.mstep == dataclasses.replace(small.mstep, select_by="reward", finetuning="full", lora_dropout=0.0)
     assert config.rounds == small.rounds and config.samples_per_input == small.samples_per_input  # not given: preset's
     _, untouched = em_config_from_args(build_parser().parse_args(["train", "--run-dir", "x", "--preset", "paper"]))
     assert untouched == PRESETS["paper"]
