@@ -108,15 +108,15 @@ def arithmetic_limit(loaded, prompt_lengths: list[int], new_tokens: int, rows: i
     return prefill + decode, flops / (prefill + decode) / 1e9
 
 
-def cache_read_seconds(loaded, steps: int, rows: int, cache_length: int) -> tuple[float, float]:
-    """(seconds, GB/s): reading the decoding steps' keys and values once per step (a static cache of
-    ``cache_length`` positions, every layer) at this machine's measured copy bandwidth: attention in
-    decoding is memory-bound, this is its floor."""
+def cache_read_seconds(loaded, steps: int, rows: int, prompts: int, prompt_length: int) -> tuple[float, float]:
+    """(seconds, GB/s): reading the keys and values once per decoding step, every layer, at this
+    machine's measured copy bandwidth (attention in decoding is memory-bound: this is its floor):
+    each prompt's once (restpg.shared_attention), each row's new tokens (on average half the steps)."""
     config = loaded.model.config
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    per_step = rows * config.num_hidden_layers * 2 * config.num_key_value_heads * head_dim * cache_length
+    per_position = config.num_hidden_layers * 2 * config.num_key_value_heads * head_dim * loaded.dtype.itemsize
     gbps = memory_gbps()
-    return steps * per_step * loaded.dtype.itemsize / gbps / 1e9, gbps
+    return steps * per_position * (prompts * prompt_length + rows * steps / 2) / gbps / 1e9, gbps
 
 
 def bench_generation(args) -> None:
@@ -151,9 +151,8 @@ def bench_generation(args) -> None:
             limit, gflops = arithmetic_limit(loaded, prompt_tokens, batch_tokens, rows)
             # the decoding loop runs until its longest row stops: at most new_tokens steps per batch
             batches = -(-len(prompts) // batched.batch_size)
-            reads, gbps = cache_read_seconds(
-                loaded, batches * args.new_tokens, rows, max(prompt_tokens) + args.new_tokens
-            )
+            reads, gbps = cache_read_seconds(loaded, args.new_tokens, rows, batched.batch_size, max(prompt_tokens))
+            reads *= batches
             print(
                 f"  limit of the batched work: weights' arithmetic {limit:.1f} s at {gflops:.0f} GFLOP/s (the model's "
                 f"weight shapes, measured here) = {batch_tokens / limit:.1f} tok/s, the path at {limit / batch_time:.0%} "

@@ -30,6 +30,8 @@ from .errors import RestpgError
 from .hardware import Precision, choose_precision, pick_device
 from .prompts import PromptTooLongError
 from .runs import ADAPTER_CONFIG
+from .shared_attention import NAME as SHARED_PROMPT_ATTENTION
+from .shared_attention import shared_prompt_cache, use_shared_prompt_attention
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +169,7 @@ def load_model(config: ModelConfig = ModelConfig()) -> LoadedModel:
         raise ModelError(f"could not load model {config.model!r} from {path}: {error}") from error
     model.to(device)
     model.eval()
+    use_shared_prompt_attention(model)  # SDPA, and sampling reads each prompt's cache once (restpg.shared_attention)
     return LoadedModel(name=config.model, model=model, tokenizer=tokenizer, device=device, precision=precision)
 
 
@@ -412,19 +415,39 @@ def _sample(loaded: LoadedModel, encoded, kwargs: dict, num_samples: int) -> tor
     """A batch of left-padded prompts continued, ``num_samples`` rows per prompt, as ``model.generate``
     returns them (sampled rows by :func:`_decode_samples`, greedy ones by ``generate``).
 
-    With several samples per prompt, the prompt is run through the model once and its KV cache
-    copied to the samples, instead of ``num_return_sequences`` running the same prefill m times:
-    on a 2-core CPU the prefill of 32 rows of 600-token prompts took longer than decoding 128
-    tokens for them (bench/bench.py --only sampling).
+    With several samples per prompt, the prompt is run through the model once, instead of
+    ``num_return_sequences`` running the same prefill m times: on a 2-core CPU the prefill of 32
+    rows of 600-token prompts took longer than decoding 128 tokens for them (bench/bench.py --only
+    sampling). Sampling keeps the prompt's keys and values once for its samples and reads them once
+    per step (restpg.shared_attention); otherwise (greedy rows, a model without SDPA) the prompt's
+    cache is copied to its rows.
     """
     ids, mask = encoded["input_ids"], encoded["attention_mask"]
     # Greedy decoding of one row per prompt is transformers' own; every sampled batch (the E-step's
     # m samples, the evaluation's one sample at temperature 0.1) goes through the loop below.
     if (num_samples == 1 and not kwargs.get("do_sample")) or ids.shape[1] < 2:
         return loaded.model.generate(**encoded, **kwargs)
-    from transformers import StaticCache
+    from transformers import DynamicCache, StaticCache
 
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: positions count real tokens only
+    if (
+        kwargs.get("do_sample")
+        and getattr(loaded.model.config, "_attn_implementation", None) == SHARED_PROMPT_ATTENTION
+        and bool(mask[:, :-1].any(dim=1).all())
+    ):
+        # Sampling: each prompt's keys and values once, read once per step for all its samples.
+        prompt_cache = DynamicCache(config=loaded.model.config)
+        loaded.model(
+            input_ids=ids[:, :-1],
+            attention_mask=mask[:, :-1],
+            position_ids=positions[:, :-1],
+            past_key_values=prompt_cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache = shared_prompt_cache(prompt_cache, mask[:, :-1], num_samples, kwargs["max_new_tokens"] + 1)
+        rows = (ids.repeat_interleave(num_samples, 0), mask.repeat_interleave(num_samples, 0))
+        return _decode_samples(loaded, cache, *rows, positions.repeat_interleave(num_samples, 0), kwargs)
     # A cache of fixed length (prompt + new tokens): decoding writes each step in place, where a
     # growing cache copies itself at every step (bench/profile_estep.py: 15% of the E-step's time).
     cache = StaticCache(config=loaded.model.config, max_cache_len=ids.shape[1] + kwargs["max_new_tokens"])
