@@ -23,6 +23,7 @@ from restpg.models import GenerationSettings, ModelConfig, chat_text, generate, 
 from restpg.prompts import PromptSettings, personalized_prompt, reasoning_target
 from restpg.retrieval import retrieve
 from restpg.reward import LLMJudge, judge_prompt
+from restpg.shared_attention import NAME as SHARED_PROMPT_ATTENTION
 from restpg.train import TrainConfig, TrainingExample, train_model
 
 
@@ -140,6 +141,16 @@ def bench_generation(args) -> None:
         generate(loaded, prompts[:1], GenerationSettings(max_new_tokens=4))  # warm-up
         one_rate, one_tokens, one_time = tokens_per_second(loaded, prompts[: args.single_prompts], single)
         batch_rate, batch_tokens, batch_time = tokens_per_second(loaded, prompts, batched)
+        implementation = loaded.model.config._attn_implementation
+        if implementation == SHARED_PROMPT_ATTENTION:  # the same work with the prompt's cache copied to each sample
+            loaded.model.set_attn_implementation("sdpa")
+            copied_rate, copied_tokens, _ = tokens_per_second(loaded, prompts, batched)
+            loaded.model.set_attn_implementation(implementation)
+            print(
+                f"  sampling {dtype:>8}: prompt's cache copied to each sample {copied_rate:7.1f} tok/s ({copied_tokens} "
+                f"tokens) | read once for them (restpg.shared_attention) {batch_rate:7.1f} tok/s ({batch_tokens} tokens)"
+                f" | {batch_rate / copied_rate:.2f}x"
+            )
         print(
             f"  sampling {dtype:>8} on {loaded.device}: one prompt at a time {one_rate:7.1f} tok/s "
             f"({one_tokens} tokens, {one_time:.1f} s) | {len(prompts)} prompts x m = {args.samples} in batches of "
