@@ -216,31 +216,45 @@ def bench_judge(args) -> None:
         del loaded
 
 
-def bench_training(args) -> None:
-    settings = PromptSettings(max_item_words=args.max_item_words)
-    examples = [
+def training_examples(max_item_words: int) -> list[TrainingExample]:
+    """8 M-step-like examples: personalized prompts (k = 5 items) and reasoning + review completions."""
+    settings = PromptSettings(max_item_words=max_item_words)
+    return [
         TrainingExample(
             personalized_prompt(r.task, r.input, [x.item for x in retrieve(r, 5)], settings),
             reasoning_target("- writes short sentences\n- mentions her kids", r.output),
         )
         for r in sample_records(8)
     ]
+
+
+def training_config(micro: int, dropout: float = 0.05) -> TrainConfig:
+    """Two optimizer steps of 4 examples, ``micro`` at a time, LoRA r = 8 (cpu-small's)."""
+    return TrainConfig(
+        select_by="last",
+        learning_rate=1e-4,
+        warmup_steps=0,
+        max_steps=2,
+        batch_size=4,
+        per_device_batch_size=micro,
+        save_steps=100,
+        lora_r=8,
+        lora_alpha=16,
+        lora_dropout=dropout,
+    )
+
+
+def bench_training(args) -> None:
+    examples = training_examples(args.max_item_words)
     for dtype in args.dtypes:
         for micro, dropout in [(m, d) for m in args.micro_batches for d in args.lora_dropouts]:
-            config = TrainConfig(
-                select_by="last",
-                learning_rate=1e-4,
-                warmup_steps=0,
-                max_steps=2,
-                batch_size=4,
-                per_device_batch_size=micro,
-                save_steps=100,
-                lora_r=8,
-                lora_alpha=16,
-                lora_dropout=dropout,
-            )
             with tempfile.TemporaryDirectory() as folder:
-                result = train_model(ModelConfig(device=args.device, dtype=dtype), examples, config, Path(folder))
+                result = train_model(
+                    ModelConfig(device=args.device, dtype=dtype),
+                    examples,
+                    training_config(micro, dropout),
+                    Path(folder),
+                )
             print(
                 f"M-step training ({dtype}, LoRA r = 8, dropout {dropout:g}, batch 4 = {4 // micro} x {micro}): "
                 f"{result.tokens_per_second:.0f} tokens/s ({result.train_tokens} tokens, {result.seconds:.1f} s)"

@@ -11,6 +11,7 @@ personalized prompts of k = 5 items cut to 25 words, reasoning + review completi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -18,12 +19,10 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from bench import judge_workloads, machine_summary, sample_records
+from bench import judge_workloads, machine_summary, training_config, training_examples
 from restpg.models import ModelConfig, load_model
-from restpg.prompts import PromptSettings, personalized_prompt, reasoning_target
-from restpg.retrieval import retrieve
 from restpg.reward import LLMJudge
-from restpg.train import TrainConfig, TrainingExample, train_model
+from restpg.train import train_model
 
 
 def report(title: str, prof, seconds: float, rows: int) -> None:
@@ -52,26 +51,8 @@ def profile_judge(args) -> None:
 
 
 def profile_mstep(args) -> None:
-    settings = PromptSettings(max_item_words=25)
-    examples = [
-        TrainingExample(
-            personalized_prompt(r.task, r.input, [x.item for x in retrieve(r, 5)], settings),
-            reasoning_target("- writes short sentences\n- mentions her kids", r.output),
-        )
-        for r in sample_records(8)
-    ]
-    config = TrainConfig(
-        select_by="last",
-        learning_rate=1e-4,
-        warmup_steps=0,
-        max_steps=2,
-        batch_size=4,
-        per_device_batch_size=1,
-        save_steps=100,
-        lora_r=8,
-        lora_alpha=16,
-        optimizer="adamw_torch",
-    )
+    examples = training_examples(25)
+    config = dataclasses.replace(training_config(1), optimizer="adamw_torch")  # cpu-small's optimizer
     with tempfile.TemporaryDirectory() as folder, profile(activities=[ProfilerActivity.CPU]) as prof:
         result = train_model(ModelConfig(dtype=args.dtype), examples, config, Path(folder))
     report(

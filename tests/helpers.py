@@ -124,3 +124,19 @@ TINY_TRAIN = TrainConfig(
     max_input_tokens=512,
     max_output_tokens=32,
 )
+
+
+def sliding_window_model():
+    """A one-layer Mistral with sliding-window attention (random weights): its cache holds a window."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    config = MistralConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        sliding_window=8,
+    )
+    return MistralForCausalLM(config)

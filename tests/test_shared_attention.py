@@ -51,19 +51,9 @@ def test_sampling_gives_the_same_tokens_as_the_copied_cache(tiny_model_dir):
 
 def test_models_it_cannot_serve_keep_sdpa():
     """A sliding-window model (its cache holds a window, not the whole prompt) keeps plain SDPA."""
-    from transformers import MistralConfig, MistralForCausalLM
-
+    from helpers import sliding_window_model
     from restpg.shared_attention import use_shared_prompt_attention
 
-    config = MistralConfig(
-        vocab_size=64,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        sliding_window=8,
-    )
-    model = MistralForCausalLM(config)
+    model = sliding_window_model()
     assert model.config._attn_implementation == "sdpa"
     assert not use_shared_prompt_attention(model) and model.config._attn_implementation == "sdpa"

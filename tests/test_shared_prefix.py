@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from helpers import sliding_window_model
 from restpg.reward import JUDGE_LEVELS, LLMJudge
 from restpg.shared_prefix import Root, common_prefix_length, last_logits, root_of, shares_prefixes
 
@@ -48,20 +49,8 @@ def test_the_root_leaves_every_row_its_read_positions(tiny_model):
         assert root_of(tiny_model.model, rows, keep=3, device="cpu").tokens == [1]
 
 
-def test_sliding_window_models_run_rows_whole(tiny_model_dir):
-    from transformers import MistralConfig, MistralForCausalLM
-
-    model = MistralForCausalLM(
-        MistralConfig(
-            vocab_size=64,
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            sliding_window=8,
-        )
-    )
+def test_sliding_window_models_run_rows_whole():
+    model = sliding_window_model()
     assert not shares_prefixes(model)
     with torch.inference_mode():
         assert root_of(model, [[1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 7]], keep=2, device="cpu").tokens == []
