@@ -69,7 +69,8 @@ class Page:
                 stopped_at = time.perf_counter()
             time.sleep(0.02)
         elapsed = time.perf_counter() - start
-        note = job.outputs()[-1][4]  # (reasoning, response, scores, score rows, status, support)
+        # the last update's status line (its position among the outputs changed as the page grew)
+        note = next((o for o in job.outputs()[-1] if isinstance(o, str) and ": generation " in o), "")
         new_tokens = int(note.split(": generation ")[1].split("; ")[1].split()[0]) if "new tokens" in note else 0
         return new_tokens, elapsed, (time.perf_counter() - stopped_at) if stopped_at else None
 
