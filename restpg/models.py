@@ -430,27 +430,20 @@ def _sample(loaded: LoadedModel, encoded, kwargs: dict, num_samples: int) -> tor
     from transformers import DynamicCache, StaticCache
 
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: positions count real tokens only
-    if (
+    # Sampling keeps each prompt's keys and values once and reads them once per step for all its
+    # samples (restpg.shared_attention). Otherwise a cache of fixed length (prompt + new tokens):
+    # decoding writes each step in place, where a growing cache copies itself at every step
+    # (bench/profile_estep.py: 15% of the E-step's time).
+    shared = (
         kwargs.get("do_sample")
         and getattr(loaded.model.config, "_attn_implementation", None) == SHARED_PROMPT_ATTENTION
         and bool(mask[:, :-1].any(dim=1).all())
-    ):
-        # Sampling: each prompt's keys and values once, read once per step for all its samples.
-        prompt_cache = DynamicCache(config=loaded.model.config)
-        loaded.model(
-            input_ids=ids[:, :-1],
-            attention_mask=mask[:, :-1],
-            position_ids=positions[:, :-1],
-            past_key_values=prompt_cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        cache = shared_prompt_cache(prompt_cache, mask[:, :-1], num_samples, kwargs["max_new_tokens"] + 1)
-        rows = (ids.repeat_interleave(num_samples, 0), mask.repeat_interleave(num_samples, 0))
-        return _decode_samples(loaded, cache, *rows, positions.repeat_interleave(num_samples, 0), kwargs)
-    # A cache of fixed length (prompt + new tokens): decoding writes each step in place, where a
-    # growing cache copies itself at every step (bench/profile_estep.py: 15% of the E-step's time).
-    cache = StaticCache(config=loaded.model.config, max_cache_len=ids.shape[1] + kwargs["max_new_tokens"])
+    )
+    cache = (
+        DynamicCache(config=loaded.model.config)
+        if shared
+        else StaticCache(config=loaded.model.config, max_cache_len=ids.shape[1] + kwargs["max_new_tokens"])
+    )
     loaded.model(  # the prompt's keys and values only: no vocabulary projection over its positions
         input_ids=ids[:, :-1],
         attention_mask=mask[:, :-1],
@@ -459,13 +452,20 @@ def _sample(loaded: LoadedModel, encoded, kwargs: dict, num_samples: int) -> tor
         use_cache=True,
         logits_to_keep=1,
     )
+    rows = (
+        ids.repeat_interleave(num_samples, 0),
+        mask.repeat_interleave(num_samples, 0),
+        positions.repeat_interleave(num_samples, 0),
+    )
+    if shared:
+        cache = shared_prompt_cache(cache, mask[:, :-1], num_samples, kwargs["max_new_tokens"] + 1)
+        return _decode_samples(loaded, cache, *rows, kwargs)
     for layer in cache.layers:  # prompt i's cache for its rows i*m .. i*m + m-1
         layer.keys = layer.keys.repeat_interleave(num_samples, 0)
         layer.values = layer.values.repeat_interleave(num_samples, 0)
         layer.batch_size = layer.keys.shape[0]
-    rows = (ids.repeat_interleave(num_samples, 0), mask.repeat_interleave(num_samples, 0))
     if kwargs.get("do_sample"):
-        return _decode_samples(loaded, cache, *rows, positions.repeat_interleave(num_samples, 0), kwargs)
+        return _decode_samples(loaded, cache, *rows, kwargs)
     return loaded.model.generate(
         input_ids=rows[0], attention_mask=rows[1], past_key_values=cache, **{**kwargs, "num_return_sequences": 1}
     )

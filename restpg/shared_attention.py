@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .shared_prefix import shares_prefixes
+
 NAME = "restpg_shared_prompt"
 # Architectures whose attention hands the cache's keys and values straight to the attention function
 # (transformers 5: read in their modeling files); others keep SDPA and the copied cache.
@@ -53,14 +55,11 @@ def _register() -> None:
 def use_shared_prompt_attention(model) -> bool:
     """Switch a freshly loaded model that attends with SDPA to this implementation (the same SDPA
     for all its calls but sampling's); True when it did."""
-    config = model.config
-    if (
-        config.model_type not in MODEL_TYPES
-        or getattr(config, "_attn_implementation", None) != "sdpa"
-        or getattr(config, "sliding_window", None)  # a window's keys are not all of the prompt's
-    ):
-        return False
     from transformers import AttentionInterface
+
+    config = model.config  # (a sliding window's keys are not all of the prompt's: shares_prefixes)
+    if config.model_type not in MODEL_TYPES or config._attn_implementation != "sdpa" or not shares_prefixes(model):
+        return False
 
     if NAME not in AttentionInterface._global_mapping:
         _register()
