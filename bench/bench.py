@@ -19,7 +19,7 @@ import torch
 
 from restpg.longlamp import load_records, sample_path
 from restpg.metrics import LexicalMetrics
-from restpg.models import GenerationSettings, ModelConfig, chat_text, generate, load_model
+from restpg.models import DEFAULT_MODEL, GenerationSettings, ModelConfig, chat_text, generate, load_model
 from restpg.prompts import PromptSettings, personalized_prompt, reasoning_target
 from restpg.retrieval import retrieve
 from restpg.reward import LLMJudge, judge_prompt
@@ -123,7 +123,7 @@ def cache_read_seconds(loaded, steps: int, rows: int, prompts: int, prompt_lengt
 def bench_generation(args) -> None:
     prompts = sample_prompts(args.prompts, args.max_item_words)
     for dtype in args.dtypes:
-        loaded = load_model(ModelConfig(device=args.device, dtype=dtype))
+        loaded = load_model(ModelConfig(model=args.model, device=args.device, dtype=dtype))
         prompt_tokens = [len(loaded.tokenizer(chat_text(loaded.tokenizer, p))["input_ids"]) for p in prompts]
         print(
             f"E-step prompts: personalized, k = 5 items cut to {args.max_item_words} words, "
@@ -131,46 +131,57 @@ def bench_generation(args) -> None:
             f"up to {args.new_tokens} new tokens"
         )
         single = GenerationSettings(max_new_tokens=args.new_tokens, temperature=0.7, batch_size=1, seed=0)
-        batched = GenerationSettings(
-            max_new_tokens=args.new_tokens,
-            temperature=0.7,
-            num_samples=args.samples,
-            batch_size=max(1, args.batch_rows // args.samples),
-            seed=0,
-        )
         generate(loaded, prompts[:1], GenerationSettings(max_new_tokens=4))  # warm-up
         one_rate, one_tokens, one_time = tokens_per_second(loaded, prompts[: args.single_prompts], single)
-        batch_rate, batch_tokens, batch_time = tokens_per_second(loaded, prompts, batched)
-        implementation = loaded.model.config._attn_implementation
-        if implementation == SHARED_PROMPT_ATTENTION:  # the same work with the prompt's cache copied to each sample
-            loaded.model.set_attn_implementation("sdpa")
-            copied_rate, copied_tokens, _ = tokens_per_second(loaded, prompts, batched)
-            loaded.model.set_attn_implementation(implementation)
-            print(
-                f"  sampling {dtype:>8}: prompt's cache copied to each sample {copied_rate:7.1f} tok/s ({copied_tokens} "
-                f"tokens) | read once for them (restpg.shared_attention) {batch_rate:7.1f} tok/s ({batch_tokens} tokens)"
-                f" | {batch_rate / copied_rate:.2f}x"
-            )
         print(
             f"  sampling {dtype:>8} on {loaded.device}: one prompt at a time {one_rate:7.1f} tok/s "
-            f"({one_tokens} tokens, {one_time:.1f} s) | {len(prompts)} prompts x m = {args.samples} in batches of "
-            f"{batched.batch_size * args.samples} rows {batch_rate:7.1f} tok/s ({batch_tokens} tokens, "
-            f"{batch_time:.1f} s) | speed-up {batch_rate / one_rate:.1f}x"
+            f"({one_tokens} tokens, {one_time:.1f} s)"
         )
-        if loaded.device.type == "cpu":
-            rows = batched.batch_size * args.samples
-            limit, gflops = arithmetic_limit(loaded, prompt_tokens, batch_tokens, rows)
-            # the decoding loop runs until its longest row stops: at most new_tokens steps per batch
-            batches = -(-len(prompts) // batched.batch_size)
-            reads, gbps = cache_read_seconds(loaded, args.new_tokens, rows, batched.batch_size, max(prompt_tokens))
-            reads *= batches
-            print(
-                f"  limit of the batched work: weights' arithmetic {limit:.1f} s at {gflops:.0f} GFLOP/s (the model's "
-                f"weight shapes, measured here) = {batch_tokens / limit:.1f} tok/s, the path at {limit / batch_time:.0%} "
-                f"of it; with the KV cache read once per step ({reads:.1f} s at {gbps:.0f} GB/s) "
-                f"{batch_tokens / (limit + reads):.1f} tok/s, the path at {(limit + reads) / batch_time:.0%}"
+        for batch_rows in args.batch_rows:
+            batched = GenerationSettings(
+                max_new_tokens=args.new_tokens,
+                temperature=0.7,
+                num_samples=args.samples,
+                batch_size=max(1, batch_rows // args.samples),
+                seed=0,
             )
+            bench_batched(args, loaded, prompts, prompt_tokens, batched, one_rate)
         del loaded
+
+
+def bench_batched(args, loaded, prompts, prompt_tokens, batched, one_rate) -> None:
+    """The prompts, m samples each, ``batched.batch_size`` prompts at a time, against one at a time;
+    on a CPU also the copied cache side by side and the share of the arithmetic limit."""
+    dtype = str(loaded.dtype).removeprefix("torch.")
+    batch_rate, batch_tokens, batch_time = tokens_per_second(loaded, prompts, batched)
+    implementation = loaded.model.config._attn_implementation
+    if implementation == SHARED_PROMPT_ATTENTION:  # the same work with the prompt's cache copied to each sample
+        loaded.model.set_attn_implementation("sdpa")
+        copied_rate, copied_tokens, _ = tokens_per_second(loaded, prompts, batched)
+        loaded.model.set_attn_implementation(implementation)
+        print(
+            f"  sampling {dtype:>8}: prompt's cache copied to each sample {copied_rate:7.1f} tok/s ({copied_tokens} "
+            f"tokens) | read once for them (restpg.shared_attention) {batch_rate:7.1f} tok/s ({batch_tokens} tokens)"
+            f" | {batch_rate / copied_rate:.2f}x"
+        )
+    rows = batched.batch_size * args.samples
+    print(
+        f"  sampling {dtype:>8} on {loaded.device}: {len(prompts)} prompts x m = {args.samples} in batches of "
+        f"{rows} rows ({implementation}) {batch_rate:7.1f} tok/s ({batch_tokens} tokens, {batch_time:.1f} s) | "
+        f"speed-up over one prompt at a time {batch_rate / one_rate:.1f}x"
+    )
+    if loaded.device.type == "cpu":
+        limit, gflops = arithmetic_limit(loaded, prompt_tokens, batch_tokens, rows)
+        # the decoding loop runs until its longest row stops: at most new_tokens steps per batch
+        batches = -(-len(prompts) // batched.batch_size)
+        reads, gbps = cache_read_seconds(loaded, args.new_tokens, rows, batched.batch_size, max(prompt_tokens))
+        reads *= batches
+        print(
+            f"  limit of the batched work: weights' arithmetic {limit:.1f} s at {gflops:.0f} GFLOP/s (the model's "
+            f"weight shapes, measured here) = {batch_tokens / limit:.1f} tok/s, the path at {limit / batch_time:.0%} "
+            f"of it; with the KV cache read once per step ({reads:.1f} s at {gbps:.0f} GB/s) "
+            f"{batch_tokens / (limit + reads):.1f} tok/s, the path at {(limit + reads) / batch_time:.0%}"
+        )
 
 
 def judge_workloads(n: int, m: int) -> dict[str, tuple[list[str], list[str], list[str]]]:
@@ -194,7 +205,7 @@ def judge_workloads(n: int, m: int) -> dict[str, tuple[list[str], list[str], lis
 def bench_judge(args) -> None:
     workloads = judge_workloads(args.judge_pairs, args.samples)
     for dtype in args.dtypes:
-        loaded = load_model(ModelConfig(device=args.device, dtype=dtype))
+        loaded = load_model(ModelConfig(model=args.model, device=args.device, dtype=dtype))
         LLMJudge(loaded, batch_size=1).score(["warm"], ["up"], ["pass"])
         tokenizer = loaded.tokenizer
         for shape, (instructions, references, answers) in workloads.items():
@@ -250,7 +261,7 @@ def bench_training(args) -> None:
         for micro, dropout in [(m, d) for m in args.micro_batches for d in args.lora_dropouts]:
             with tempfile.TemporaryDirectory() as folder:
                 result = train_model(
-                    ModelConfig(device=args.device, dtype=dtype),
+                    ModelConfig(model=args.model, device=args.device, dtype=dtype),
                     examples,
                     training_config(micro, dropout),
                     Path(folder),
@@ -289,10 +300,15 @@ def bench_metrics(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--model", default=DEFAULT_MODEL, help="the default model, a hub id or a folder (bench/random_model.py)"
+    )
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     parser.add_argument("--prompts", type=int, default=24, help="prompts in the batched run (cpu-small: 24 inputs)")
     parser.add_argument("--samples", type=int, default=4, help="samples per prompt m (cpu-small: 4)")
-    parser.add_argument("--batch-rows", type=int, default=32, help="sequences per generate() batch")
+    parser.add_argument(
+        "--batch-rows", type=int, nargs="+", default=[32], help="sequences per generate() batch (each, in turn)"
+    )
     parser.add_argument("--max-item-words", type=int, default=25, help="cpu-small: 25")
     parser.add_argument("--judge-pairs", type=int, default=32)
     parser.add_argument("--judge-batch", type=int, default=8, help="pairs per judge forward pass (restpg: 8)")

@@ -213,7 +213,15 @@ class EMConfig:
     )
     reasoning_max_tokens: int = 512  # stage-1 teacher output (the paper does not give it)
     reasoning_max_words: int | None = None  # paper: the whole reasoning in the SFT target
-    generation_batch_size: int = 16
+    generation_batch_size: int = field(  # rows per sampling batch (E-step: generation_batch_size // m prompts)
+        default=16,
+        metadata=flag(
+            "--generation-batch",
+            "rows per sampling batch: the E-step samples this // m prompts at a time, evaluation this many "
+            "records (paper preset: 256, for one GPU; cpu-small: 16)",
+            type=int,
+        ),
+    )
     sft: TrainConfig = TrainConfig()
     mstep: TrainConfig = TrainConfig()
     device: str = field(default="auto", metadata=flag("--device", DEVICE_HELP))
@@ -252,6 +260,7 @@ class EMConfig:
             ("rounds", 0),
             ("samples_per_input", 1),
             ("max_kept_per_input", 1),
+            ("generation_batch_size", 1),
             ("max_new_tokens", 1),
             ("max_item_words", 1),
             ("k", 1),
@@ -338,6 +347,11 @@ PRESETS: dict[str, EMConfig] = {
         judge_model=PAPER_JUDGE,
         sft=TrainConfig(finetuning="full"),
         mstep=TrainConfig(finetuning="full"),
+        # ours (the paper does not say): 8 prompts x m = 32 rows per batch. On an H200 (bf16) one
+        # prompt's 32 rows a batch sampled 1,347 tokens/s, 256 rows 11,233 and 512 rows 20,631
+        # (bench/gpu_check.sh; README, "On a GPU"). 256 rows of Gemma 2B's cache at the paper's
+        # lengths (5,120 + 1,536 tokens) take about 31 GB: with the 7B judge, an 80 GB GPU holds it.
+        generation_batch_size=256,
     ),
     "cpu-small": EMConfig(
         tasks=PUBLIC_TASKS,  # paper: one model on all tasks

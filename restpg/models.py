@@ -169,7 +169,7 @@ def load_model(config: ModelConfig = ModelConfig()) -> LoadedModel:
         raise ModelError(f"could not load model {config.model!r} from {path}: {error}") from error
     model.to(device)
     model.eval()
-    use_shared_prompt_attention(model)  # SDPA, and sampling reads each prompt's cache once (restpg.shared_attention)
+    use_shared_prompt_attention(model)  # on a CPU, sampling reads each prompt's cache once (restpg.shared_attention)
     return LoadedModel(name=config.model, model=model, tokenizer=tokenizer, device=device, precision=precision)
 
 

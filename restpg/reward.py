@@ -93,12 +93,18 @@ class LLMJudge:
     batch_size: int = 8
     cache_file: Path | None = None
     max_input_tokens: int = 4096
-    share_prefixes: bool = True  # False: every prompt runs whole (bench/bench.py compares the two)
+    # Shared prefixes run once (restpg.shared_prefix); False: every prompt runs whole. None: shared
+    # on a CPU (2.0-2.4x the pairs/s), whole on CUDA, where whole prompts in one batch measured
+    # faster (H200, bf16: 269 against 146 pairs/s one answer per request, 441 against 292 with
+    # 32 answers per request; bench/gpu_check.sh). bench/bench.py --only judge compares the two.
+    share_prefixes: bool | None = None
     name: str = field(init=False)
     _cache: dict[str, JudgeScore] = field(default_factory=dict, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def __post_init__(self) -> None:
+        if self.share_prefixes is None:
+            self.share_prefixes = self.loaded.device.type == "cpu"
         self.name = f"judge:{self.loaded.name}"
         self._levels = _LevelTokens(self.loaded.tokenizer, JUDGE_LEVELS)
         for row in read_jsonl(self.cache_file) if self.cache_file is not None else []:

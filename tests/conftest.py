@@ -47,6 +47,19 @@ def tiny_model(tiny_model_dir):
 
 
 @pytest.fixture(scope="session")
+def tiny_model_on(tiny_model_dir, tiny_model):
+    """The tiny model (fp32) on a device, loaded once per device: ``tiny_model_on("cuda")``."""
+    loaded = {"cpu": tiny_model}
+
+    def on(device: str):
+        if device not in loaded:
+            loaded[device] = load_model(ModelConfig(model=str(tiny_model_dir), device=device, dtype="float32"))
+        return loaded[device]
+
+    return on
+
+
+@pytest.fixture(scope="session")
 def real_model(default_model_dir):
     return load_model(ModelConfig(model=DEFAULT_MODEL, device="cpu", dtype="float32"))
 

@@ -1,7 +1,18 @@
-"""Small LongLaMP-shaped records for unit tests (the shipped sample is tested on its own)."""
+"""Small LongLaMP-shaped records for unit tests (the shipped sample is tested on its own), and the
+devices the device-dependent tests run on."""
+
+import pytest
+import torch
 
 from restpg.longlamp import validate_rows
 from restpg.train import TrainConfig
+
+# The CPU always; CUDA where this machine has it (the CI machine has none: those cases show as
+# skipped). On a GPU machine ``pytest -k cuda`` runs the CUDA cases alone (README, "Tests").
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")),
+]
 
 
 def review_row(user="U1", request="Generate the review text for a soft play tent for toddlers.", profile=None):

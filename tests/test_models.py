@@ -1,8 +1,9 @@
 import json
 
 import pytest
+import torch
 
-from helpers import make_adapter
+from helpers import DEVICES, make_adapter
 from restpg.hardware import PrecisionError
 from restpg.models import (
     DEFAULT_MODEL,
@@ -83,7 +84,9 @@ def test_a_base_model_without_a_chat_template_reads_its_bos_then_the_plain_promp
     assert chat_text(no_bos, "plain") == "plain"
 
 
-def test_batched_sampling_shapes_and_order(tiny_model):
+@pytest.mark.parametrize("device", DEVICES)
+def test_batched_sampling_shapes_and_order(tiny_model_on, device):
+    tiny_model = tiny_model_on(device)
     prompts = ["a short one", "a much longer prompt " * 5, "mid length prompt"]
     settings = GenerationSettings(max_new_tokens=5, temperature=0.7, num_samples=3, batch_size=2, seed=1)
     results = generate(tiny_model, prompts, settings)
@@ -134,11 +137,13 @@ def test_the_e_step_draws_from_transformers_distribution():
         assert frequencies[expected[row] == 0].sum() == 0  # nothing outside the nucleus
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("num_samples", [1, 2])  # 1: the evaluation's inference; 2: the E-step
-def test_the_sampling_loop_decodes_as_generate_does(tiny_model, num_samples):
+def test_the_sampling_loop_decodes_as_generate_does(tiny_model_on, num_samples, device):
     """With a nucleus of one token (top_p near 0) restpg's own sampling loop must give greedy
     decoding's outputs: the same cache, positions and masks as transformers' generate, prompts of any
     length."""
+    tiny_model = tiny_model_on(device)
     prompts = ["a short one", "a much longer prompt " * 5, "mid length prompt"]
     nucleus_of_one = GenerationSettings(
         max_new_tokens=6, temperature=0.7, top_p=1e-9, num_samples=num_samples, batch_size=3, seed=0
@@ -148,7 +153,9 @@ def test_the_sampling_loop_decodes_as_generate_does(tiny_model, num_samples):
     assert [[g.text for g in samples] for samples in ours] == [[g[0].text] * num_samples for g in greedy]
 
 
-def test_greedy_is_the_same_batched_or_alone(tiny_model):
+@pytest.mark.parametrize("device", DEVICES)
+def test_greedy_is_the_same_batched_or_alone(tiny_model_on, device):
+    tiny_model = tiny_model_on(device)
     prompts = ["first prompt here", "second, a good deal longer prompt with more words in it"]
     together = generate(tiny_model, prompts, GREEDY)
     alone = [generate(tiny_model, [p], GREEDY)[0] for p in prompts]
@@ -166,8 +173,9 @@ def test_overlong_prompt_is_refused(tiny_model):
         generate(tiny_model, ["ok", "word " * 50], GenerationSettings(max_input_tokens=60))
 
 
-def test_adapters_attach_and_switch_without_reloading(tiny_model_dir, tmp_path):
-    loaded = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu", dtype="float32"))
+@pytest.mark.parametrize("device", DEVICES)
+def test_adapters_attach_and_switch_without_reloading(tiny_model_dir, tmp_path, device):
+    loaded = load_model(ModelConfig(model=str(tiny_model_dir), device=device, dtype="float32"))
     prompt = ["tell me something"]
     base_text = generate(loaded, prompt, GREEDY)[0][0].text
     base_module = loaded.model
@@ -203,6 +211,26 @@ def test_broken_adapter_folders(tiny_model, tmp_path):
         check_adapter_folder(corrupt)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+def test_cuda_runs_in_bf16_by_default(tiny_model_dir):
+    """On CUDA, dtype "auto" is bf16 (restpg.hardware) and attention is SDPA's (the shared-prompt
+    attention and the judge's shared prefixes are the CPU's: slower on a GPU); the E-step's sampling
+    (a static cache), greedy decoding, streaming and the judge all run in it on the GPU."""
+    from restpg.reward import LLMJudge
+
+    loaded = load_model(ModelConfig(model=str(tiny_model_dir), device="cuda"))
+    assert loaded.dtype == torch.bfloat16 and loaded.device.type == "cuda"
+    assert loaded.model.config._attn_implementation == "sdpa" and not LLMJudge(loaded).share_prefixes
+    assert all(p.device.type == "cuda" and p.dtype == torch.bfloat16 for p in loaded.model.parameters())
+    prompts = ["a short one", "a much longer prompt " * 5]
+    sampled = generate(loaded, prompts, GenerationSettings(max_new_tokens=8, temperature=0.7, num_samples=3, seed=0))
+    assert [len(s) for s in sampled] == [3, 3] and all(0 < g.new_tokens <= 8 for s in sampled for g in s)
+    greedy = generate(loaded, prompts, GREEDY)
+    assert list(stream_generate(loaded, prompts[0], GREEDY))[-1].text == greedy[0][0].text
+    scores = LLMJudge(loaded, batch_size=2).score(prompts, ["a reference", "another"], ["an answer", "one more"])
+    assert all(0 <= s.reward <= 1 for s in scores)
+
+
 def test_adapter_for_another_model_is_refused(tiny_model_dir, default_model_dir, tmp_path):
     folder = make_adapter(default_model_dir, tmp_path / "big", seed=0)  # 576-wide LoRA on a 32-wide model
     loaded = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu", dtype="float32"))
@@ -218,7 +246,9 @@ def test_real_default_model_generates(real_model):
     assert all(r[0].new_tokens > 0 and r[0].text.strip() for r in results)
 
 
-def test_streaming_yields_token_by_token_and_ends_like_generate(tiny_model):
+@pytest.mark.parametrize("device", DEVICES)
+def test_streaming_yields_token_by_token_and_ends_like_generate(tiny_model_on, device):
+    tiny_model = tiny_model_on(device)
     settings = GenerationSettings(max_new_tokens=12, temperature=0.0)
     updates = list(stream_generate(tiny_model, "Write a short review.", settings))
     final = updates[-1]

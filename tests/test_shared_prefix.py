@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from helpers import sliding_window_model
+from helpers import DEVICES, sliding_window_model
 from restpg.reward import JUDGE_LEVELS, LLMJudge
 from restpg.shared_prefix import Root, common_prefix_length, last_logits, root_of, shares_prefixes
 
@@ -14,7 +14,7 @@ def test_common_prefix_length():
 
 def _alone(model, row, keep):
     with torch.inference_mode():
-        return model(input_ids=torch.tensor([row]), logits_to_keep=keep).logits[0]
+        return model(input_ids=torch.tensor([row], device=model.device), logits_to_keep=keep).logits[0]
 
 
 @pytest.mark.parametrize(
@@ -25,20 +25,23 @@ def _alone(model, row, keep):
         ["a"] * 6,
     ],
 )
-def test_rows_read_as_if_each_ran_alone(tiny_model, labels):
+@pytest.mark.parametrize("device", DEVICES)
+def test_rows_read_as_if_each_ran_alone(tiny_model_on, labels, device):
     """Rows of different lengths, sharing a root and, within a group, more: every row's logits at its
     last positions equal those of the row run alone, without padding or copied keys."""
     root_part = list(range(100, 130))
     request = {label: list(range(200 + 10 * n, 200 + 10 * n + 9 + n)) for n, label in enumerate("abcdef")}
     rows = [root_part + request[label] + list(range(300 + n, 303 + 2 * n)) for n, label in enumerate(labels)]
     rows[1] = rows[1] + [5, 6, 7, 8, 9]  # one long answer
-    model, keep = tiny_model.model, 3
+    tiny_model = tiny_model_on(device)
+    model, keep, pad = tiny_model.model, 3, tiny_model.tokenizer.pad_token_id
     with torch.inference_mode():
-        root = root_of(model, rows, keep, torch.device("cpu"))
+        root = root_of(model, rows, keep, torch.device(device))
         assert root.tokens[: len(root_part)] == root_part  # all of it, and more where every row shares more
-        shared = last_logits(model, rows, labels, keep, tiny_model.tokenizer.pad_token_id, root, torch.device("cpu"))
-        whole = last_logits(model, rows, labels, keep, tiny_model.tokenizer.pad_token_id, Root([], []), "cpu")
+        shared = last_logits(model, rows, labels, keep, pad, root, torch.device(device))
+        whole = last_logits(model, rows, labels, keep, pad, Root([], []), device)
     for n, row in enumerate(rows):
+        assert shared[n].device.type == device
         assert torch.allclose(shared[n], _alone(model, row, keep), atol=1e-5)
         assert torch.allclose(whole[n], _alone(model, row, keep), atol=1e-5)
 
@@ -49,6 +52,10 @@ def test_the_root_leaves_every_row_its_read_positions(tiny_model):
         assert root_of(tiny_model.model, rows, keep=3, device="cpu").tokens == [1]
 
 
+def test_the_judge_shares_prefixes_on_a_cpu_by_default(tiny_model):
+    assert LLMJudge(tiny_model).share_prefixes and not LLMJudge(tiny_model, share_prefixes=False).share_prefixes
+
+
 def test_sliding_window_models_run_rows_whole():
     model = sliding_window_model()
     assert not shares_prefixes(model)
@@ -56,13 +63,15 @@ def test_sliding_window_models_run_rows_whole():
         assert root_of(model, [[1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 7]], keep=2, device="cpu").tokens == []
 
 
-def test_judge_scores_the_same_with_and_without_shared_prefixes(tiny_model):
+@pytest.mark.parametrize("device", DEVICES)
+def test_judge_scores_the_same_with_and_without_shared_prefixes(tiny_model_on, device):
     """The judge's E-step shape (a request's answers together) and independent pairs, mixed, in
     batches that split a group: the same distributions as running every prompt whole."""
     instructions = ["write a review of the tent"] * 3 + ["an abstract about soil"] * 2 + ["a topic post"]
     references = ["great tent, kept us dry"] * 3 + ["we measure soil carbon"] * 2 + ["on gardening"]
     answers = ["dry tent", "a wet and cold tent, sadly", "ok", "soil carbon, measured", "birds", "plants"]
-    shared = LLMJudge(tiny_model, batch_size=4).score(instructions, references, answers)
+    tiny_model = tiny_model_on(device)
+    shared = LLMJudge(tiny_model, batch_size=4, share_prefixes=True).score(instructions, references, answers)
     whole = LLMJudge(tiny_model, batch_size=4, share_prefixes=False).score(instructions, references, answers)
     for s, w in zip(shared, whole):
         for level in JUDGE_LEVELS:

@@ -4,6 +4,7 @@ import json
 import pytest
 import torch
 
+from helpers import DEVICES
 from restpg.models import GenerationSettings, ModelConfig, generate, load_adapter, load_model
 from restpg.prompts import PromptTooLongError
 from restpg.train import (
@@ -63,21 +64,23 @@ def test_tokenize_and_collate(tiny_model):
     assert batch["weight"].tolist() == [0.5, 1.0]
 
 
-def test_train_saves_a_loadable_adapter_that_learned(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("device", DEVICES)
+def test_train_saves_a_loadable_adapter_that_learned(tiny_model_dir, tmp_path, device):
     examples = [TrainingExample("say the word", "banana banana banana")] * 4
     config = dataclasses.replace(FAST, learning_rate=5e-2, max_steps=20, save_steps=10)
-    result = train_model(ModelConfig(model=str(tiny_model_dir), dtype="float32"), examples, config, tmp_path / "run")
+    model = ModelConfig(model=str(tiny_model_dir), device=device, dtype="float32")
+    result = train_model(model, examples, config, tmp_path / "run")
     assert result.steps == 20 and result.examples == 4 and result.train_tokens > 0
     assert (result.adapter_dir / "adapter_config.json").exists()
     assert not (tmp_path / "run" / "checkpoints").exists()
     losses = [h["loss"] for h in result.log_history if "loss" in h]
     assert losses[-1] < losses[0]
-    loaded = load_model(ModelConfig(model=str(tiny_model_dir), device="cpu", dtype="float32"))
+    loaded = load_model(model)
     load_adapter(loaded, result.adapter_dir)
     text = generate(loaded, ["say the word"], GenerationSettings(max_new_tokens=3, temperature=0.0))[0][0].text
     assert "banana" in text
     with pytest.raises(FileExistsError, match="exists already"):
-        train_model(ModelConfig(model=str(tiny_model_dir), dtype="float32"), examples, config, tmp_path / "run")
+        train_model(model, examples, config, tmp_path / "run")
 
 
 def test_zero_weight_examples_do_not_train(tiny_model_dir, tmp_path):
@@ -126,7 +129,7 @@ def test_bad_examples_are_refused(tiny_model_dir, tmp_path):
         )
 
 
-def _one_sgd_step(tiny_model_dir, tmp_path, micro: int, name: str):
+def _one_sgd_step(tiny_model_dir, tmp_path, micro: int, name: str, device: str = "cpu"):
     """The LoRA weights and logged loss after one optimizer step of batch 4 in micro-batches of ``micro``."""
     from safetensors.torch import load_file
 
@@ -146,16 +149,18 @@ def _one_sgd_step(tiny_model_dir, tmp_path, micro: int, name: str):
         lora_dropout=0.0,
         save_steps=1,
     )
-    result = train_model(ModelConfig(model=str(tiny_model_dir), dtype="float32"), examples, config, tmp_path / name)
+    model = ModelConfig(model=str(tiny_model_dir), device=device, dtype="float32")
+    result = train_model(model, examples, config, tmp_path / name)
     loss = next(h["loss"] for h in result.log_history if "loss" in h)
     return load_file(str(result.adapter_dir / "adapter_model.safetensors")), loss
 
 
-def test_gradient_accumulation_gives_the_same_step(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("device", DEVICES)
+def test_gradient_accumulation_gives_the_same_step(tiny_model_dir, tmp_path, device):
     """Batch 4 as 1 x 4, 2 x 2 or 4 x 1: the same gradient (so the same SGD step) and the same logged loss."""
-    whole, whole_loss = _one_sgd_step(tiny_model_dir, tmp_path, 4, "a")
+    whole, whole_loss = _one_sgd_step(tiny_model_dir, tmp_path, 4, "a", device)
     for micro in (2, 1):
-        weights, loss = _one_sgd_step(tiny_model_dir, tmp_path, micro, f"m{micro}")
+        weights, loss = _one_sgd_step(tiny_model_dir, tmp_path, micro, f"m{micro}", device)
         assert loss == pytest.approx(whole_loss, rel=1e-4)
         for name, value in whole.items():
             assert torch.allclose(weights[name], value, atol=1e-5), (micro, name)
@@ -256,17 +261,19 @@ def test_the_checkpoint_with_the_best_reward_is_kept(tiny_model_dir, tmp_path):
     )
 
 
-def test_full_fine_tuning_saves_the_whole_model_that_learned(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("device", DEVICES)
+def test_full_fine_tuning_saves_the_whole_model_that_learned(tiny_model_dir, tmp_path, device):
     """#12.11: finetuning "full" trains every weight (the paper's way) and saves a plain model folder."""
     assert TrainConfig(finetuning="full").rate == 5e-6 and TrainConfig().rate == 2e-4  # paper's / ours
     with pytest.raises(ValueError, match="finetuning must be one of lora, full"):
         TrainConfig(finetuning="qlora")
     examples = [TrainingExample("say the word", "banana banana banana")] * 4
     config = dataclasses.replace(FAST, finetuning="full", learning_rate=5e-3, max_steps=20, save_steps=10)
-    result = train_model(ModelConfig(model=str(tiny_model_dir), dtype="float32"), examples, config, tmp_path / "run")
+    model = ModelConfig(model=str(tiny_model_dir), device=device, dtype="float32")
+    result = train_model(model, examples, config, tmp_path / "run")
     saved = sorted(p.name for p in result.adapter_dir.iterdir())
     assert "config.json" in saved and "model.safetensors" in saved and "adapter_config.json" not in saved
-    loaded = load_model(ModelConfig(model=str(result.adapter_dir), device="cpu", dtype="float32"))
+    loaded = load_model(ModelConfig(model=str(result.adapter_dir), device=device, dtype="float32"))
     text = generate(loaded, ["say the word"], GenerationSettings(max_new_tokens=3, temperature=0.0))[0][0].text
     assert "banana" in text
 
