@@ -1,7 +1,8 @@
 """restpg benchmarks: prints numbers, asserts nothing. Run: .venv/bin/python bench/bench.py [--device cuda]
 
 Sections: lexical reward pairs/s (ROUGE, METEOR); E-step sampling tokens/s, batched (m samples per
-prompt, many prompts) against one prompt at a time, fp32 and bf16; LLM-judge pairs/s; M-step
+prompt, many prompts) against one prompt at a time, fp32 and bf16; the same from a LoRA adapter,
+attached against merged into the weights; LLM-judge pairs/s; M-step
 training tokens/s; peak memory. The wall time of a whole cpu-small round is in each run's
 timings.json (see README).
 """
@@ -19,7 +20,16 @@ import torch
 
 from restpg.longlamp import load_records, sample_path
 from restpg.metrics import LexicalMetrics
-from restpg.models import DEFAULT_MODEL, GenerationSettings, ModelConfig, chat_text, generate, load_model
+from restpg.models import (
+    DEFAULT_MODEL,
+    GenerationSettings,
+    ModelConfig,
+    chat_text,
+    generate,
+    load_adapter,
+    load_merged,
+    load_model,
+)
 from restpg.prompts import PromptSettings, personalized_prompt, reasoning_target
 from restpg.retrieval import retrieve
 from restpg.reward import LLMJudge, judge_prompt
@@ -184,6 +194,38 @@ def bench_batched(args, loaded, prompts, prompt_tokens, batched, one_rate) -> No
         )
 
 
+def bench_adapter(args) -> None:
+    """The E-step's sampling from a LoRA adapter: attached (its layers run at every step) against
+    merged into the base's weights (restpg.models.load_merged, what a run's steps use)."""
+    prompts = sample_prompts(args.prompts, args.max_item_words)
+    settings = GenerationSettings(
+        max_new_tokens=args.new_tokens,
+        temperature=0.7,
+        num_samples=args.samples,
+        batch_size=max(1, args.batch_rows[0] // args.samples),
+        seed=0,
+    )
+    for dtype in args.dtypes:
+        config = ModelConfig(model=args.model, device=args.device, dtype=dtype)
+        attached = load_model(config)
+        load_adapter(attached, args.adapter)
+        generate(attached, prompts[:1], GenerationSettings(max_new_tokens=4))  # warm-up
+        attached_rate, tokens, _ = tokens_per_second(attached, prompts, settings)
+        attached_texts = [g.text for samples in generate(attached, prompts[:2], settings) for g in samples]
+        del attached
+        merged = load_merged(config, args.adapter)
+        merged_rate, merged_tokens, _ = tokens_per_second(merged, prompts, settings)
+        merged_texts = [g.text for samples in generate(merged, prompts[:2], settings) for g in samples]
+        same = sum(a == b for a, b in zip(attached_texts, merged_texts))
+        print(
+            f"sampling from an adapter ({dtype}, {len(prompts)} prompts x m = {args.samples}, {settings.batch_size * args.samples}"
+            f" rows a batch): attached {attached_rate:7.1f} tok/s ({tokens} tokens) | merged {merged_rate:7.1f} tok/s "
+            f"({merged_tokens} tokens) | {merged_rate / attached_rate:.2f}x; the same samples for {same} of "
+            f"{len(merged_texts)} (two prompts' samples compared; same seed)"
+        )
+        del merged
+
+
 def judge_workloads(n: int, m: int) -> dict[str, tuple[list[str], list[str], list[str]]]:
     """n distinct judge pairs of two shapes: the evaluation's (one answer per request) and the
     E-step's (m answers per request: one instruction and ground truth under m answers). Requests are
@@ -310,6 +352,11 @@ def main() -> None:
         "--batch-rows", type=int, nargs="+", default=[32], help="sequences per generate() batch (each, in turn)"
     )
     parser.add_argument("--max-item-words", type=int, default=25, help="cpu-small: 25")
+    parser.add_argument(
+        "--adapter",
+        default="assets/models/restpg-sample/sft/adapter",
+        help="LoRA adapter for --only adapter (default: the shipped SFT adapter)",
+    )
     parser.add_argument("--judge-pairs", type=int, default=32)
     parser.add_argument("--judge-batch", type=int, default=8, help="pairs per judge forward pass (restpg: 8)")
     parser.add_argument(
@@ -325,7 +372,7 @@ def main() -> None:
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=["metrics", "sampling", "judge", "training"],
+        choices=["metrics", "sampling", "adapter", "judge", "training"],
         help="run only these sections (default: all)",
     )
     parser.add_argument("--single-prompts", type=int, default=2, help="prompts in the one-at-a-time run")
@@ -336,6 +383,7 @@ def main() -> None:
     sections = {
         "metrics": bench_metrics,
         "sampling": bench_generation,
+        "adapter": bench_adapter,
         "judge": bench_judge,
         "training": bench_training,
     }

@@ -46,12 +46,11 @@ from .models import (
     ModelConfig,
     ModelError,
     free_memory,
-    load_adapter,
+    load_merged,
     load_model,
     load_tokenizer,
     prompt_token_counter,
     resolve_model,
-    use_adapter,
 )
 from .options import flag
 from .prompts import PromptSettings, reasoning_target
@@ -605,7 +604,7 @@ class Models:
 
     config: EMConfig
     _generator: LoadedModel | None = None
-    _full: LoadedModel | None = None  # the last full-fine-tuned step's model
+    _generator_source: Path | None = None  # the adapter (or whole model) folder it holds; None: the base
     _judge: LLMJudge | None = None
     _metrics: LexicalMetrics | None = None
     _tokenizer: object | None = None
@@ -614,29 +613,23 @@ class Models:
         return ModelConfig(model=name or self.config.model, device=self.config.device, dtype=self.config.dtype)
 
     def generator(self, adapter: Path | None) -> LoadedModel:
-        """The base model with ``adapter`` active (None: the base alone); a step trained with full
-        fine-tuning holds a whole model, loaded in place of the base (one at a time)."""
-        if adapter is not None and (adapter / MODEL_CONFIG).exists() and not (adapter / ADAPTER_CONFIG).exists():
-            if self._full is None or self._full.name != str(adapter):
-                self._full = None
-                free_memory()
-                self._full = load_model(self.model_config(str(adapter)))
-            return self._full
-        if self._generator is None:
+        """The base model with ``adapter`` merged into its weights (None: the base alone; a step
+        trained with full fine-tuning holds a whole model, loaded in place of the base). One model
+        at a time: a step samples from one adapter, and a merged model samples faster than one with
+        its adapter attached (restpg.models.load_merged); another adapter loads the base again."""
+        whole = adapter is not None and (adapter / MODEL_CONFIG).exists() and not (adapter / ADAPTER_CONFIG).exists()
+        if self._generator is not None and self._generator_source == adapter:
+            return self._generator
+        self._generator = None
+        free_memory()
+        if whole:
+            self._generator = load_model(self.model_config(str(adapter)))
+        elif adapter is None:
             self._generator = load_model(self.model_config())
-        loaded = self._generator
-        if adapter is None:
-            use_adapter(loaded, None)
         else:
-            # One name per adapter folder (two runs both have an "sft"); peft names may not hold dots.
-            name = next((n for n, path in loaded.adapters.items() if path == adapter), None)
-            if name is None:
-                name = re.sub(
-                    r"\W", "_", f"{adapter.parent.parent.name}__{adapter.parent.name}__{len(loaded.adapters)}"
-                )
-                load_adapter(loaded, adapter, name)
-            use_adapter(loaded, name)
-        return loaded
+            self._generator = load_merged(self.model_config(), adapter)
+        self._generator_source = adapter
+        return self._generator
 
     def tokenizer(self):
         """The generator's tokenizer, loaded once (without the model)."""
@@ -651,9 +644,9 @@ class Models:
     def release(self) -> None:
         """Drop the generator and the judge (reloaded when next needed): training loads its own copy
         of the base model, and on a GPU a 7B judge beside it is memory the M-step needs."""
-        if self._generator is None and self._judge is None and self._full is None:
+        if self._generator is None and self._judge is None:
             return
-        self._generator = self._judge = self._full = None
+        self._generator = self._judge = None
         free_memory()
 
     def metrics(self) -> LexicalMetrics:

@@ -400,6 +400,27 @@ def test_a_run_with_full_fine_tuning_samples_from_and_evaluates_its_whole_models
     assert PRESETS["paper"].sft.rate == 5e-6 and PRESETS["cpu-small"].sft.finetuning == "lora"
 
 
+def test_a_run_samples_from_merged_adapters_and_reloads_only_for_another(tiny_config, tmp_path, monkeypatch):
+    """Models.generator: an adapter merged into the base (restpg.models.load_merged), kept while the
+    same adapter is asked for, loaded again for another one or for the base."""
+    import restpg.em as em
+    from helpers import make_adapter
+    from restpg.models import load_merged
+
+    loads = []
+    monkeypatch.setattr(
+        em, "load_merged", lambda config, adapter: loads.append(adapter) or load_merged(config, adapter)
+    )
+
+    models = em.Models(tiny_config)
+    first = make_adapter(tiny_config.model, tmp_path / "a" / "adapter", seed=1)
+    second = make_adapter(tiny_config.model, tmp_path / "b" / "adapter", seed=2)
+    one = models.generator(first)
+    assert models.generator(first) is one and one.merged_adapter == first and loads == [first]
+    assert models.generator(second).merged_adapter == second and loads == [first, second]
+    assert models.generator(None).merged_adapter is None and not models.generator(None).adapters
+
+
 def test_stage_one_loads_no_teacher_when_every_path_is_cached(tiny_config, tmp_path, monkeypatch):
     import restpg.em as em
 

@@ -14,6 +14,7 @@ from restpg.models import (
     check_adapter_folder,
     generate,
     load_adapter,
+    load_merged,
     load_model,
     load_tokenizer,
     resolve_model,
@@ -193,6 +194,24 @@ def test_adapters_attach_and_switch_without_reloading(tiny_model_dir, tmp_path, 
         use_adapter(loaded, "round3")
     with pytest.raises(ModelError, match="already attached"):
         load_adapter(loaded, tmp_path / "round1")
+
+
+def test_a_merged_adapter_generates_as_the_attached_one(tiny_model_dir, tmp_path):
+    """load_merged: the adapter's weights folded into the base (no LoRA layers left) give the
+    attached adapter's greedy outputs and, with the same seed, its samples (fp32)."""
+    config = ModelConfig(model=str(tiny_model_dir), device="cpu", dtype="float32")
+    adapter = make_adapter(tiny_model_dir, tmp_path / "round1", seed=3)
+    attached = load_model(config)
+    load_adapter(attached, adapter)
+    merged = load_merged(config, adapter)
+    assert merged.merged_adapter == adapter and not merged.adapters and merged.active_adapter is None
+    assert not any("lora" in name for name, _ in merged.model.named_modules())
+    prompts = ["tell me something", "a much longer prompt " * 5]
+    sampled = GenerationSettings(max_new_tokens=8, temperature=0.7, num_samples=3, batch_size=2, seed=0)
+    for settings in (GREEDY, sampled):
+        assert generate(merged, prompts, settings) == generate(attached, prompts, settings)
+    base = generate(load_model(config), prompts, GREEDY)
+    assert generate(merged, prompts, GREEDY) != base  # the adapter did change the model
 
 
 def test_broken_adapter_folders(tiny_model, tmp_path):
