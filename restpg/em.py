@@ -617,12 +617,11 @@ class Models:
         trained with full fine-tuning holds a whole model, loaded in place of the base). One model
         at a time: a step samples from one adapter, and a merged model samples faster than one with
         its adapter attached (restpg.models.load_merged); another adapter loads the base again."""
-        whole = adapter is not None and (adapter / MODEL_CONFIG).exists() and not (adapter / ADAPTER_CONFIG).exists()
         if self._generator is not None and self._generator_source == adapter:
             return self._generator
         self._generator = None
         free_memory()
-        if whole:
+        if adapter is not None and (adapter / MODEL_CONFIG).exists() and not (adapter / ADAPTER_CONFIG).exists():
             self._generator = load_model(self.model_config(str(adapter)))
         elif adapter is None:
             self._generator = load_model(self.model_config())

@@ -241,8 +241,9 @@ def load_merged(config: ModelConfig, adapter: str | Path) -> LoadedModel:
     """The base model with the LoRA adapter in ``adapter`` merged into its weights.
 
     Sampling's fastest form: no LoRA layers run (two small products and a sum per linear layer,
-    210 of them in SmolLM2), so E-step sampling ran 1.23x faster in fp32 (same tokens) and 1.36x in
-    bf16 (rounding differs) on a 2-core CPU (README, "Throughput against its limits"). For a run's
+    210 of them in SmolLM2), so E-step sampling ran 1.14-1.23x faster in fp32 (same tokens) and
+    1.35x in bf16 (rounding differs) on a 2-core CPU (bench/bench.py --only adapter; README, "A run
+    samples from merged adapters"). For a run's
     steps, which sample from one adapter at a time; the app keeps adapters attached, to switch
     between versions without reloading (load_adapter, use_adapter).
     """

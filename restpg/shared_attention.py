@@ -62,9 +62,9 @@ def use_shared_prompt_attention(model) -> bool:
     and this path 8,668 (0.60x; bench/gpu_check.sh, 16 prompts x m = 32 per batch)."""
     from transformers import AttentionInterface
 
-    config = model.config  # (a sliding window's keys are not all of the prompt's: shares_prefixes)
     if model.device.type != "cpu":
         return False
+    config = model.config  # (a sliding window's keys are not all of the prompt's: shares_prefixes)
     if config.model_type not in MODEL_TYPES or config._attn_implementation != "sdpa" or not shares_prefixes(model):
         return False
 
