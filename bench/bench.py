@@ -2,7 +2,8 @@
 
 Sections: lexical reward pairs/s (ROUGE, METEOR); E-step sampling tokens/s, batched (m samples per
 prompt, many prompts) against one prompt at a time, fp32 and bf16; the same from a LoRA adapter,
-attached against merged into the weights; LLM-judge pairs/s; M-step
+attached against merged into the weights; linear weights packed for oneDNN against F.linear;
+LLM-judge pairs/s; M-step
 training tokens/s; peak memory. The wall time of a whole cpu-small round is in each run's
 timings.json (see README).
 """
@@ -35,6 +36,8 @@ from restpg.retrieval import retrieve
 from restpg.reward import LLMJudge, judge_prompt
 from restpg.shared_attention import NAME as SHARED_PROMPT_ATTENTION
 from restpg.train import TrainConfig, TrainingExample, train_model
+
+PACKABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
 
 
 def machine_summary(device: str) -> str:
@@ -78,16 +81,29 @@ def _weight_shapes(loaded) -> tuple[list[tuple[int, int]], tuple[int, int]]:
     return layers, (head.in_features, head.out_features)
 
 
-def _matmul_seconds(shapes: list[tuple[int, int]], rows: int, dtype: torch.dtype, repeats: int = 3) -> float:
-    """The fastest of ``repeats`` timings of one pass of ``rows`` rows through every weight shape."""
-    weights = [torch.randn(i, o).to(dtype) for i, o in shapes]
+def _matmul_seconds(
+    shapes: list[tuple[int, int]], rows: int, dtype: torch.dtype, repeats: int = 3, packed: bool | None = None
+) -> float:
+    """The fastest of ``repeats`` timings of one pass of ``rows`` rows through every weight shape:
+    with torch's ``F.linear`` (``packed`` False), with oneDNN-packed weights (True, as
+    restpg.packed_linear runs them), or the faster of the two (None: the machine's limit)."""
+    if packed is None:
+        plain = _matmul_seconds(shapes, rows, dtype, repeats, packed=False)
+        return min(plain, _matmul_seconds(shapes, rows, dtype, repeats, packed=True)) if PACKABLE else plain
+    weights = [torch.randn(o, i).to(dtype) for i, o in shapes]
+    if packed:
+        weights = [torch.ops.mkldnn._reorder_linear_weight(w, rows) for w in weights]
     inputs = {i: torch.randn(rows, i).to(dtype) for i, _ in shapes}
     best = float("inf")
-    for _ in range(repeats + 1):  # the first pass warms up
-        start = time.perf_counter()
-        for (i, _), w in zip(shapes, weights):
-            inputs[i] @ w
-        best = min(best, time.perf_counter() - start)
+    with torch.no_grad():
+        for _ in range(repeats + 1):  # the first pass warms up
+            start = time.perf_counter()
+            for (i, _), w in zip(shapes, weights):
+                if packed:
+                    torch.ops.mkldnn._linear_pointwise(inputs[i], w, None, "none", [], "")
+                else:
+                    torch.nn.functional.linear(inputs[i], w)
+            best = min(best, time.perf_counter() - start)
     return best
 
 
@@ -105,7 +121,7 @@ def memory_gbps(megabytes: int = 512) -> float:
 
 def arithmetic_limit(loaded, prompt_lengths: list[int], new_tokens: int, rows: int) -> tuple[float, float]:
     """(seconds, GFLOP/s): the time the work's weight matmuls take at the speed this machine measures
-    for the model's own shapes: every prompt's prefill (decoder weights, the head at its last
+    for the model's own shapes (the faster of torch's F.linear and oneDNN-packed weights): every prompt's prefill (decoder weights, the head at its last
     position only) and the new tokens, ``rows`` at a time (decoder weights and the head). Attention
     over the cache, sampling and everything else come on top: a path cannot beat this."""
     layers, head = _weight_shapes(loaded)
@@ -224,6 +240,83 @@ def bench_adapter(args) -> None:
             f"{len(merged_texts)} (two prompts' samples compared; same seed)"
         )
         del merged
+
+
+def bench_packing(args) -> None:
+    """Linear weights packed for oneDNN (restpg.packed_linear, what load_model does on a CPU) against
+    torch's F.linear, side by side in one process, each timing twice in turns: the weights' products
+    alone; E-step sampling (m samples per prompt); one prompt at a time (the page's shape); the judge."""
+    prompts = sample_prompts(args.prompts, args.max_item_words)
+    workloads = judge_workloads(args.judge_pairs, args.samples)
+    for dtype in args.dtypes:
+        models = {
+            packed: load_model(ModelConfig(model=args.model, device=args.device, dtype=dtype, pack_weights=packed))
+            for packed in (False, True)
+        }
+        print(f"packing ({dtype}): {models[True].packing.reason}")
+        layers, head = _weight_shapes(models[False])
+        flops = 2 * (sum(i * o for i, o in layers) + head[0] * head[1])
+        for rows in (1, 32, 512):
+            plain, packed = (
+                _matmul_seconds(layers + [head], rows, models[False].dtype, packed=p) for p in (False, True)
+            )
+            print(
+                f"  weights' products, {rows:3} rows: F.linear {flops * rows / plain / 1e9:5.0f} GFLOP/s | packed "
+                f"{flops * rows / packed / 1e9:5.0f} GFLOP/s | {plain / packed:.2f}x"
+            )
+        shapes = {
+            f"E-step sampling, {len(prompts)} prompts x m = {args.samples}": GenerationSettings(
+                max_new_tokens=args.new_tokens,
+                temperature=0.7,
+                num_samples=args.samples,
+                batch_size=max(1, args.batch_rows[0] // args.samples),
+                seed=0,
+            ),
+            f"one prompt at a time, {args.single_prompts} prompts": GenerationSettings(
+                max_new_tokens=args.new_tokens, temperature=0.7, batch_size=1, seed=0
+            ),
+        }
+        for shape, settings in shapes.items():
+            work = prompts if settings.num_samples > 1 else prompts[: args.single_prompts]
+            rates: dict[bool, list[float]] = {False: [], True: []}
+            texts: dict[bool, list[str]] = {}
+            for packed in (False, True):
+                generate(models[packed], prompts[:1], GenerationSettings(max_new_tokens=4))  # warm-up
+            for _ in range(2):
+                for packed in (False, True):
+                    start = time.perf_counter()
+                    results = generate(models[packed], work, settings)
+                    rates[packed].append(sum(g.new_tokens for r in results for g in r) / (time.perf_counter() - start))
+                    texts[packed] = [g.text for r in results for g in r]
+            same = sum(a == b for a, b in zip(texts[False], texts[True]))
+            print(
+                f"  {shape}: F.linear {'/'.join(f'{r:.1f}' for r in rates[False])} tok/s | packed "
+                f"{'/'.join(f'{r:.1f}' for r in rates[True])} tok/s | {sum(rates[True]) / sum(rates[False]):.2f}x; "
+                f"the same text for {same} of {len(texts[True])} samples (same seed)"
+            )
+        for shape, (instructions, references, answers) in workloads.items():
+            judged: dict[bool, list[float]] = {False: [], True: []}
+            scores = {}
+            for packed in (False, True):
+                LLMJudge(models[packed], batch_size=1).score(["warm"], ["up"], ["pass"])
+            for _ in range(2):
+                for packed in (False, True):
+                    judge = LLMJudge(models[packed], batch_size=args.judge_batch)
+                    start = time.perf_counter()
+                    scores[packed] = judge.score(instructions, references, answers)
+                    judged[packed].append(len(answers) / (time.perf_counter() - start))
+            differ = max(
+                abs(a.probabilities[level] - b.probabilities[level])
+                for a, b in zip(scores[False], scores[True])
+                for level in a.probabilities
+            )
+            levels = sum(a.level == b.level for a, b in zip(scores[False], scores[True]))
+            print(
+                f"  judge, {shape}: F.linear {'/'.join(f'{r:.2f}' for r in judged[False])} pairs/s | packed "
+                f"{'/'.join(f'{r:.2f}' for r in judged[True])} pairs/s | {sum(judged[True]) / sum(judged[False]):.2f}x;"
+                f" the same level for {levels} of {len(answers)}, level probabilities within {differ:.2g}"
+            )
+        del models
 
 
 def judge_workloads(n: int, m: int) -> dict[str, tuple[list[str], list[str], list[str]]]:
@@ -372,7 +465,7 @@ def main() -> None:
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=["metrics", "sampling", "adapter", "judge", "training"],
+        choices=["metrics", "sampling", "adapter", "packing", "judge", "training"],
         help="run only these sections (default: all)",
     )
     parser.add_argument("--single-prompts", type=int, default=2, help="prompts in the one-at-a-time run")
@@ -384,6 +477,7 @@ def main() -> None:
         "metrics": bench_metrics,
         "sampling": bench_generation,
         "adapter": bench_adapter,
+        "packing": bench_packing,
         "judge": bench_judge,
         "training": bench_training,
     }

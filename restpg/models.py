@@ -28,6 +28,7 @@ import torch
 from .cancel import check, stop_criteria
 from .errors import RestpgError
 from .hardware import Precision, choose_precision, pick_device
+from .packed_linear import Packing, pack_linear_layers
 from .prompts import PromptTooLongError
 from .runs import ADAPTER_CONFIG
 from .shared_attention import NAME as SHARED_PROMPT_ATTENTION
@@ -55,6 +56,9 @@ class ModelConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto (restpg.hardware: bf16 on CUDA, bf16 on a CPU only where native and faster) | float32 | bfloat16 | float16
     cache_dir: Path | None = None
+    # On a CPU, inference multiplies by oneDNN-packed copies of the linear weights where measured
+    # faster (restpg.packed_linear); False keeps torch's F.linear (the benchmark's side-by-side).
+    pack_weights: bool = True
 
 
 # ----------------------------------------------------------------------------------------------
@@ -136,6 +140,7 @@ class LoadedModel:
     adapters: dict[str, Path] = field(default_factory=dict)
     active_adapter: str | None = None  # None: the base model
     merged_adapter: Path | None = None  # the LoRA adapter merged into these weights (load_merged)
+    packing: Packing = Packing(0, "not packed")  # the linear layers packed for CPU inference, and why
     # Streamed generations run on this one thread, so torch keeps one warm thread team: fresh
     # threads per generation ran bf16 decoding about 20% slower on a 2-core CPU.
     stream_worker: ThreadPoolExecutor = field(
@@ -158,6 +163,15 @@ def load_tokenizer(path: str):
 
 
 def load_model(config: ModelConfig = ModelConfig()) -> LoadedModel:
+    """The model for inference (sampling, the judge, the page), its linear weights packed on a CPU
+    where that measures faster (``config.pack_weights``; restpg.packed_linear)."""
+    loaded = _load_unpacked(config)
+    if config.pack_weights:
+        loaded.packing = pack_linear_layers(loaded.model)
+    return loaded
+
+
+def _load_unpacked(config: ModelConfig) -> LoadedModel:
     from transformers import AutoModelForCausalLM
 
     device = pick_device(config.device)
@@ -247,11 +261,13 @@ def load_merged(config: ModelConfig, adapter: str | Path) -> LoadedModel:
     steps, which sample from one adapter at a time; the app keeps adapters attached, to switch
     between versions without reloading (load_adapter, use_adapter).
     """
-    loaded = load_model(config)
+    loaded = _load_unpacked(config)  # packed after merging: packing copies the weights
     load_adapter(loaded, adapter)
     loaded.model = loaded.model.merge_and_unload()
     loaded.model.eval()
     loaded.adapters, loaded.active_adapter, loaded.merged_adapter = {}, None, Path(adapter)
+    if config.pack_weights:
+        loaded.packing = pack_linear_layers(loaded.model)
     return loaded
 
 
