@@ -31,6 +31,7 @@ from restpg.models import (
     load_merged,
     load_model,
 )
+from restpg.packed_linear import MEASURED_ROWS
 from restpg.prompts import PromptSettings, personalized_prompt, reasoning_target
 from restpg.retrieval import retrieve
 from restpg.reward import LLMJudge, judge_prompt
@@ -92,7 +93,7 @@ def _matmul_seconds(
         return min(plain, _matmul_seconds(shapes, rows, dtype, repeats, packed=True)) if PACKABLE else plain
     weights = [torch.randn(o, i).to(dtype) for i, o in shapes]
     if packed:
-        weights = [torch.ops.mkldnn._reorder_linear_weight(w, rows) for w in weights]
+        weights = [torch.ops.mkldnn._reorder_linear_weight(w, MEASURED_ROWS) for w in weights]
     inputs = {i: torch.randn(rows, i).to(dtype) for i, _ in shapes}
     best = float("inf")
     with torch.no_grad():
@@ -246,6 +247,9 @@ def bench_packing(args) -> None:
     """Linear weights packed for oneDNN (restpg.packed_linear, what load_model does on a CPU) against
     torch's F.linear, side by side in one process, each timing twice in turns: the weights' products
     alone; E-step sampling (m samples per prompt); one prompt at a time (the page's shape); the judge."""
+    if not PACKABLE or args.device not in ("auto", "cpu") or torch.cuda.is_available() and args.device == "auto":
+        print("packing: CPU only, with a torch that has oneDNN (restpg.packed_linear); skipped here")
+        return
     prompts = sample_prompts(args.prompts, args.max_item_words)
     workloads = judge_workloads(args.judge_pairs, args.samples)
     for dtype in args.dtypes:

@@ -105,7 +105,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         )
     print(
         f"model: {loaded.name}{' + adapter ' + args.adapter if args.adapter else ''} "
-        f"on {loaded.device} ({loaded.precision.name}: {loaded.precision.reason})"
+        f"on {loaded.device} ({loaded.precision.name}: {loaded.precision.reason}; {loaded.packing.reason})"
     )
     print(f"metrics: {metrics.variant}")
     for out in outputs:

@@ -16,10 +16,11 @@ packed for oneDNN"). Results equal ``F.linear``'s up to the order of the sums
 it on the model's own shape first and packs only where the packed product is faster.
 
 A packed layer is an ``nn.Linear`` (peft attaches LoRA to it as to any linear layer) that keeps its
-weight and bias: the state dict, tied weights and ``.to()`` are unchanged. The packed copy is used
-only for inputs on the CPU, in the packed dtype, with no gradient to compute; training and every
-other call go through ``F.linear``. It is a copy: weights changed in place after packing (a merged
-adapter) need :func:`pack_linear_layers` again, which packs every layer afresh.
+weight and bias: the state dict and tied weights are unchanged. The packed copy is used only for
+inputs on the CPU, in the packed dtype, with no gradient to compute; training, a model moved to
+another device or dtype, and every other call go through ``F.linear``. The copy costs as much memory
+as the weights (about 0.5 GB for SmolLM2-135M in fp32). Weights changed in place after packing (a
+merged adapter) need :func:`pack_linear_layers` again, which packs every layer afresh.
 """
 
 from __future__ import annotations
@@ -38,13 +39,23 @@ MEASURED_ROWS = 32  # the E-step's decoding batch on a CPU (8 prompts x m = 4)
 class PackedLinear(torch.nn.Linear):
     """An ``nn.Linear`` that multiplies by a oneDNN-packed copy of its weight in CPU inference."""
 
-    packed: torch.Tensor | None = None
+    packed: torch.Tensor | None = None  # None: F.linear
 
     def pack(self) -> None:
         """Pack the current weight (again)."""
         with torch.no_grad():
             self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), MEASURED_ROWS)
         self.packed_dtype = self.weight.dtype
+
+    def unpack(self) -> None:
+        self.packed = None
+
+    def __getstate__(self):
+        """Copies and pickles leave the packed copy behind (oneDNN's packed tensor has no storage to
+        copy): they multiply through F.linear until packed again."""
+        state = dict(super().__getstate__())
+        state["packed"] = None
+        return state
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if (
@@ -53,7 +64,14 @@ class PackedLinear(torch.nn.Linear):
             or self.weight.device.type != "cpu"
             or input.dtype != self.packed_dtype
             or self.weight.dtype != self.packed_dtype
-            or (torch.is_grad_enabled() and (input.requires_grad or self.weight.requires_grad))
+            or (
+                torch.is_grad_enabled()
+                and (
+                    input.requires_grad
+                    or self.weight.requires_grad
+                    or (self.bias is not None and self.bias.requires_grad)
+                )
+            )
         ):
             return F.linear(input, self.weight, self.bias)
         return torch.ops.mkldnn._linear_pointwise(input, self.packed, self.bias, "none", [], "")
@@ -61,7 +79,7 @@ class PackedLinear(torch.nn.Linear):
 
 @dataclass(frozen=True)
 class Packing:
-    """What :func:`pack_linear_layers` did, and why (printed beside the model's precision)."""
+    """What :func:`pack_linear_layers` did, and why (``restpg generate`` and the benchmarks print it)."""
 
     layers: int  # linear layers packed; 0: none
     reason: str
@@ -113,15 +131,26 @@ def _widest_linear(model: torch.nn.Module) -> torch.nn.Linear | None:
     return max(layers, key=lambda m: m.weight.numel(), default=None)
 
 
+def _unpacked(model: torch.nn.Module, packing: Packing) -> Packing:
+    """Drop the packed copies of layers packed earlier (they would be stale): F.linear everywhere."""
+    for module in model.modules():
+        if isinstance(module, PackedLinear):
+            module.unpack()
+    return packing
+
+
 def pack_linear_layers(model: torch.nn.Module, measure=None) -> Packing:
     """Replace each ``nn.Linear`` of a CPU model by a :class:`PackedLinear` (packing afresh any that
     already are one), where this CPU measures the packed product faster on the model's widest
-    layer. ``measure(dtype, in_features, out_features)`` -> speed-up is for tests."""
+    layer; where it does not, or cannot pack, every layer multiplies through F.linear.
+    ``measure(dtype, in_features, out_features)`` -> speed-up is for tests."""
     parameter = next(model.parameters(), None)
-    if parameter is None or parameter.device.type != "cpu":
-        return Packing(0, "not packed: not on a CPU")
+    if parameter is None:
+        return Packing(0, "not packed: no parameters")
+    if parameter.device.type != "cpu":
+        return _unpacked(model, Packing(0, "not packed: not on a CPU"))
     if not torch.backends.mkldnn.is_available():
-        return Packing(0, "not packed: this torch has no oneDNN")
+        return _unpacked(model, Packing(0, "not packed: this torch has no oneDNN"))
     widest = _widest_linear(model)
     if widest is None:
         return Packing(0, "not packed: no linear layers")
@@ -131,19 +160,29 @@ def pack_linear_layers(model: torch.nn.Module, measure=None) -> Packing:
             dtype, widest.in_features, widest.out_features
         )
     except RuntimeError as error:  # no packed kernel for this dtype or build
-        return Packing(0, f"not packed: oneDNN could not pack {dtype}: {error}".splitlines()[0])
+        return _unpacked(model, Packing(0, f"not packed: oneDNN could not pack {dtype}: {error}".splitlines()[0]))
     measured = f"{speedup:.2f}x F.linear at {MEASURED_ROWS} rows of {widest.in_features}x{widest.out_features}"
     if speedup < PACKING_MIN_SPEEDUP:
-        return Packing(0, f"not packed: measured {measured}")
+        return _unpacked(model, Packing(0, f"not packed: measured {measured}"))
+    # Plain nn.Linear layers only: a subclass (a quantized layer, say) keeps its own forward.
     targets = [
         (parent, name, child)
         for parent in model.modules()
         for name, child in parent.named_children()
-        if isinstance(child, torch.nn.Linear) and child.weight.dtype == dtype
+        if type(child) in (torch.nn.Linear, PackedLinear) and child.weight.dtype == dtype
     ]
     copies: dict[int, PackedLinear] = {}  # a layer that appears under two parents is packed once
+    try:
+        for _, _, child in targets:
+            if id(child) not in copies:
+                copies[id(child)] = _packed_copy(child)
+    except RuntimeError as error:
+        return _unpacked(model, Packing(0, f"not packed: oneDNN could not pack a layer: {error}".splitlines()[0]))
     for parent, name, child in targets:
-        if id(child) not in copies:
-            copies[id(child)] = _packed_copy(child)
         setattr(parent, name, copies[id(child)])
-    return Packing(len(copies), f"{len(copies)} linear layers packed for oneDNN (measured {measured})")
+    megabytes = sum(layer.weight.numel() * layer.weight.element_size() for layer in copies.values()) / 2**20
+    return Packing(
+        len(copies),
+        f"{len(copies)} linear layers packed for oneDNN (measured {measured}; the packed copies take "
+        f"about {megabytes:.0f} MiB beside the weights)",
+    )

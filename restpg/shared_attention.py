@@ -34,6 +34,34 @@ class PromptAndNew:
     prompt_mask: torch.Tensor  # (prompts, prompt length), True on real tokens
     new_keys: torch.Tensor  # (rows, kv heads, new tokens, head dim)
     new_values: torch.Tensor
+    prompt_bias: torch.Tensor | None = None  # the mask as (prompts, 1, 1, prompt length) 0 / -inf; None: from the mask
+
+    def bias(self, dtype: torch.dtype) -> torch.Tensor:
+        if self.prompt_bias is None or self.prompt_bias.dtype != dtype:
+            self.prompt_bias = prompt_bias(self.prompt_mask, dtype)
+        return self.prompt_bias
+
+
+def prompt_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A padding mask (prompts, length) as an additive bias (prompts, 1, 1, length): 0 or -inf."""
+    bias = torch.zeros(mask.shape[0], 1, 1, mask.shape[1], dtype=dtype, device=mask.device)
+    return bias.masked_fill_(~mask.bool()[:, None, None, :], float("-inf"))
+
+
+def attend(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None, scale: float):
+    """softmax(query keys^T * scale + bias) values, and each query's log-sum-exp (float32, with a last
+    dimension of 1). On a CPU through torch's fused flash-attention kernel, which returns the
+    log-sum-exp too (bench/profile_decode.py: attention's products and softmax were the second cost
+    of a decoding step); elsewhere in plain products."""
+    if query.device.type == "cpu":
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            query, keys, values, 0.0, False, attn_mask=bias, scale=scale
+        )
+        return out, lse.unsqueeze(-1)
+    scores = (query @ keys.transpose(-1, -2)).float() * scale
+    if bias is not None:
+        scores = scores + bias
+    return torch.softmax(scores, dim=-1).to(query.dtype) @ values, torch.logsumexp(scores, dim=-1, keepdim=True)
 
 
 def _register() -> None:
@@ -85,10 +113,7 @@ def shared_prompt_attention(query: torch.Tensor, parts: PromptAndNew, scaling: f
     scale = scaling if scaling is not None else dim**-0.5
     # the prompt part: every sample's every query head of one key head, together
     q = query.reshape(prompts, m, kv_heads, group, dim).transpose(1, 2).reshape(prompts, kv_heads, m * group, dim)
-    prompt_scores = (q @ parts.prompt_keys.transpose(-1, -2)).float() * scale
-    prompt_scores = prompt_scores.masked_fill(~parts.prompt_mask[:, None, None, :], float("-inf"))
-    prompt_lse = torch.logsumexp(prompt_scores, dim=-1, keepdim=True)
-    prompt_out = torch.softmax(prompt_scores, dim=-1).to(query.dtype) @ parts.prompt_values
+    prompt_out, prompt_lse = attend(q, parts.prompt_keys, parts.prompt_values, parts.bias(query.dtype), scale)
     # back to rows: (rows, kv heads, group, ...)
     prompt_out = (
         prompt_out.reshape(prompts, kv_heads, m, group, dim).transpose(1, 2).reshape(rows, kv_heads, group, dim)
@@ -96,9 +121,7 @@ def shared_prompt_attention(query: torch.Tensor, parts: PromptAndNew, scaling: f
     prompt_lse = prompt_lse.reshape(prompts, kv_heads, m, group, 1).transpose(1, 2).reshape(rows, kv_heads, group, 1)
     # each row's own new tokens
     q_rows = query.reshape(rows, kv_heads, group, dim)
-    new_scores = (q_rows @ parts.new_keys.transpose(-1, -2)).float() * scale
-    new_lse = torch.logsumexp(new_scores, dim=-1, keepdim=True)
-    new_out = torch.softmax(new_scores, dim=-1).to(query.dtype) @ parts.new_values
+    new_out, new_lse = attend(q_rows, parts.new_keys, parts.new_values, None, scale)
     total = torch.logaddexp(prompt_lse, new_lse)
     out = torch.exp(prompt_lse - total) * prompt_out.float() + torch.exp(new_lse - total) * new_out.float()
     return out.to(query.dtype).reshape(rows, 1, heads, dim)
@@ -115,6 +138,7 @@ def shared_prompt_cache(prompt_cache, prompt_mask: torch.Tensor, samples: int, n
             super().__init__()
             self.prompt = [(layer.keys, layer.values) for layer in prompt_cache.layers]
             self.prompt_mask = prompt_mask.bool()
+            self.prompt_bias = prompt_bias(self.prompt_mask, self.prompt[0][0].dtype)
             rows = prompt_mask.shape[0] * samples
             self.new = [
                 (
@@ -133,7 +157,12 @@ def shared_prompt_cache(prompt_cache, prompt_mask: torch.Tensor, samples: int, n
             self.lengths[layer_idx] = start + n
             prompt_keys, prompt_values = self.prompt[layer_idx]
             parts = PromptAndNew(
-                prompt_keys, prompt_values, self.prompt_mask, keys[:, :, : start + n], values[:, :, : start + n]
+                prompt_keys,
+                prompt_values,
+                self.prompt_mask,
+                keys[:, :, : start + n],
+                values[:, :, : start + n],
+                self.prompt_bias,
             )
             return parts, parts
 

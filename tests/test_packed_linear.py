@@ -3,11 +3,13 @@ model and on the real default model, and training still through F.linear."""
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from restpg import packed_linear
 from restpg.models import (
     DEFAULT_MODEL,
     GenerationSettings,
@@ -63,13 +65,16 @@ def test_training_through_a_packed_layer_is_f_linears():
 
 
 def test_packing_afresh_follows_weights_changed_in_place():
-    """The packed weight is a copy: after an in-place change (an adapter merged), packing again
-    makes the layer compute with the new weights."""
+    """The packed weight is a copy, used in inference: after an in-place change (an adapter merged)
+    the layer still multiplies by the old weights, until it is packed again."""
     torch.manual_seed(0)
     layer = packed_copy(torch.nn.Linear(16, 8, bias=False))
+    old = layer.weight.detach().clone()
     with torch.no_grad():
         layer.weight.data += 1.0
     x = torch.randn(2, 16)
+    with torch.inference_mode():
+        torch.testing.assert_close(layer(x), F.linear(x, old), **TOLERANCE[torch.float32])  # the packed copy
     holder = torch.nn.Sequential(layer)
     assert pack_linear_layers(holder, measure=FASTER).layers == 1 and holder[0] is layer
     with torch.inference_mode():
@@ -77,14 +82,46 @@ def test_packing_afresh_follows_weights_changed_in_place():
 
 
 def test_packing_is_measured_before_it_is_used():
-    """A CPU where the packed product is not measured faster keeps F.linear, and says why; so does a
-    model that is not on a CPU."""
+    """A CPU where the packed product is not measured faster keeps F.linear, and says why; layers
+    packed earlier drop their (now stale) copies. So does a model that is not on a CPU."""
     model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8))
+    assert pack_linear_layers(model, measure=FASTER).layers == 2
     packing = pack_linear_layers(model, measure=lambda *shape: 1.0)
     assert packing.layers == 0 and "not packed: measured 1.00x" in packing.reason and "16x32" in packing.reason
-    assert not any(isinstance(m, PackedLinear) for m in model.modules())
+    assert all(m.packed is None for m in model.modules() if isinstance(m, PackedLinear))
     packing = pack_linear_layers(model.to("meta"), measure=FASTER)
     assert packing.layers == 0 and packing.reason == "not packed: not on a CPU"
+
+
+def test_only_plain_linear_layers_are_packed():
+    """A subclass of nn.Linear (a quantized layer, say) keeps its own forward."""
+
+    class Doubled(torch.nn.Linear):
+        def forward(self, input):
+            return 2 * super().forward(input)
+
+    model = torch.nn.Sequential(Doubled(16, 32), torch.nn.Linear(32, 8))
+    assert pack_linear_layers(model, measure=FASTER).layers == 1
+    assert type(model[0]) is Doubled and isinstance(model[1], PackedLinear)
+
+
+def test_a_trainable_bias_or_input_takes_f_linear():
+    torch.manual_seed(0)
+    layer = packed_copy(torch.nn.Linear(16, 8))
+    layer.weight.requires_grad_(False)
+    layer(torch.randn(2, 16)).sum().backward()  # the bias alone trains
+    assert layer.bias.grad is not None and torch.equal(layer.bias.grad, torch.full((8,), 2.0))
+
+
+def test_a_packed_model_copies_and_pickles_without_its_packed_weights():
+    """oneDNN's packed tensor has no storage to copy: a copy multiplies through F.linear."""
+    layer = packed_copy(torch.nn.Linear(16, 8))
+    copied, restored = copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))
+    assert layer.packed is not None and copied.packed is None and restored.packed is None
+    x = torch.randn(3, 16)
+    with torch.inference_mode():
+        for other in (copied, restored):
+            torch.testing.assert_close(other(x), layer(x), **TOLERANCE[torch.float32])
 
 
 def test_a_packed_model_keeps_its_ties_state_and_outputs(tiny_model_dir):
@@ -102,11 +139,11 @@ def test_a_packed_model_keeps_its_ties_state_and_outputs(tiny_model_dir):
         torch.testing.assert_close(packed.model(ids).logits, plain.model(ids).logits, atol=1e-4, rtol=1e-4)
 
 
-def test_load_model_and_load_merged_pack_where_measured_faster(tiny_model_dir, tmp_path, monkeypatch):
-    """load_model packs (pack_weights, the default) and peft attaches LoRA to its packed layers (the
+def test_load_model_and_load_merged_pack_where_measured_faster(tiny_model_dir, tmp_path):
+    """load_model packs (pack_weights, the default; conftest's packing_pays stands for the measurement)
+    and peft attaches LoRA to its packed layers (the
     page's versions); load_merged packs after merging, so the merged weights are the packed ones:
     the same greedy outputs as unpacked, attached or merged."""
-    monkeypatch.setattr(packed_linear, "packing_speedup", lambda *shape: 2.0)
     config = ModelConfig(model=str(tiny_model_dir), device="cpu", dtype="float32")
     loaded = load_model(config)
     assert loaded.packing.layers == 15 and "packed for oneDNN" in loaded.packing.reason
@@ -125,10 +162,10 @@ def test_load_model_and_load_merged_pack_where_measured_faster(tiny_model_dir, t
     assert generate(loaded, prompts, GREEDY) == base
 
 
-def test_the_real_model_packed_writes_what_it_writes_unpacked(default_model_dir, monkeypatch):
+def test_the_real_model_packed_writes_what_it_writes_unpacked(default_model_dir):
     """SmolLM2-135M-Instruct, fp32: the packed model's logits equal the unpacked model's to 1e-3 and
-    its greedy continuations and E-step samples (same seed) are the same texts."""
-    monkeypatch.setattr(packed_linear, "packing_speedup", lambda *shape: 2.0)
+    its greedy continuations are the same texts. (Samples can differ: the sums' order differs, and
+    a draw at a boundary goes the other way; bench/bench.py --only packing counts them.)"""
     config = ModelConfig(model=DEFAULT_MODEL, device="cpu", dtype="float32")
     packed, plain = load_model(config), load_model(ModelConfig(**{**config.__dict__, "pack_weights": False}))
     assert packed.packing.layers == 211 and plain.packing.layers == 0  # 30 layers x 7, and the head
@@ -136,6 +173,4 @@ def test_the_real_model_packed_writes_what_it_writes_unpacked(default_model_dir,
     ids = packed.tokenizer(prompts[:1], return_tensors="pt")["input_ids"]
     with torch.inference_mode():
         torch.testing.assert_close(packed.model(ids).logits, plain.model(ids).logits, atol=1e-3, rtol=1e-3)
-    sampled = GenerationSettings(max_new_tokens=16, temperature=0.7, num_samples=2, batch_size=2, seed=0)
-    for settings in (GREEDY, sampled):
-        assert generate(packed, prompts, settings) == generate(plain, prompts, settings)
+    assert generate(packed, prompts, GREEDY) == generate(plain, prompts, GREEDY)

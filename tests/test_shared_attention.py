@@ -21,7 +21,7 @@ def test_attention_equals_sdpa_over_the_copied_prompt_and_the_new_tokens(dtype, 
         torch.randn(rows, kv_heads, new, dim, dtype=dtype),
         torch.randn(rows, kv_heads, new, dim, dtype=dtype),
     )
-    parts = PromptAndNew(**{name: part.to(device) for name, part in vars(parts).items()})
+    parts = PromptAndNew(**{name: part.to(device) for name, part in vars(parts).items() if part is not None})
     query = torch.randn(rows, heads, 1, dim, dtype=dtype).to(device)
     ours = shared_prompt_attention(query, parts, 0.25)
     keys = torch.cat([parts.prompt_keys.repeat_interleave(m, 0), parts.new_keys], dim=2)
