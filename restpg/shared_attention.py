@@ -5,7 +5,8 @@ decoding step read the prompt's keys and values m times: on a CPU, attention in 
 memory reads, and the prompt is most of what is read. Here the prompt's cache is kept once per
 prompt; at each step the m rows' queries attend to it together (one matrix product for m x heads
 queries), then each row attends to its own new tokens, and the two parts are joined exactly through
-their log-sum-exp (the softmax over the concatenation). The model's other calls are unchanged: the
+their log-sum-exp (the softmax over the concatenation). On a CPU both parts run through torch's fused
+flash-attention kernel, which returns that log-sum-exp (:func:`attend`). The model's other calls are unchanged: the
 attention implementation registered here is torch's SDPA, transformers' own function, for every
 call whose keys are not this cache's parts (tests/test_shared_attention.py).
 """
