@@ -158,6 +158,17 @@ def test_rate_a_runs_e_step_samples_and_follow_links(seeded_app, tiny_model_dir)
         expect(where).to_have_value(
             re.compile("E-step sample, reward [0-9.]+: kept by the reward rule"), timeout=30_000
         )
+        # Both filters' loads have finished (a late one would reset the item after the keys below):
+        # the counter covers the kept samples alone, not the version's every sample.
+        with sqlite3.connect(seeded_app.runs_dir / "restpg.db") as db:
+            kept, every = db.execute(
+                "SELECT SUM(sample_status = 'kept'), COUNT(*) FROM generations WHERE model_version = ? "
+                "AND reasoning != ''",
+                [version],
+            ).fetchone()
+        assert 0 < kept < every
+        counter = page.locator("#rate-counter textarea, #rate-counter input").first
+        expect(counter).to_have_value(f"0 of {kept} rated by you", timeout=30_000)
         sample_id = generation.input_value()
         assert sample_id.startswith(RunFolder(run).run_id() + "/round-1:")
         support = page.locator("#rate-support textarea").first.input_value()
