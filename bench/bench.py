@@ -31,14 +31,12 @@ from restpg.models import (
     load_merged,
     load_model,
 )
-from restpg.packed_linear import MEASURED_ROWS
+from restpg.packed_linear import pack_weight, packed_product, packing_available
 from restpg.prompts import PromptSettings, personalized_prompt, reasoning_target
 from restpg.retrieval import retrieve
 from restpg.reward import LLMJudge, judge_prompt
 from restpg.shared_attention import NAME as SHARED_PROMPT_ATTENTION
 from restpg.train import TrainConfig, TrainingExample, train_model
-
-PACKABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
 
 
 def machine_summary(device: str) -> str:
@@ -90,10 +88,10 @@ def _matmul_seconds(
     restpg.packed_linear runs them), or the faster of the two (None: the machine's limit)."""
     if packed is None:
         plain = _matmul_seconds(shapes, rows, dtype, repeats, packed=False)
-        return min(plain, _matmul_seconds(shapes, rows, dtype, repeats, packed=True)) if PACKABLE else plain
+        return min(plain, _matmul_seconds(shapes, rows, dtype, repeats, packed=True)) if packing_available() else plain
     weights = [torch.randn(o, i).to(dtype) for i, o in shapes]
     if packed:
-        weights = [torch.ops.mkldnn._reorder_linear_weight(w, MEASURED_ROWS) for w in weights]
+        weights = [pack_weight(w) for w in weights]
     inputs = {i: torch.randn(rows, i).to(dtype) for i, _ in shapes}
     best = float("inf")
     with torch.no_grad():
@@ -101,7 +99,7 @@ def _matmul_seconds(
             start = time.perf_counter()
             for (i, _), w in zip(shapes, weights):
                 if packed:
-                    torch.ops.mkldnn._linear_pointwise(inputs[i], w, None, "none", [], "")
+                    packed_product(inputs[i], w)
                 else:
                     torch.nn.functional.linear(inputs[i], w)
             best = min(best, time.perf_counter() - start)
@@ -122,8 +120,8 @@ def memory_gbps(megabytes: int = 512) -> float:
 
 def arithmetic_limit(loaded, prompt_lengths: list[int], new_tokens: int, rows: int) -> tuple[float, float]:
     """(seconds, GFLOP/s): the time the work's weight matmuls take at the speed this machine measures
-    for the model's own shapes (the faster of torch's F.linear and oneDNN-packed weights): every prompt's prefill (decoder weights, the head at its last
-    position only) and the new tokens, ``rows`` at a time (decoder weights and the head). Attention
+    for the model's own shapes (the faster of torch's F.linear and oneDNN-packed weights): every
+    prompt's prefill (decoder weights, the head at its last position only) and the new tokens, ``rows`` at a time (decoder weights and the head). Attention
     over the cache, sampling and everything else come on top: a path cannot beat this."""
     layers, head = _weight_shapes(loaded)
     dtype = loaded.dtype
@@ -247,7 +245,12 @@ def bench_packing(args) -> None:
     """Linear weights packed for oneDNN (restpg.packed_linear, what load_model does on a CPU) against
     torch's F.linear, side by side in one process, each timing twice in turns: the weights' products
     alone; E-step sampling (m samples per prompt); one prompt at a time (the page's shape); the judge."""
-    if not PACKABLE or args.device not in ("auto", "cpu") or torch.cuda.is_available() and args.device == "auto":
+    if (
+        not packing_available()
+        or args.device not in ("auto", "cpu")
+        or torch.cuda.is_available()
+        and args.device == "auto"
+    ):
         print("packing: CPU only, with a torch that has oneDNN (restpg.packed_linear); skipped here")
         return
     prompts = sample_prompts(args.prompts, args.max_item_words)

@@ -36,6 +36,22 @@ PACKING_MIN_SPEEDUP = 1.1  # packing must beat F.linear by this much on the mode
 MEASURED_ROWS = 32  # the E-step's decoding batch on a CPU (8 prompts x m = 4)
 
 
+def packing_available() -> bool:
+    """Whether this torch has oneDNN's packed linear operators."""
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+
+
+def pack_weight(weight: torch.Tensor) -> torch.Tensor:
+    """``weight`` (out, in) packed for :func:`packed_product` (oneDNN's layout, for MEASURED_ROWS rows)."""
+    with torch.no_grad():
+        return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), MEASURED_ROWS)
+
+
+def packed_product(input: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear(input, weight, bias)`` by the weight packed with :func:`pack_weight` (inference only)."""
+    return torch.ops.mkldnn._linear_pointwise(input, packed, bias, "none", [], "")
+
+
 class PackedLinear(torch.nn.Linear):
     """An ``nn.Linear`` that multiplies by a oneDNN-packed copy of its weight in CPU inference."""
 
@@ -43,9 +59,7 @@ class PackedLinear(torch.nn.Linear):
 
     def pack(self) -> None:
         """Pack the current weight (again)."""
-        with torch.no_grad():
-            self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), MEASURED_ROWS)
-        self.packed_dtype = self.weight.dtype
+        self.packed = pack_weight(self.weight)
 
     def unpack(self) -> None:
         self.packed = None
@@ -62,8 +76,8 @@ class PackedLinear(torch.nn.Linear):
             self.packed is None
             or input.device.type != "cpu"
             or self.weight.device.type != "cpu"
-            or input.dtype != self.packed_dtype
-            or self.weight.dtype != self.packed_dtype
+            or input.dtype != self.packed.dtype
+            or self.weight.dtype != self.packed.dtype
             or (
                 torch.is_grad_enabled()
                 and (
@@ -74,7 +88,7 @@ class PackedLinear(torch.nn.Linear):
             )
         ):
             return F.linear(input, self.weight, self.bias)
-        return torch.ops.mkldnn._linear_pointwise(input, self.packed, self.bias, "none", [], "")
+        return packed_product(input, self.packed, self.bias)
 
 
 @dataclass(frozen=True)
@@ -116,10 +130,10 @@ def packing_speedup(dtype: torch.dtype, in_features: int, out_features: int, thr
     del threads  # part of the cache key: the speed is that of this many threads
     weight = torch.randn(out_features, in_features).to(dtype)
     rows = torch.randn(MEASURED_ROWS, in_features).to(dtype)
+    packed = pack_weight(weight)
     with torch.no_grad():
-        packed = torch.ops.mkldnn._reorder_linear_weight(weight, MEASURED_ROWS)
         plain = _best_seconds(lambda: F.linear(rows, weight))
-        fast = _best_seconds(lambda: torch.ops.mkldnn._linear_pointwise(rows, packed, None, "none", [], ""))
+        fast = _best_seconds(lambda: packed_product(rows, packed))
     return plain / fast
 
 
@@ -149,7 +163,7 @@ def pack_linear_layers(model: torch.nn.Module, measure=None) -> Packing:
         return Packing(0, "not packed: no parameters")
     if parameter.device.type != "cpu":
         return _unpacked(model, Packing(0, "not packed: not on a CPU"))
-    if not torch.backends.mkldnn.is_available():
+    if not packing_available():
         return _unpacked(model, Packing(0, "not packed: this torch has no oneDNN"))
     widest = _widest_linear(model)
     if widest is None:

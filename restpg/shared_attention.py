@@ -28,19 +28,13 @@ MODEL_TYPES = frozenset({"llama", "gemma", "mistral", "qwen2", "qwen3", "phi3"})
 @dataclass
 class PromptAndNew:
     """One layer's keys and values as this cache hands them to attention: the prompts' (one row per
-    prompt, with their padding mask) and the rows' new tokens so far."""
+    prompt, with their padding as a bias) and the rows' new tokens so far."""
 
     prompt_keys: torch.Tensor  # (prompts, kv heads, prompt length, head dim)
     prompt_values: torch.Tensor
-    prompt_mask: torch.Tensor  # (prompts, prompt length), True on real tokens
+    prompt_bias: torch.Tensor  # (prompts, 1, 1, prompt length): 0 on real tokens, -inf on padding (prompt_bias)
     new_keys: torch.Tensor  # (rows, kv heads, new tokens, head dim)
     new_values: torch.Tensor
-    prompt_bias: torch.Tensor | None = None  # the mask as (prompts, 1, 1, prompt length) 0 / -inf; None: from the mask
-
-    def bias(self, dtype: torch.dtype) -> torch.Tensor:
-        if self.prompt_bias is None or self.prompt_bias.dtype != dtype:
-            self.prompt_bias = prompt_bias(self.prompt_mask, dtype)
-        return self.prompt_bias
 
 
 def prompt_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -114,7 +108,7 @@ def shared_prompt_attention(query: torch.Tensor, parts: PromptAndNew, scaling: f
     scale = scaling if scaling is not None else dim**-0.5
     # the prompt part: every sample's every query head of one key head, together
     q = query.reshape(prompts, m, kv_heads, group, dim).transpose(1, 2).reshape(prompts, kv_heads, m * group, dim)
-    prompt_out, prompt_lse = attend(q, parts.prompt_keys, parts.prompt_values, parts.bias(query.dtype), scale)
+    prompt_out, prompt_lse = attend(q, parts.prompt_keys, parts.prompt_values, parts.prompt_bias, scale)
     # back to rows: (rows, kv heads, group, ...)
     prompt_out = (
         prompt_out.reshape(prompts, kv_heads, m, group, dim).transpose(1, 2).reshape(rows, kv_heads, group, dim)
@@ -138,8 +132,7 @@ def shared_prompt_cache(prompt_cache, prompt_mask: torch.Tensor, samples: int, n
         def __init__(self):
             super().__init__()
             self.prompt = [(layer.keys, layer.values) for layer in prompt_cache.layers]
-            self.prompt_mask = prompt_mask.bool()
-            self.prompt_bias = prompt_bias(self.prompt_mask, self.prompt[0][0].dtype)
+            self.prompt_bias = prompt_bias(prompt_mask, self.prompt[0][0].dtype)
             rows = prompt_mask.shape[0] * samples
             self.new = [
                 (
@@ -158,17 +151,12 @@ def shared_prompt_cache(prompt_cache, prompt_mask: torch.Tensor, samples: int, n
             self.lengths[layer_idx] = start + n
             prompt_keys, prompt_values = self.prompt[layer_idx]
             parts = PromptAndNew(
-                prompt_keys,
-                prompt_values,
-                self.prompt_mask,
-                keys[:, :, : start + n],
-                values[:, :, : start + n],
-                self.prompt_bias,
+                prompt_keys, prompt_values, self.prompt_bias, keys[:, :, : start + n], values[:, :, : start + n]
             )
             return parts, parts
 
         def get_seq_length(self, layer_idx: int = 0) -> int:
-            return self.prompt_mask.shape[1] + self.lengths[layer_idx]
+            return self.prompt_bias.shape[-1] + self.lengths[layer_idx]
 
         def get_mask_sizes(self, query_length: int, layer_idx: int = 0) -> tuple[int, int]:
             return self.get_seq_length(layer_idx) + query_length, 0

@@ -3,7 +3,7 @@ import torch
 
 from helpers import DEVICES
 from restpg.models import GenerationSettings, ModelConfig, generate, load_model
-from restpg.shared_attention import NAME, PromptAndNew, shared_prompt_attention
+from restpg.shared_attention import NAME, PromptAndNew, prompt_bias, shared_prompt_attention
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -14,20 +14,21 @@ def test_attention_equals_sdpa_over_the_copied_prompt_and_the_new_tokens(dtype, 
     torch.manual_seed(0)
     prompts, m, kv_heads, group, dim, prompt_length, new = 3, 4, 2, 3, 16, 9, 5
     rows, heads = prompts * m, kv_heads * group
+    prompt_mask = (torch.arange(prompt_length)[None, :] >= torch.tensor([[0], [3], [7]])).to(device)  # 0, 3, 7 pads
     parts = PromptAndNew(
         torch.randn(prompts, kv_heads, prompt_length, dim, dtype=dtype),
         torch.randn(prompts, kv_heads, prompt_length, dim, dtype=dtype),
-        torch.arange(prompt_length)[None, :] >= torch.tensor([[0], [3], [7]]),  # left padding: 0, 3, 7 pads
+        prompt_bias(prompt_mask, dtype),
         torch.randn(rows, kv_heads, new, dim, dtype=dtype),
         torch.randn(rows, kv_heads, new, dim, dtype=dtype),
     )
-    parts = PromptAndNew(**{name: part.to(device) for name, part in vars(parts).items() if part is not None})
+    parts = PromptAndNew(**{name: part.to(device) for name, part in vars(parts).items()})
     query = torch.randn(rows, heads, 1, dim, dtype=dtype).to(device)
     ours = shared_prompt_attention(query, parts, 0.25)
     keys = torch.cat([parts.prompt_keys.repeat_interleave(m, 0), parts.new_keys], dim=2)
     values = torch.cat([parts.prompt_values.repeat_interleave(m, 0), parts.new_values], dim=2)
     mask = torch.cat(
-        [parts.prompt_mask.repeat_interleave(m, 0), torch.ones(rows, new, dtype=torch.bool, device=device)], dim=1
+        [prompt_mask.repeat_interleave(m, 0), torch.ones(rows, new, dtype=torch.bool, device=device)], dim=1
     )
     expected = torch.nn.functional.scaled_dot_product_attention(
         query.float(),
