@@ -34,7 +34,17 @@ from typing import Callable, Sequence
 from .cancel import Cancelled
 from .errors import RestpgError
 from .evaluate import SCORE_NAMES, inference_settings, predict, prompt_for, score_predictions, summarize
-from .hardware import DEVICE_HELP, DEVICE_PATTERN, DTYPE_HELP, DTYPES, Precision, peak_memory_mib, reset_peak_memory
+from .hardware import (
+    DEVICE_HELP,
+    DEVICE_PATTERN,
+    DTYPE_HELP,
+    DTYPES,
+    Precision,
+    choose_precision,
+    peak_memory_mib,
+    pick_device,
+    reset_peak_memory,
+)
 from .human_selection import HumanRule, apply_rule, read_sample_ratings, sample_generation_id
 from .jsonl import append_jsonl, read_jsonl, write_json, write_jsonl
 from .longlamp import PUBLIC_TASKS, SPLIT_FAMILIES, TASKS, Record, load_records, sample_path, task_spec
@@ -69,6 +79,16 @@ from .reward import PAPER_JUDGE_TAU, LexicalRewardModel, LLMJudge, Reward
 from .runs import ADAPTER_CONFIG, MODEL_CONFIG, RunFolder, StepFolder, derive_run_id
 from .tracking import Tracking, TrackingError, check_installed, parse_report_to
 from .train import TrainConfig, TrainingExample, train_model
+from .vllm_sampling import (
+    DEFAULT_MEMORY_FRACTION,
+    ENGINES,
+    EngineError,
+    VLLMConfig,
+    VLLMGenerator,
+    adapter_rank,
+    check_engine,
+    lora_rank_slot,
+)
 
 MANIFEST_VERSION = 1
 # What an adapter learned to read and write: a model sampled with other values sees another prompt.
@@ -221,6 +241,24 @@ class EMConfig:
             type=int,
         ),
     )
+    # What the E-step and the rounds' evaluation sample with: "hf" (transformers, restpg.models) or
+    # "vllm" (restpg.vllm_sampling; a CUDA GPU and pip install vllm). The paper does not say.
+    engine: str = field(
+        default="hf",
+        metadata=flag(
+            "--engine",
+            "E-step and evaluation sampling: hf (transformers, default) or vllm (CUDA GPU, pip install vllm)",
+            choices=ENGINES,
+        ),
+    )
+    vllm_memory_fraction: float = field(  # the judge and the M-step share the GPU with the engine
+        default=DEFAULT_MEMORY_FRACTION,
+        metadata=flag(
+            "--vllm-memory",
+            f"with --engine vllm: the GPU memory share it takes (default {DEFAULT_MEMORY_FRACTION})",
+            type=float,
+        ),
+    )
     sft: TrainConfig = TrainConfig()
     mstep: TrainConfig = TrainConfig()
     device: str = field(default="auto", metadata=flag("--device", DEVICE_HELP))
@@ -273,6 +311,11 @@ class EMConfig:
             raise RunError(f"tau: must be between 0 and 1, got {self.tau!r}")  # rewards lie in [0, 1]
         if not isinstance(self.device, str) or not DEVICE_PATTERN.fullmatch(self.device):
             raise RunError(f"device: must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.engine not in ENGINES:
+            raise RunError(f"engine: must be {' or '.join(ENGINES)}, got {self.engine!r}")
+        fraction = self.vllm_memory_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+            raise RunError(f"vllm_memory_fraction: must be between 0 and 1 (exclusive), got {fraction!r}")
         if self.dtype not in ("auto", *DTYPES):
             raise RunError(f"dtype: must be auto, {', '.join(DTYPES)}, got {self.dtype!r}")
         for name in ("model", "teacher_model", "judge_model", "data", "sft_adapter", "ratings_from"):
@@ -608,6 +651,7 @@ class Models:
     _judge: LLMJudge | None = None
     _metrics: LexicalMetrics | None = None
     _tokenizer: object | None = None
+    _engine: VLLMGenerator | None = None  # engine "vllm": the one engine the E-step and evaluation sample with
 
     def model_config(self, name: str | None = None) -> ModelConfig:
         return ModelConfig(model=name or self.config.model, device=self.config.device, dtype=self.config.dtype)
@@ -630,6 +674,35 @@ class Models:
         self._generator_source = adapter
         return self._generator
 
+    def sampler(self, adapter: Path | None) -> LoadedModel | VLLMGenerator:
+        """What the E-step and the evaluation sample with: the generator with ``adapter`` merged
+        (engine "hf"), or a vLLM engine on the base model sampling with ``adapter`` as its LoRA
+        request (engine "vllm"; a step trained with full fine-tuning gets an engine on its model)."""
+        if self.config.engine == "hf":
+            return self.generator(adapter)
+        whole = adapter is not None and (adapter / MODEL_CONFIG).exists() and not (adapter / ADAPTER_CONFIG).exists()
+        model = resolve_model(str(adapter) if whole else self.config.model, self.model_config().cache_dir)
+        ranks = [] if whole else [c.lora_r for c in (self.config.sft, self.config.mstep) if c.finetuning == "lora"]
+        if adapter is not None and not whole:
+            ranks.append(adapter_rank(adapter))
+        engine = self._engine
+        held = engine.config.lora_rank if engine is not None else None
+        if engine is None or engine.name != model or (ranks and (held is None or max(ranks) > lora_rank_slot(held))):
+            self.release()
+            precision = choose_precision(self.config.dtype, pick_device(self.config.device))
+            self._engine = engine = VLLMGenerator(
+                VLLMConfig(
+                    model=model,
+                    dtype=str(precision.dtype).removeprefix("torch."),
+                    max_model_len=self.config.max_input_tokens + self.config.max_new_tokens,
+                    lora_rank=max(ranks) if ranks else None,
+                    memory_fraction=self.config.vllm_memory_fraction,
+                    seed=self.config.seed,
+                )
+            )
+        engine.use_adapter(None if whole else adapter)
+        return engine
+
     def tokenizer(self):
         """The generator's tokenizer, loaded once (without the model)."""
         if self._tokenizer is None:
@@ -643,9 +716,11 @@ class Models:
     def release(self) -> None:
         """Drop the generator and the judge (reloaded when next needed): training loads its own copy
         of the base model, and on a GPU a 7B judge beside it is memory the M-step needs."""
-        if self._generator is None and self._judge is None:
+        if self._generator is None and self._judge is None and self._engine is None:
             return
-        self._generator = self._judge = None
+        if self._engine is not None:
+            self._engine.close()
+        self._generator = self._judge = self._engine = None
         free_memory()
 
     def metrics(self) -> LexicalMetrics:
@@ -762,7 +837,7 @@ def e_step(
             counter(len(batch))
             continue
         if loaded is None:
-            loaded = models.generator(adapter)
+            loaded = models.sampler(adapter)
             reward = models.reward(RunFolder(round_dir.parent).judge_cache)
         settings = GenerationSettings(
             max_new_tokens=config.max_new_tokens,
@@ -848,7 +923,7 @@ def evaluate_round(
     each with its own seed; under accelerate launch rank r takes batches r, r + N, ... and the rows
     are gathered on every process, so the result is the one of a single process."""
     rank, world = process_rank()
-    loaded = models.generator(adapter)
+    loaded = models.sampler(adapter)
     size = config.generation_batch_size
     batches = [list(records[i : i + size]) for i in range(0, len(records), size)]
     counter = _Counter(control, f"{stage}: evaluation", len(records))
@@ -958,6 +1033,10 @@ def run_em(config: EMConfig, run_dir: Path, control: RunControl | None = None) -
     train = load_split(config, config.train_split, config.train_users)
     held_out = load_split(config, config.eval_split, config.eval_users)
     check_models(config)
+    try:
+        check_engine(config.engine, config.device)
+    except EngineError as error:
+        raise RunError(str(error)) from None
     tracking = Tracking(parse_report_to(config.report_to), run.logs)
     try:
         check_installed(tracking.report_to)

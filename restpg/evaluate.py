@@ -21,6 +21,7 @@ from .models import (
 )
 from .prompts import ParsedOutput, PromptSettings, answer_of, fitted_prompt
 from .retrieval import PAPER_TOP_K, RetrievedItem, retrieve
+from .vllm_sampling import VLLMGenerator
 
 SCORE_NAMES = ("judge",) + METRIC_NAMES
 
@@ -80,7 +81,7 @@ def prompt_for(
 
 
 def predict(
-    loaded: LoadedModel,
+    loaded: LoadedModel | VLLMGenerator,
     records: Sequence[Record],
     kind: str,
     settings: GenerationSettings,
@@ -89,15 +90,19 @@ def predict(
     on_batch: Callable[[int], None] | None = None,
     cancel=None,
 ) -> list[list[Prediction]]:
-    """``settings.num_samples`` predictions per record with the current adapter of ``loaded``;
-    ``cancel`` (a threading.Event) stops at the next token (see :func:`restpg.models.generate`)."""
+    """``settings.num_samples`` predictions per record with the current adapter of ``loaded`` (a
+    model, or a vLLM engine: restpg.vllm_sampling); ``cancel`` (a threading.Event) stops at the next
+    token (see :func:`restpg.models.generate`), an engine at its next call."""
     count = prompt_token_counter(loaded.tokenizer)
     retrieved, prompts = (
         zip(*(prompt_for(r, kind, k, prompt_settings, count, settings.max_input_tokens) for r in records))
         if records
         else ((), ())
     )
-    outputs = generate(loaded, prompts, settings, on_batch=on_batch, cancel=cancel)
+    if isinstance(loaded, VLLMGenerator):
+        outputs = loaded.generate(prompts, settings, on_batch=on_batch, cancel=cancel)
+    else:
+        outputs = generate(loaded, prompts, settings, on_batch=on_batch, cancel=cancel)
     return [
         [
             Prediction(record.record_id, prompt, items, sample, answer_of(kind, sample.text, sample.truncated))

@@ -352,19 +352,21 @@ def prompt_token_counter(tokenizer) -> Callable[[str], int]:
     return count
 
 
-def _stop_ids(loaded: LoadedModel) -> set[int]:
-    eos = loaded.model.generation_config.eos_token_id
+def stop_token_ids(generation_config, tokenizer) -> set[int]:
+    """The tokens that end a generation: the model's generation config's EOS ids and the tokenizer's."""
+    eos = getattr(generation_config, "eos_token_id", None)
     ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) if eos is not None else set()
-    if loaded.tokenizer.eos_token_id is not None:
-        ids.add(loaded.tokenizer.eos_token_id)
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
     return ids
 
 
-def _prompt_texts(
-    loaded: LoadedModel, prompts: Sequence[str], settings: GenerationSettings
-) -> tuple[list[str], list[int]]:
+def _stop_ids(loaded: LoadedModel) -> set[int]:
+    return stop_token_ids(loaded.model.generation_config, loaded.tokenizer)
+
+
+def prompt_texts(tokenizer, prompts: Sequence[str], settings: GenerationSettings) -> tuple[list[str], list[int]]:
     """The chat-formatted prompts and their token counts; a PromptTooLongError names one over the limit."""
-    tokenizer = loaded.tokenizer
     texts = [chat_text(tokenizer, p) for p in prompts]
     lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
     for index, length in enumerate(lengths):
@@ -557,7 +559,7 @@ def generate(
     outputs are dropped; the caller keeps what earlier batches returned through ``on_batch``).
     """
     tokenizer = loaded.tokenizer
-    texts, lengths = _prompt_texts(loaded, prompts, settings)
+    texts, lengths = prompt_texts(loaded.tokenizer, prompts, settings)
     kwargs = {**_generate_kwargs(loaded, settings), "stopping_criteria": stop_criteria(cancel)}
     order = sorted(range(len(texts)), key=lambda i: lengths[i])
     results: list[list[Generation]] = [[] for _ in texts]
@@ -596,7 +598,7 @@ def stream_generate(
 
     stop = stop or threading.Event()
     settings = dataclasses.replace(settings, num_samples=1)
-    texts, _ = _prompt_texts(loaded, [prompt], settings)
+    texts, _ = prompt_texts(loaded.tokenizer, [prompt], settings)
 
     class CountingStreamer(TextIteratorStreamer):
         tokens = 0  # new tokens generated so far
@@ -643,14 +645,19 @@ def stream_generate(
 def _finished(
     loaded: LoadedModel, token_ids: list[int], max_new_tokens: int, stopped_early: bool = False
 ) -> Generation:
+    return finished_generation(loaded.tokenizer, _stop_ids(loaded), token_ids, max_new_tokens, stopped_early)
+
+
+def finished_generation(
+    tokenizer, stop_ids: set[int], token_ids: list[int], max_new_tokens: int, stopped_early: bool = False
+) -> Generation:
     """The generation in ``token_ids`` up to its first stop token; ``stopped`` when it ended before
     a stop token and before the limit (only a stop request does that)."""
-    stop_ids = _stop_ids(loaded)
     end = next((i for i, t in enumerate(token_ids) if t in stop_ids), None)
     kept = token_ids if end is None else token_ids[:end]
     at_limit = end is None and len(token_ids) >= max_new_tokens
     return Generation(
-        text=loaded.tokenizer.decode(kept, skip_special_tokens=True),
+        text=tokenizer.decode(kept, skip_special_tokens=True),
         new_tokens=len(kept),
         truncated=at_limit,
         stopped=stopped_early and end is None and not at_limit,
