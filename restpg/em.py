@@ -688,7 +688,10 @@ class Models:
         engine = self._engine
         held = engine.config.lora_rank if engine is not None else None
         if engine is None or engine.name != model or (ranks and (held is None or max(ranks) > lora_rank_slot(held))):
-            self.release()
+            if engine is not None:
+                engine.close()
+            self._engine = self._generator = None  # the judge stays: a caller may hold it
+            free_memory()
             precision = choose_precision(self.config.dtype, pick_device(self.config.device))
             self._engine = engine = VLLMGenerator(
                 VLLMConfig(
@@ -1034,7 +1037,7 @@ def run_em(config: EMConfig, run_dir: Path, control: RunControl | None = None) -
     held_out = load_split(config, config.eval_split, config.eval_users)
     check_models(config)
     try:
-        check_engine(config.engine, config.device)
+        check_engine(config.engine, config.device, process_rank()[1])
     except EngineError as error:
         raise RunError(str(error)) from None
     tracking = Tracking(parse_report_to(config.report_to), run.logs)

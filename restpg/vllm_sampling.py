@@ -43,9 +43,9 @@ from .runs import ADAPTER_CONFIG
 # What a run samples with: restpg.models.generate ("hf") or a VLLMGenerator ("vllm").
 ENGINES = ("hf", "vllm")
 # The LoRA ranks vLLM can hold (vllm.config.lora.MaxLoRARanks).
-VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
-# The share of the GPU's memory the engine may take (weights and its KV cache): the judge and the
-# M-step run in the same process beside it, so not vLLM's own default of 0.9.
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+# The share of the GPU's memory the engine may take (weights and its KV cache): the judge scores
+# the samples beside it on the same GPU, so not vLLM's own default of 0.9.
 DEFAULT_MEMORY_FRACTION = 0.4
 
 
@@ -84,14 +84,18 @@ def adapter_rank(adapter: Path) -> int:
 
 def sampling_arguments(settings: GenerationSettings, stop_ids: set[int], prompt_index: int) -> dict:
     """vLLM's SamplingParams for prompt ``prompt_index`` of a call: restpg decodes the tokens itself.
-    Each prompt gets its own seed (the call's seed and its position), so a call's samples repeat."""
+
+    Seeds: vLLM gives sample j of a request the request's seed + j, so prompt i's seed is the
+    call's base + i * m: no two samples of a call share a seed (base + i would hand prompt i + 1
+    the seeds of prompt i's samples 1..m-1, and the same noise with them). A call's samples repeat.
+    Greedy decoding draws once (vLLM refuses n > 1 there); VLLMGenerator copies it m times."""
     greedy = settings.temperature == 0
     return {
-        "n": settings.num_samples,
+        "n": 1 if greedy else settings.num_samples,
         "temperature": 0.0 if greedy else settings.temperature,
         "top_p": 1.0 if greedy else settings.top_p,
         "max_tokens": settings.max_new_tokens,
-        "seed": None if settings.seed is None else settings.seed * 1_000_003 + prompt_index,
+        "seed": None if settings.seed is None else settings.seed * 1_000_003 + prompt_index * settings.num_samples,
         "stop_token_ids": sorted(stop_ids),
         "detokenize": False,
     }
@@ -112,11 +116,21 @@ def engine_arguments(config: VLLMConfig) -> dict:
     return arguments
 
 
-def check_engine(engine: str, device: str) -> None:
+def check_engine(engine: str, device: str, processes: int = 1) -> None:
     """Before a run spends time on anything: an EngineError where ``engine`` cannot sample here
-    (vLLM not installed, or no CUDA GPU for it)."""
+    (vLLM not installed, no CUDA GPU for it, or a device or process layout it would not follow)."""
     if engine != "vllm":
         return
+    if processes > 1:  # each rank would start an engine of its own, every one on the first GPU
+        raise EngineError(
+            f"--engine vllm runs in one process (this run has {processes}); "
+            "launch it without accelerate/torchrun, or use --engine hf"
+        )
+    if device.startswith("cuda:") and device != "cuda:0":  # vLLM's worker takes the first visible GPU
+        raise EngineError(
+            f"--engine vllm samples on the first visible GPU, not {device}; "
+            f"choose the GPU with CUDA_VISIBLE_DEVICES={device.split(':')[1]} and --device cuda"
+        )
     import importlib.util
 
     if importlib.util.find_spec("vllm") is None:
@@ -135,7 +149,7 @@ class VLLMGenerator:
 
     def __init__(self, config: VLLMConfig):
         check_engine("vllm", "cuda")
-        from transformers import GenerationConfig
+        from transformers import AutoConfig, GenerationConfig
         from vllm import LLM
 
         self.config = config
@@ -143,8 +157,8 @@ class VLLMGenerator:
         self.tokenizer = load_tokenizer(config.model)
         try:
             generation_config = GenerationConfig.from_pretrained(config.model)
-        except OSError:
-            generation_config = None  # no generation_config.json: the tokenizer's EOS alone
+        except OSError:  # no generation_config.json: the model config's, as transformers builds it
+            generation_config = GenerationConfig.from_model_config(AutoConfig.from_pretrained(config.model))
         self.stop_ids = stop_token_ids(generation_config, self.tokenizer)
         self._llm = LLM(**engine_arguments(config))
         self._lora = None
@@ -185,22 +199,22 @@ class VLLMGenerator:
         for start in range(0, len(ids), settings.batch_size):
             check(cancel)
             chunk = range(start, min(start + settings.batch_size, len(ids)))
-            outputs = self._llm.generate(
-                [TokensPrompt(prompt_token_ids=ids[i]) for i in chunk],
-                [SamplingParams(**sampling_arguments(settings, self.stop_ids, i)) for i in chunk],
-                use_tqdm=False,
-                lora_request=self._lora,
-            )
-            for output in outputs:
-                samples = sorted(output.outputs, key=lambda sample: sample.index)
-                results.append(
-                    [
-                        finished_generation(
-                            self.tokenizer, self.stop_ids, list(sample.token_ids), settings.max_new_tokens
-                        )
-                        for sample in samples
-                    ]
+            try:
+                outputs = self._llm.generate(
+                    [TokensPrompt(prompt_token_ids=ids[i]) for i in chunk],
+                    [SamplingParams(**sampling_arguments(settings, self.stop_ids, i)) for i in chunk],
+                    use_tqdm=False,
+                    lora_request=self._lora,
                 )
+            except Exception:
+                check(cancel)  # a cancelled job's signal also ends the engine's process: say cancelled
+                raise
+            for output in outputs:
+                samples = [
+                    finished_generation(self.tokenizer, self.stop_ids, list(sample.token_ids), settings.max_new_tokens)
+                    for sample in sorted(output.outputs, key=lambda sample: sample.index)
+                ]
+                results.append(samples * (settings.num_samples // len(samples)))  # greedy: one, copied
             if on_batch is not None:
                 on_batch(len(chunk))
         check(cancel)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.machinery
 import json
+import shutil
 import sys
 import threading
 import types
@@ -76,7 +77,11 @@ class FakeLLM:
 
 
 class FakeSamplingParams:
+    # the SamplingParams fields restpg sets (vllm 0.25.1's names): a misspelt one fails here too
+    KNOWN = {"n", "temperature", "top_p", "max_tokens", "seed", "stop_token_ids", "detokenize"}
+
     def __init__(self, **kwargs):
+        assert set(kwargs) <= self.KNOWN, set(kwargs) - self.KNOWN
         self.kwargs = kwargs
 
 
@@ -99,7 +104,7 @@ def fake_vllm(monkeypatch):
         "vllm.lora.request": request,
     }.items():
         monkeypatch.setitem(sys.modules, name, module)
-    monkeypatch.setattr(vllm_sampling, "check_engine", lambda engine, device: None)
+    monkeypatch.setattr(vllm_sampling, "check_engine", lambda *args: None)
     FakeLLM.instances = []
     return FakeLLM
 
@@ -116,13 +121,16 @@ def test_sampling_arguments_are_the_papers_sampling_with_a_seed_per_prompt():
         "stop_token_ids": [0, 2],
         "detokenize": False,
     }
-    assert second["seed"] == first["seed"] + 1
-    greedy = sampling_arguments(GenerationSettings(temperature=0.0, seed=None), {2}, 0)
-    assert (greedy["temperature"], greedy["top_p"], greedy["seed"]) == (0.0, 1.0, None)
+    # vLLM seeds sample j of a request with its seed + j: no two samples of a call may share one
+    seeds = [sampling_arguments(settings, set(), i)["seed"] + j for i in range(16) for j in range(settings.num_samples)]
+    assert len(set(seeds)) == len(seeds)
+    assert second["seed"] == first["seed"] + 32
+    greedy = sampling_arguments(GenerationSettings(temperature=0.0, num_samples=4, seed=None), {2}, 0)
+    assert (greedy["n"], greedy["temperature"], greedy["top_p"], greedy["seed"]) == (1, 0.0, 1.0, None)
 
 
 def test_lora_rank_slots_are_vllms():
-    assert [lora_rank_slot(r) for r in (1, 8, 9, 16, 17, 64, 300, 512)] == [8, 8, 16, 16, 32, 64, 320, 512]
+    assert [lora_rank_slot(r) for r in (1, 8, 9, 16, 17, 64, 300, 512)] == [1, 8, 16, 16, 32, 64, 320, 512]
     with pytest.raises(EngineError, match="513"):
         lora_rank_slot(513)
 
@@ -150,23 +158,40 @@ def test_engine_arguments_enable_lora_only_with_a_rank():
     assert (lora["enable_lora"], lora["max_lora_rank"], lora["max_loras"]) == (True, 16, 1)
 
 
+def installed_vllm(monkeypatch) -> None:
+    """An importable (empty) vllm package, as find_spec sees it."""
+    package = types.ModuleType("vllm")
+    package.__spec__ = importlib.machinery.ModuleSpec("vllm", None)
+    monkeypatch.setitem(sys.modules, "vllm", package)
+
+
 def test_check_engine_names_what_is_missing(monkeypatch):
-    check_engine("hf", "cpu")  # nothing to check
-    monkeypatch.setitem(sys.modules, "vllm", None)  # find_spec raises for a None entry: not installed
-    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    check_engine("hf", "cpu", processes=4)  # nothing to check
+    monkeypatch.setitem(sys.modules, "vllm", None)  # find_spec answers None: not installed
     with pytest.raises(EngineError, match="pip install vllm"):
         check_engine("vllm", "auto")
 
 
 def test_check_engine_wants_cuda(monkeypatch):
-    monkeypatch.setattr("importlib.util.find_spec", lambda name: object())
+    installed_vllm(monkeypatch)
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     with pytest.raises(EngineError, match="CUDA"):
         check_engine("vllm", "auto")
 
 
+@pytest.mark.parametrize(
+    ("device", "processes", "message"), [("cuda:1", 1, "CUDA_VISIBLE_DEVICES=1"), ("cuda", 2, "one process")]
+)
+def test_check_engine_refuses_what_the_engine_would_not_follow(monkeypatch, device, processes, message):
+    installed_vllm(monkeypatch)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    check_engine("vllm", "cuda:0")
+    with pytest.raises(EngineError, match=message):
+        check_engine("vllm", device, processes)
+
+
 def test_a_run_with_engine_vllm_stops_before_training_where_it_cannot_sample(tiny_config, tmp_path, monkeypatch):
-    monkeypatch.setattr("importlib.util.find_spec", lambda name: None if name == "vllm" else object())
+    monkeypatch.setitem(sys.modules, "vllm", None)
     config = EMConfig(**{**tiny_config.__dict__, "engine": "vllm"})
     with pytest.raises(RunError, match="pip install vllm"):
         run_em(config, tmp_path / "run")
@@ -196,7 +221,7 @@ def test_generator_sends_restpgs_prompt_tokens_and_reads_back_samples_in_order(f
     expected = [tokenizer(chat_text(tokenizer, p), add_special_tokens=False)["input_ids"] for p in prompts]
     assert sent == expected  # the chat-formatted prompt, tokenized as the HF path does
     seeds = [p.kwargs["seed"] for call in llm.calls for p in call[1]]
-    assert seeds == [7 * 1_000_003 + i for i in range(3)]  # a seed per prompt, by its place in the call
+    assert seeds == [7 * 1_000_003 + 3 * i for i in range(3)]  # a seed per prompt, spaced by m
     for prompt_ids, samples in zip(expected, results):
         assert [s.text for s in samples[:2]] == [f"sample {j} of {len(prompt_ids)}" for j in range(2)]  # by index
         assert [s.truncated for s in samples] == [False, False, True]  # cut at EOS; the last ran to the limit
@@ -226,6 +251,29 @@ def test_generator_sends_the_adapter_as_a_lora_request(fake_vllm, tiny_model_dir
         without.use_adapter(SHIPPED_ADAPTER)
 
 
+def test_greedy_draws_once_and_copies(fake_vllm, tiny_model_dir):
+    engine = VLLMGenerator(VLLMConfig(model=str(tiny_model_dir), dtype="float32", max_model_len=512))
+    results = engine.generate(["a"], GenerationSettings(max_new_tokens=5, temperature=0.0, num_samples=3))
+    assert [p.kwargs["n"] for p in fake_vllm.instances[0].calls[0][1]] == [1]
+    assert len(results[0]) == 3 and len({g.text for g in results[0]}) == 1
+
+
+def test_a_dead_engine_reads_as_cancelled_when_the_run_was(fake_vllm, tiny_model_dir):
+    engine = VLLMGenerator(VLLMConfig(model=str(tiny_model_dir), dtype="float32", max_model_len=512))
+    cancel = threading.Event()
+
+    def killed(*args, **kwargs):  # the job's SIGTERM ends the engine's process mid-call
+        cancel.set()
+        raise RuntimeError("EngineCore encountered an issue")
+
+    engine._llm.generate = killed
+    with pytest.raises(Cancelled):
+        engine.generate(["a"], GenerationSettings(max_new_tokens=3), cancel=cancel)
+    engine._llm.generate = lambda *args, **kwargs: (_ for _ in ()).throw(RuntimeError("engine died"))
+    with pytest.raises(RuntimeError, match="engine died"):  # not cancelled: the error itself
+        engine.generate(["a"], GenerationSettings(max_new_tokens=3), cancel=threading.Event())
+
+
 def test_generator_stops_when_cancelled(fake_vllm, tiny_model_dir):
     engine = VLLMGenerator(VLLMConfig(model=str(tiny_model_dir), dtype="float32", max_model_len=512))
     cancel = threading.Event()
@@ -244,20 +292,44 @@ def test_models_keep_one_engine_across_adapters_and_close_it_on_release(fake_vll
     wide = tmp_path / "wide"
     wide.mkdir()
     (wide / "adapter_config.json").write_text(json.dumps({"r": 64}))
+    judge = models._judge = object()  # held by a caller (the E-step's reward): a restart keeps it
     second = models.sampler(wide)  # a wider adapter: an engine that holds its rank
     assert second is not first and second.config.lora_rank == 64 and fake_vllm.instances[0].shut_down
+    assert models._judge is judge
     models.release()
-    assert fake_vllm.instances[1].shut_down and models._engine is None
+    assert fake_vllm.instances[1].shut_down and models._engine is None and models._judge is None
+
+
+def test_a_step_trained_in_full_gets_an_engine_on_its_own_model(fake_vllm, tiny_config, tiny_model_dir, tmp_path):
+    models = Models(EMConfig(**{**tiny_config.__dict__, "engine": "vllm"}))
+    base = models.sampler(SHIPPED_ADAPTER)
+    step = tmp_path / "round-1" / "adapter"  # what a full-fine-tuning step saves: a whole model
+    shutil.copytree(tiny_model_dir, step)
+    whole = models.sampler(step)
+    assert whole is not base and base._llm is None  # the base's engine closed
+    assert fake_vllm.instances[1].arguments["model"] == str(step)
+    assert "enable_lora" not in fake_vllm.instances[1].arguments and whole._lora is None
+    assert models.sampler(step) is whole
 
 
 def test_a_run_samples_its_e_step_through_the_engine(fake_vllm, tiny_config, tmp_path, monkeypatch):
-    monkeypatch.setattr("restpg.em.check_engine", lambda engine, device: None)
+    monkeypatch.setattr("restpg.em.check_engine", lambda *args: None)
+    from restpg import em
+
     config = EMConfig(**{**tiny_config.__dict__, "engine": "vllm", "rounds": 1})
     run_dir = tmp_path / "run"
+    train = em.train_model
+    trained_beside = []
+
+    def train_model(*args, **kwargs):  # no engine may be running while a step trains
+        trained_beside.append([llm for llm in fake_vllm.instances if not llm.shut_down])
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(em, "train_model", train_model)
     run_em(config, run_dir)
+    assert len(trained_beside) == 2 and trained_beside == [[], []]  # SFT and the M-step
     samples = [json.loads(line) for line in StepFolder(run_dir / "round-1").samples.read_text().splitlines()]
     assert len(samples) == config.samples_per_input * len({s["record_id"] for s in samples})
     assert all(s["text"].lstrip().startswith(("sample ", "long")) for s in samples)  # the engine's samples, decoded
     lora_paths = {call[2][3] for llm in fake_vllm.instances for call in llm.calls if call[2] is not None}
     assert str(RunFolder(run_dir).sft.adapter.resolve()) in lora_paths  # the E-step's adapter
-    assert all(llm.shut_down for llm in fake_vllm.instances[:-1])  # closed before each M-step
