@@ -471,6 +471,10 @@ def _timed(run_dir: Path, name: str):
             write_json(run.peak_memory, memory)
 
 
+# Config fields that change how a run uses the machine, not what it computes: a resume may set them anew.
+OPERATIONAL_FIELDS = ("vllm_memory_fraction",)
+
+
 def check_manifest(run_dir: Path, config: EMConfig, data_hash: str) -> dict:
     """Create the manifest, or check that an existing run folder belongs to this config and data."""
     path = RunFolder(run_dir).manifest
@@ -494,8 +498,13 @@ def check_manifest(run_dir: Path, config: EMConfig, data_hash: str) -> dict:
             raise RunError(f"{path}: corrupt manifest ({error}); move the folder away to start afresh") from None
         current = json.loads(json.dumps(config.to_dict()))  # tuples read back as lists
         defaults = json.loads(json.dumps(EMConfig().to_dict()))
-        # A field added since the run was made counts as unchanged while it has its default value.
-        changed = sorted(k for k, v in current.items() if old.get("config", {}).get(k, defaults.get(k)) != v)
+        # A field added since the run was made counts as unchanged while it has its default value;
+        # operational fields (how much GPU memory the engine takes) may change on a resume.
+        changed = sorted(
+            k
+            for k, v in current.items()
+            if k not in OPERATIONAL_FIELDS and old.get("config", {}).get(k, defaults.get(k)) != v
+        )
         if old.get("config_hash") != manifest["config_hash"] and changed:
             raise RunError(
                 f"{run_dir} holds a run with another config (differs in: {', '.join(changed) or '?'}); "

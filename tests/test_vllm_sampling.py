@@ -21,7 +21,7 @@ import pytest
 
 from restpg import vllm_sampling
 from restpg.cancel import Cancelled
-from restpg.em import EMConfig, Models, RunError, run_em
+from restpg.em import EMConfig, Models, RunError, check_manifest, run_em
 from restpg.models import GenerationSettings, chat_text, load_tokenizer
 from restpg.runs import RunFolder, StepFolder
 from restpg.vllm_sampling import (
@@ -333,3 +333,12 @@ def test_a_run_samples_its_e_step_through_the_engine(fake_vllm, tiny_config, tmp
     assert all(s["text"].lstrip().startswith(("sample ", "long")) for s in samples)  # the engine's samples, decoded
     lora_paths = {call[2][3] for llm in fake_vllm.instances for call in llm.calls if call[2] is not None}
     assert str(RunFolder(run_dir).sft.adapter.resolve()) in lora_paths  # the E-step's adapter
+
+
+def test_a_resume_may_change_the_engines_memory_share_but_not_the_engine(tiny_config, tmp_path):
+    check_manifest(tmp_path, EMConfig(**{**tiny_config.__dict__, "engine": "vllm"}), "data")
+    check_manifest(
+        tmp_path, EMConfig(**{**tiny_config.__dict__, "engine": "vllm", "vllm_memory_fraction": 0.6}), "data"
+    )
+    with pytest.raises(RunError, match="engine"):  # the samples would come from another sampler
+        check_manifest(tmp_path, tiny_config, "data")
