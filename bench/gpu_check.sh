@@ -18,31 +18,13 @@ set -u -o pipefail
 PYTHON=${PYTHON:-python3}  # e.g. PYTHON=.venv/bin/python
 OUT=${OUT:-gpu-check}
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}  # restpg from this checkout
-if [ -d .gpu/smollm2 ]; then  # the default model's place, filled with random weights below
-  export RESTPG_CACHE_DIR=${RESTPG_CACHE_DIR:-/tmp/restpg-cache}
-fi
+. bench/gpu_env.sh
 STEPS=${STEPS:-tests bench cli}
-step() { echo; echo "=== $* ($(date +%T))"; }
 wanted() { [[ " $STEPS " == *" $1 "* ]]; }
 
 step environment
-if compgen -G ".whl/*.whl" > /dev/null; then
-  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
-fi
-if [ -f .gpu/wordnet.zip ]; then  # Debian's wordnet-base files, for METEOR's synonyms
-  rm -rf /tmp/wordnet && "$PYTHON" -m zipfile -e .gpu/wordnet.zip /tmp/wordnet && export RESTPG_WORDNET_DIR=/tmp/wordnet
-fi
-nvidia-smi -L
+gpu_environment
 "$PYTHON" -c "import torch, transformers, peft; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0), '| transformers', transformers.__version__, '| peft', peft.__version__)" || exit 1
-if [ -d .gpu/smollm2 ]; then
-  MODEL="$RESTPG_CACHE_DIR/SmolLM2-135M-Instruct-hf"
-  [ -f "$MODEL/config.json" ] || "$PYTHON" bench/random_model.py --like .gpu/smollm2 --out "$MODEL" || exit 1
-else
-  "$PYTHON" -c "from restpg.models import convert_default_model; print('the default model:', convert_default_model())" || exit 1
-fi
 
 if wanted tests; then
   step "tests on CUDA (pytest -k cuda)"

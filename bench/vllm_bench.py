@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from restpg.longlamp import load_records, sample_path
+from bench import sample_prompts
 from restpg.models import (
     DEFAULT_MODEL,
     GenerationSettings,
@@ -30,14 +30,7 @@ from restpg.models import (
     prompt_token_counter,
     resolve_model,
 )
-from restpg.prompts import PromptSettings, personalized_prompt
-from restpg.retrieval import retrieve
 from restpg.vllm_sampling import VLLMConfig, VLLMGenerator, adapter_rank
-
-
-def prompts_of(n: int) -> list[str]:
-    records = load_records(sample_path("product_review", "user", "train"), "product_review").records[:n]
-    return [personalized_prompt(r.task, r.input, [x.item for x in retrieve(r, 5)], PromptSettings()) for r in records]
 
 
 def rate(sample, prompts, settings) -> tuple[float, int, float, list]:
@@ -72,8 +65,8 @@ def main() -> None:
         f"GPU {torch.cuda.get_device_name(0)} | torch {torch.__version__} (CUDA {torch.version.cuda}) | "
         f"vllm {vllm.__version__} | {args.dtype}"
     )
-    prompts = prompts_of(args.prompts)
-    greedy_prompts = prompts_of(args.greedy_prompts)
+    prompts = sample_prompts(args.prompts, None)
+    greedy_prompts = sample_prompts(args.greedy_prompts, None)
 
     def settings(rows: int) -> GenerationSettings:
         return GenerationSettings(

@@ -24,9 +24,8 @@ set -u -o pipefail
 PYTHON=${PYTHON:-python3}
 OUT=${OUT:-vllm-check}
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-step() { echo; echo "=== $* ($(date +%T))"; }
+. bench/gpu_env.sh
+export VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1
 
 step environment
 PARTS=$(ls ${VLLM_PARTS:-/tmp/vparts/part*} 2>/dev/null)
@@ -40,19 +39,7 @@ if [ -d /tmp/vsite/vllm ]; then
   export PYTHONPATH=/tmp/vsite:$PYTHONPATH
   export VLLM_USE_FLASHINFER_SAMPLER=0  # FlashInfer is not among the carried packages: PyTorch's top-p
 fi
-if compgen -G ".whl/*.whl" > /dev/null; then
-  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PYTHONPATH
-fi
-if [ -f .gpu/wordnet.zip ]; then
-  rm -rf /tmp/wordnet && "$PYTHON" -m zipfile -e .gpu/wordnet.zip /tmp/wordnet && export RESTPG_WORDNET_DIR=/tmp/wordnet
-fi
-if [ -d .gpu/smollm2 ]; then
-  export RESTPG_CACHE_DIR=${RESTPG_CACHE_DIR:-/tmp/restpg-cache}
-  MODEL="$RESTPG_CACHE_DIR/SmolLM2-135M-Instruct-hf"
-  [ -f "$MODEL/config.json" ] || "$PYTHON" bench/random_model.py --like .gpu/smollm2 --out "$MODEL" || exit 1
-fi
-nvidia-smi -L
+gpu_environment
 "$PYTHON" -c "import torch, transformers, vllm; print('torch', torch.__version__, '| transformers', transformers.__version__, '| vllm', vllm.__version__)" 2>&1 | tail -3
 
 step "vLLM against the Hugging Face path, E-step shape (16 prompts x m = 32, 128 new tokens), bf16"

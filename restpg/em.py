@@ -251,7 +251,7 @@ class EMConfig:
             choices=ENGINES,
         ),
     )
-    vllm_memory_fraction: float = field(  # the judge and the M-step share the GPU with the engine
+    vllm_memory_fraction: float = field(  # the judge shares the GPU with the engine
         default=DEFAULT_MEMORY_FRACTION,
         metadata=flag(
             "--vllm-memory",
@@ -650,6 +650,11 @@ def select_samples(samples: list[dict], config: EMConfig) -> list[dict]:
 # The pipeline
 
 
+def _holds_whole_model(step_adapter: Path) -> bool:
+    """Whether a step's adapter folder holds a whole model (full fine-tuning), not a LoRA adapter."""
+    return (step_adapter / MODEL_CONFIG).exists() and not (step_adapter / ADAPTER_CONFIG).exists()
+
+
 @dataclass
 class Models:
     """The models a run loads once: generator base (with adapters), judge, lexical metrics."""
@@ -674,7 +679,7 @@ class Models:
             return self._generator
         self._generator = None
         free_memory()
-        if adapter is not None and (adapter / MODEL_CONFIG).exists() and not (adapter / ADAPTER_CONFIG).exists():
+        if adapter is not None and _holds_whole_model(adapter):
             self._generator = load_model(self.model_config(str(adapter)))
         elif adapter is None:
             self._generator = load_model(self.model_config())
@@ -689,7 +694,7 @@ class Models:
         request (engine "vllm"; a step trained with full fine-tuning gets an engine on its model)."""
         if self.config.engine == "hf":
             return self.generator(adapter)
-        whole = adapter is not None and (adapter / MODEL_CONFIG).exists() and not (adapter / ADAPTER_CONFIG).exists()
+        whole = adapter is not None and _holds_whole_model(adapter)
         model = resolve_model(str(adapter) if whole else self.config.model, self.model_config().cache_dir)
         ranks = [] if whole else [c.lora_r for c in (self.config.sft, self.config.mstep) if c.finetuning == "lora"]
         if adapter is not None and not whole:

@@ -559,7 +559,7 @@ def generate(
     outputs are dropped; the caller keeps what earlier batches returned through ``on_batch``).
     """
     tokenizer = loaded.tokenizer
-    texts, lengths = prompt_texts(loaded.tokenizer, prompts, settings)
+    texts, lengths = prompt_texts(tokenizer, prompts, settings)
     kwargs = {**_generate_kwargs(loaded, settings), "stopping_criteria": stop_criteria(cancel)}
     order = sorted(range(len(texts)), key=lambda i: lengths[i])
     results: list[list[Generation]] = [[] for _ in texts]
