@@ -15,7 +15,9 @@ import platform
 import resource
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
+from unittest.mock import patch
 
 import torch
 
@@ -327,10 +329,17 @@ def bench_packing(args) -> None:
 
 
 def judge_workloads(n: int, m: int) -> dict[str, tuple[list[str], list[str], list[str]]]:
-    """n distinct judge pairs of two shapes: the evaluation's (one answer per request) and the
-    E-step's (m answers per request: one instruction and ground truth under m answers). Requests are
-    the sample's product-review requests; answers are other users' reviews (about 80 words)."""
-    records = sample_records(24)
+    """n distinct judge pairs of two shapes: the evaluation's (one answer per request: n distinct
+    requests, up to the sample's 72) and the E-step's (m answers per request: one instruction and
+    ground truth under m answers). Requests are the sample's product-review requests (all its
+    splits); answers are other users' reviews (about 80 words)."""
+    records, seen = [], set()
+    for family in ("user", "temporal"):
+        for split in ("train", "val", "test"):
+            for record in load_records(sample_path("product_review", family, split), "product_review").records:
+                if record.input not in seen:
+                    seen.add(record.input)
+                    records.append(record)
 
     def pairs(per_request: int) -> tuple[list[str], list[str], list[str]]:
         rows = [
@@ -399,17 +408,22 @@ def training_config(micro: int, dropout: float = 0.05) -> TrainConfig:
 
 def bench_training(args) -> None:
     examples = training_examples(args.max_item_words)
+    runs = [(m, d, masks) for m in args.micro_batches for d in args.lora_dropouts for masks in args.dropout_masks]
     for dtype in args.dtypes:
-        for micro, dropout in [(m, d) for m in args.micro_batches for d in args.lora_dropouts]:
-            with tempfile.TemporaryDirectory() as folder:
+        for micro, dropout, masks in runs:
+            # "torch": peft's nn.Dropout as it comes (one generator call per element on a CPU);
+            # "bulk": restpg's, drawn 16 bits an element (restpg.lora_dropout), what restpg trains with
+            keep = nullcontext() if masks == "bulk" else patch("restpg.train.use_bulk_lora_dropout", lambda model: 0)
+            with tempfile.TemporaryDirectory() as folder, keep:
                 result = train_model(
                     ModelConfig(model=args.model, device=args.device, dtype=dtype),
                     examples,
                     training_config(micro, dropout),
                     Path(folder),
                 )
+            shown = f"dropout {dropout:g}" + (f" ({masks} masks)" if dropout > 0 else "")
             print(
-                f"M-step training ({dtype}, LoRA r = 8, dropout {dropout:g}, batch 4 = {4 // micro} x {micro}): "
+                f"M-step training ({dtype}, LoRA r = 8, {shown}, batch 4 = {4 // micro} x {micro}): "
                 f"{result.tokens_per_second:.0f} tokens/s ({result.train_tokens} tokens, {result.seconds:.1f} s)"
             )
 
@@ -468,6 +482,13 @@ def main() -> None:
     )
     parser.add_argument(
         "--lora-dropouts", type=float, nargs="+", default=[0.05], help="LoRA dropouts to train with (restpg: 0.05)"
+    )
+    parser.add_argument(
+        "--dropout-masks",
+        nargs="+",
+        choices=["bulk", "torch"],
+        default=["bulk"],
+        help="how LoRA dropout's CPU masks are drawn: restpg's bulk draw (what it trains with), torch's nn.Dropout",
     )
     parser.add_argument(
         "--only",

@@ -138,8 +138,13 @@ class LLMJudge:
         groups: dict[tuple[str, str], list[int]] = {}
         for n in first.values():
             groups.setdefault((instructions[n], references[n]), []).append(n)
-        # batched by length: groups by their shared part's, answers within a group by theirs (less padding)
-        ordered = sorted(groups.items(), key=lambda item: len(item[0][0]) + len(item[0][1]))
+        # batched by the length of what runs padded together (less padding): a group of answers by
+        # its shared part's (its answers run after it, padded among themselves), a lone answer by its
+        # whole prompt's (it runs in one piece); answers within a group by their own length
+        ordered = sorted(
+            groups.items(),
+            key=lambda item: len(item[0][0]) + len(item[0][1]) + (len(answers[item[1][0]]) if len(item[1]) == 1 else 0),
+        )
         todo = [n for _, group in ordered for n in sorted(group, key=lambda n: len(answers[n]))]
         if todo:
             prompts = [judge_prompt(instructions[n], references[n], answers[n]) for n in todo]

@@ -65,16 +65,18 @@ def make_adapter(model_dir, folder, seed=0):
 FORMAT_REASONING = "- short lines"  # the reasoning path conftest's format model learned to write
 
 
-def format_config(model_dir):
-    """A REST-PG run (with reasoning) small enough for a test: 6 training records, 2 samples each."""
-    from restpg.em import EMConfig
+def fast_train_config(**changes):
+    """A training config small enough for a test (6 steps of 2 examples, LoRA r = 4, no dropout),
+    with ``changes`` applied."""
+    import dataclasses
+
     from restpg.train import TrainConfig
 
-    train = TrainConfig(
+    fast = TrainConfig(
         select_by="last",
-        learning_rate=1e-3,
+        learning_rate=5e-3,
         warmup_steps=0,
-        max_steps=2,
+        max_steps=6,
         batch_size=2,
         per_device_batch_size=2,
         optimizer="adamw_torch",
@@ -82,9 +84,15 @@ def format_config(model_dir):
         lora_alpha=8,
         lora_dropout=0.0,
         save_steps=2,
-        max_input_tokens=512,
-        max_output_tokens=40,
     )
+    return dataclasses.replace(fast, **changes)
+
+
+def format_config(model_dir):
+    """A REST-PG run (with reasoning) small enough for a test: 6 training records, 2 samples each."""
+    from restpg.em import EMConfig
+
+    train = fast_train_config(learning_rate=1e-3, max_steps=2, max_input_tokens=512, max_output_tokens=40)
     return EMConfig(
         tasks=("product_review",),
         train_users=2,

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from helpers import DEVICES
+from helpers import DEVICES, fast_train_config
 from restpg.models import GenerationSettings, ModelConfig, generate, load_adapter, load_model
 from restpg.prompts import PromptTooLongError
 from restpg.train import (
@@ -16,19 +16,7 @@ from restpg.train import (
     weighted_completion_loss,
 )
 
-FAST = TrainConfig(
-    select_by="last",
-    learning_rate=5e-3,
-    warmup_steps=0,
-    max_steps=6,
-    batch_size=2,
-    per_device_batch_size=2,
-    optimizer="adamw_torch",
-    lora_r=4,
-    lora_alpha=8,
-    lora_dropout=0.0,
-    save_steps=2,
-)
+FAST = fast_train_config()
 
 
 def test_loss_masks_the_prompt_and_scales_with_weight():

@@ -1,0 +1,111 @@
+import pytest
+import torch
+
+from helpers import fast_train_config
+from restpg.hardware import choose_precision
+from restpg.lora_dropout import BulkDropout, use_bulk_lora_dropout
+from restpg.models import ModelConfig
+from restpg.train import TrainConfig, TrainingExample, build_trainable_model, train_model
+
+
+def test_elements_are_dropped_with_probability_p_and_kept_ones_rescaled():
+    torch.manual_seed(0)
+    dropout = BulkDropout(0.05)
+    x = torch.ones(1000, 1001)  # an odd count: the last 64-bit draw is used in part
+    y = dropout(x)
+    dropped = (y == 0).double().mean().item()
+    p = dropout.threshold / 65536
+    assert abs(p - 0.05) < 1 / 131072
+    sigma = (p * (1 - p) / x.numel()) ** 0.5
+    assert abs(dropped - p) < 5 * sigma
+    kept = y[y != 0]
+    assert torch.allclose(kept, torch.full_like(kept, 1 / (1 - p)))
+    assert abs(y.double().mean().item() - 1) < 5 * sigma / (1 - p)  # the expected output is the input
+
+
+def test_neighbouring_elements_are_dropped_independently():
+    """Four elements come from each 64-bit draw: each must get bits of its own."""
+    torch.manual_seed(1)
+    dropout = BulkDropout(0.5)
+    kept = dropout.keep_mask(torch.Size([400_000, 4])).double()
+    for lane in range(4):
+        assert abs(kept[:, lane].mean().item() - 0.5) < 0.005
+    for a, b in [(0, 1), (1, 2), (2, 3), (0, 3)]:
+        both = (kept[:, a] * kept[:, b]).mean().item()
+        assert abs(both - 0.25) < 0.005  # independent: P(both kept) = 0.5 * 0.5
+
+
+def test_masks_follow_torch_seed_and_evaluation_mode_keeps_everything():
+    dropout = BulkDropout(0.3)
+    x = torch.randn(64, 96)
+    torch.manual_seed(7)
+    first = dropout(x)
+    torch.manual_seed(7)
+    assert torch.equal(dropout(x), first)
+    assert not torch.equal(dropout(x), first)  # the next draw differs
+    dropout.eval()
+    assert torch.equal(dropout(x), x)
+
+
+def test_gradient_flows_through_the_kept_elements_only():
+    torch.manual_seed(3)
+    dropout = BulkDropout(0.25)
+    x = torch.randn(32, 48, requires_grad=True)
+    y = dropout(x)
+    y.sum().backward()
+    kept = y.detach() != 0
+    assert torch.allclose(x.grad[kept], torch.full_like(x.grad[kept], 1 / (1 - dropout.threshold / 65536)))
+    assert torch.all(x.grad[~kept] == 0)
+
+
+@pytest.mark.parametrize("p", [0, 1, -0.1])
+def test_a_probability_outside_0_1_is_refused(p):
+    with pytest.raises(ValueError, match="dropout probability"):
+        BulkDropout(p)
+
+
+def test_every_lora_dropout_is_replaced_and_the_adapter_unchanged(tiny_model_dir):
+    model_config = ModelConfig(model=str(tiny_model_dir), dtype="float32")
+    precision = choose_precision("float32", torch.device("cpu"))
+    with_dropout, _ = build_trainable_model(model_config, TrainConfig(lora_dropout=0.05), precision)
+    lora_layers = [
+        m for m in with_dropout.modules() if isinstance(getattr(m, "lora_dropout", None), torch.nn.ModuleDict)
+    ]
+    assert lora_layers
+    assert all(isinstance(d, BulkDropout) and d.p == 0.05 for m in lora_layers for d in m.lora_dropout.values())
+    assert not any(type(m) is torch.nn.Dropout for m in with_dropout.modules() if m is not None)
+    without, _ = build_trainable_model(model_config, TrainConfig(lora_dropout=0.0), precision)
+    assert with_dropout.state_dict().keys() == without.state_dict().keys()
+    assert not any(isinstance(m, BulkDropout) for m in without.modules())  # nn.Identity left alone
+    assert use_bulk_lora_dropout(without) == 0
+
+
+def test_training_with_dropout_learns_and_a_resumed_run_repeats_itself(tiny_model_dir, tmp_path):
+    """The preset's dropout (0.05) through the bulk masks: the adapter learns, and a run stopped
+    after a checkpoint and resumed ends at the same weights as one that was not stopped (the masks
+    come from torch's generator, whose state the Trainer's checkpoint keeps)."""
+    examples = [TrainingExample("say the word", "banana banana banana")] * 4
+    config = fast_train_config(learning_rate=5e-2, lora_dropout=0.3)
+    model = ModelConfig(model=str(tiny_model_dir), dtype="float32")
+    whole = train_model(model, examples, config, tmp_path / "whole")
+    losses = [h["loss"] for h in whole.log_history if "loss" in h]
+    assert losses[-1] < losses[0]
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_step_3(step, total, logs):
+        if step == 3:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train_model(model, examples, config, tmp_path / "resumed", on_step=crash_at_step_3)
+    resumed = train_model(model, examples, config, tmp_path / "resumed")
+    from safetensors.torch import load_file
+
+    a = load_file(whole.adapter_dir / "adapter_model.safetensors")
+    b = load_file(resumed.adapter_dir / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    again = train_model(model, examples, config, tmp_path / "again")
+    c = load_file(again.adapter_dir / "adapter_model.safetensors")
+    assert all(torch.equal(a[k], c[k]) for k in a)  # the same seed, the same masks
