@@ -19,7 +19,7 @@ VERSION=0.3.36
 WORK=${WORK:-/tmp/restpg-llamacpp}
 PY=.venv/bin/python
 mkdir -p "$WORK"
-grep -o 'avx2\|avx512f\|avx512_bf16\|amx_bf16' /proc/cpuinfo | sort -u | tr '\n' ' '
+{ grep -o 'avx2\|avx512f\|avx512_bf16\|amx_bf16' /proc/cpuinfo || true; } | sort -u | tr '\n' ' '
 echo "($(nproc) cores)"
 
 SRC="$WORK/llama_cpp_python-$VERSION/vendor/llama.cpp"

@@ -6,10 +6,11 @@ cpu-small M-step that was 15% of the operators' time in fp32 (bench/profile_ops.
 more than any cost but the matrix products and attention. Here one 64-bit draw gives four elements
 16 random bits each; an element is dropped when its bits fall under ``round(p * 65536)``, so the drop
 probability is p to within 1/131072 (0.05 -> 0.0500031), and kept elements are scaled by the inverse
-of the keep probability, so the layer's expected output is its input, as with ``nn.Dropout``. The
-masks come from torch's global generator (seeded by the Trainer), so a run repeats itself. Autograd
-keeps the boolean mask (1 byte an element) instead of a float one. On other devices, and in
-evaluation mode, it is ``F.dropout``.
+of the keep probability, so the layer's expected output is its input, as with ``nn.Dropout``: the
+same dropout in distribution, other masks than ``nn.Dropout`` would draw. The masks come from
+torch's global generator (seeded by the Trainer, its state kept in checkpoints), so a run repeats
+itself and a resumed run continues it. Autograd keeps the boolean mask (1 byte an element) instead
+of one in the input's dtype. On other devices, and in evaluation mode, it is ``F.dropout``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ class BulkDropout(torch.nn.Module):
             raise ValueError(f"dropout probability must be in (0, 1), got {p}")
         self.p = p
         self.threshold = round(p * _LEVELS)  # dropped: bits (as unsigned) below this
+        if self.threshold >= _LEVELS:
+            raise ValueError(f"dropout probability {p} is too close to 1 for 16-bit masks (at most 1 - 1/65536)")
         self.scale = _LEVELS / (_LEVELS - self.threshold)  # 1 / keep probability
 
     def keep_mask(self, shape: torch.Size) -> torch.Tensor:

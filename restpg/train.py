@@ -80,7 +80,7 @@ class TrainConfig:
         metadata=flag(
             "--lora-dropout",
             "LoRA dropout (ours: 0.05; on a CPU its masks are drawn in bulk, restpg.lora_dropout, and are "
-            "still about 8%% of a training step's operators: 0 trains about 1.15x faster; bench/bench.py)",
+            "still about 8%% of a training step's operators: 0 trains faster still; bench/bench.py)",
             type=float,
             metavar="P",
         ),

@@ -23,16 +23,20 @@ def test_elements_are_dropped_with_probability_p_and_kept_ones_rescaled():
     assert abs(y.double().mean().item() - 1) < 5 * sigma / (1 - p)  # the expected output is the input
 
 
-def test_neighbouring_elements_are_dropped_independently():
-    """Four elements come from each 64-bit draw: each must get bits of its own."""
+@pytest.mark.parametrize("p", [0.05, 0.5])
+def test_neighbouring_elements_are_dropped_independently(p):
+    """Four elements come from each 64-bit draw: each must get bits of its own (at p = 0.5 only a
+    lane's top bit decides, at 0.05 its top five)."""
     torch.manual_seed(1)
-    dropout = BulkDropout(0.5)
-    kept = dropout.keep_mask(torch.Size([400_000, 4])).double()
+    dropout = BulkDropout(p)
+    rate = dropout.threshold / 65536
+    dropped = ~dropout.keep_mask(torch.Size([400_000, 4]))
+    n = dropped.shape[0]
     for lane in range(4):
-        assert abs(kept[:, lane].mean().item() - 0.5) < 0.005
+        assert abs(dropped[:, lane].double().mean().item() - rate) < 5 * (rate * (1 - rate) / n) ** 0.5
     for a, b in [(0, 1), (1, 2), (2, 3), (0, 3)]:
-        both = (kept[:, a] * kept[:, b]).mean().item()
-        assert abs(both - 0.25) < 0.005  # independent: P(both kept) = 0.5 * 0.5
+        both = (dropped[:, a] & dropped[:, b]).double().mean().item()
+        assert abs(both - rate**2) < 5 * (rate**2 * (1 - rate**2) / n) ** 0.5  # independent: P = rate^2
 
 
 def test_masks_follow_torch_seed_and_evaluation_mode_keeps_everything():
@@ -58,7 +62,7 @@ def test_gradient_flows_through_the_kept_elements_only():
     assert torch.all(x.grad[~kept] == 0)
 
 
-@pytest.mark.parametrize("p", [0, 1, -0.1])
+@pytest.mark.parametrize("p", [0, 1, -0.1, 1 - 1e-6])
 def test_a_probability_outside_0_1_is_refused(p):
     with pytest.raises(ValueError, match="dropout probability"):
         BulkDropout(p)
@@ -75,17 +79,18 @@ def test_every_lora_dropout_is_replaced_and_the_adapter_unchanged(tiny_model_dir
     assert all(isinstance(d, BulkDropout) and d.p == 0.05 for m in lora_layers for d in m.lora_dropout.values())
     assert not any(type(m) is torch.nn.Dropout for m in with_dropout.modules() if m is not None)
     without, _ = build_trainable_model(model_config, TrainConfig(lora_dropout=0.0), precision)
-    assert with_dropout.state_dict().keys() == without.state_dict().keys()
+    mine, theirs = with_dropout.state_dict(), without.state_dict()  # the same seed: the same adapter
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
     assert not any(isinstance(m, BulkDropout) for m in without.modules())  # nn.Identity left alone
     assert use_bulk_lora_dropout(without) == 0
 
 
 def test_training_with_dropout_learns_and_a_resumed_run_repeats_itself(tiny_model_dir, tmp_path):
-    """The preset's dropout (0.05) through the bulk masks: the adapter learns, and a run stopped
+    """Dropout through the bulk masks (0.3: masks that matter): the adapter learns, and a run stopped
     after a checkpoint and resumed ends at the same weights as one that was not stopped (the masks
     come from torch's generator, whose state the Trainer's checkpoint keeps)."""
-    examples = [TrainingExample("say the word", "banana banana banana")] * 4
-    config = fast_train_config(learning_rate=5e-2, lora_dropout=0.3)
+    examples = [TrainingExample("say the word", "banana banana banana")] * 6  # 3 steps an epoch
+    config = fast_train_config(learning_rate=5e-2, lora_dropout=0.3)  # a checkpoint at step 2, mid-epoch
     model = ModelConfig(model=str(tiny_model_dir), dtype="float32")
     whole = train_model(model, examples, config, tmp_path / "whole")
     losses = [h["loss"] for h in whole.log_history if "loss" in h]
