@@ -408,15 +408,21 @@ def training_config(micro: int, dropout: float = 0.05) -> TrainConfig:
 
 def bench_training(args) -> None:
     examples = training_examples(args.max_item_words)
-    runs = [(m, d, masks) for m in args.micro_batches for d in args.lora_dropouts for masks in args.dropout_masks]
-    # at dropout 0 there are no masks: one run per micro-batch size, not one per --dropout-masks entry
-    runs = [(m, d, masks) for n, (m, d, masks) in enumerate(runs) if d > 0 or (m, d) not in [r[:2] for r in runs[:n]]]
+    # at dropout 0 there are no masks: one run, not one per --dropout-masks entry
+    runs = [
+        (m, d, masks)
+        for m in args.micro_batches
+        for d in args.lora_dropouts
+        for masks in (args.dropout_masks if d > 0 else args.dropout_masks[:1])
+    ]
     for dtype in args.dtypes:
         for micro, dropout, masks in runs:
             # "torch": peft's nn.Dropout as it comes (one generator call per element on a CPU);
             # "bulk": restpg's, drawn 16 bits an element (restpg.lora_dropout), what restpg trains with
-            keep = nullcontext() if masks == "bulk" else patch("restpg.train.use_bulk_lora_dropout", lambda model: 0)
-            with tempfile.TemporaryDirectory() as folder, keep:
+            mask_source = (
+                nullcontext() if masks == "bulk" else patch("restpg.train.use_bulk_lora_dropout", lambda model: 0)
+            )
+            with tempfile.TemporaryDirectory() as folder, mask_source:
                 result = train_model(
                     ModelConfig(model=args.model, device=args.device, dtype=dtype),
                     examples,

@@ -65,6 +65,20 @@ def make_adapter(model_dir, folder, seed=0):
 FORMAT_REASONING = "- short lines"  # the reasoning path conftest's format model learned to write
 
 
+class Crash(Exception):
+    """A training run killed mid-way, in a test (crash_at_step)."""
+
+
+def crash_at_step(n: int):
+    """An ``on_step`` callback for train_model that raises :class:`Crash` when training reaches step n."""
+
+    def on_step(step, total, logs):
+        if step == n:
+            raise Crash
+
+    return on_step
+
+
 def fast_train_config(**changes):
     """A training config small enough for a test (6 steps of 2 examples, LoRA r = 4, no dropout),
     with ``changes`` applied."""

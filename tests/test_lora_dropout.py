@@ -1,7 +1,8 @@
 import pytest
 import torch
+from safetensors.torch import load_file
 
-from helpers import fast_train_config
+from helpers import Crash, crash_at_step, fast_train_config
 from restpg.hardware import choose_precision
 from restpg.lora_dropout import BulkDropout, use_bulk_lora_dropout
 from restpg.models import ModelConfig
@@ -96,18 +97,9 @@ def test_training_with_dropout_learns_and_a_resumed_run_repeats_itself(tiny_mode
     losses = [h["loss"] for h in whole.log_history if "loss" in h]
     assert losses[-1] < losses[0]
 
-    class Crash(Exception):
-        pass
-
-    def crash_at_step_3(step, total, logs):
-        if step == 3:
-            raise Crash
-
     with pytest.raises(Crash):
-        train_model(model, examples, config, tmp_path / "resumed", on_step=crash_at_step_3)
+        train_model(model, examples, config, tmp_path / "resumed", on_step=crash_at_step(3))
     resumed = train_model(model, examples, config, tmp_path / "resumed")
-    from safetensors.torch import load_file
-
     a = load_file(whole.adapter_dir / "adapter_model.safetensors")
     b = load_file(resumed.adapter_dir / "adapter_model.safetensors")
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from helpers import DEVICES, fast_train_config
+from helpers import DEVICES, Crash, crash_at_step, fast_train_config
 from restpg.models import GenerationSettings, ModelConfig, generate, load_adapter, load_model
 from restpg.prompts import PromptTooLongError
 from restpg.train import (
@@ -79,21 +79,13 @@ def test_zero_weight_examples_do_not_train(tiny_model_dir, tmp_path):
 
 def test_interrupted_training_resumes_from_its_checkpoint(tiny_model_dir, tmp_path):
     examples = [TrainingExample("p", "c c c")] * 4
-
-    class Crash(Exception):
-        pass
-
-    def crash_at_step_3(step, total, logs):
-        if step == 3:
-            raise Crash
-
     with pytest.raises(Crash):
         train_model(
             ModelConfig(model=str(tiny_model_dir), dtype="float32"),
             examples,
             FAST,
             tmp_path / "run",
-            on_step=crash_at_step_3,
+            on_step=crash_at_step(3),
         )
     assert (tmp_path / "run" / "checkpoints" / "checkpoint-2").exists()
     assert not (tmp_path / "run" / "adapter").exists()
