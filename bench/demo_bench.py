@@ -12,8 +12,9 @@ stored generations are read from assets/models, as on a fresh clone) and measure
   stop     the page's Stop: seconds from the click to the end of the stream
   cancel   Cancel job: seconds from the click until the job's process has exited, during the E-step
            (generation) and during an M-step training step
-  round    one EM round started from the page on the shipped SFT adapter (cpu-small, the Train tab's
-           defaults): wall time, with the run's timings.json
+  round    one EM round started from the page on the shipped SFT adapter (the Train tab's defaults:
+           preset cpu-round): wall time, with the run's timings.json, and the round's validation
+           ROUGE-L against its start's, paired on the same records
 
 ``--dtype float32`` is "bf16 off": the app and its jobs run in fp32 whatever the CPU supports.
 """
@@ -34,14 +35,14 @@ from app_latency import free_port, start_app, wait_for_port  # noqa: E402
 
 DATASET, TASK, FAMILY, SPLIT = "shipped sample", "product_review", "user", "test"
 TRAIN_TAB_DEFAULTS = dict(
-    preset="cpu-small",
+    preset="cpu-round",
     task="all",
-    users=2,
-    rounds=1,
+    users=0,
+    rounds=0,
     samples=0,
     reward="preset's value",
     tau="",
-    init="base",
+    init="preset's value",
     reasoning=True,
     use_ratings=True,
     weight_ratings=False,
@@ -254,12 +255,30 @@ def main() -> None:
                     + ", ".join(f"{k} {v['resident'] / 1024:.1f} GiB" for k, v in memory.items()),
                     flush=True,
                 )
-                metrics = json.loads((Path(run_id) / "round-1" / "metrics.json").read_text())["summary"]
+                metrics = json.loads((Path(run_id) / "round-1" / "metrics.json").read_text())
+                start = json.loads((Path(run_id) / "sft" / "metrics.json").read_text())
                 selection = json.loads((Path(run_id) / "round-1" / "selection.json").read_text())
                 print(
                     "  round 1 held-out: "
-                    + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+                    + ", ".join(f"{k} {v:.4f}" for k, v in metrics["summary"].items())
                     + f"; kept {selection['kept']}/{selection['samples']}",
+                    flush=True,
+                )
+                from restpg.evaluate import paired_bootstrap
+
+                before = {row["record_id"]: row["rougeL"] for row in start["per_record"]}
+                rows = metrics["per_record"]
+                diff, low, high, p = paired_bootstrap(
+                    [row["rougeL"] for row in rows],
+                    [before[row["record_id"]] for row in rows],
+                    [row["record_id"].split(":")[0] for row in rows],
+                )
+                print(
+                    f"  ROUGE-L against the starting version on the same {len(rows)} validation records: "
+                    f"{diff:+.4f} [{low:+.4f}, {high:+.4f}] (95% paired bootstrap, tasks averaged), p {p:.3f}; "
+                    f"start {start['summary']['rougeL']:.4f} -> round {metrics['summary']['rougeL']:.4f}, "
+                    f"empty answers {start['summary'].get('empty_answers', 0):.0%} -> "
+                    f"{metrics['summary'].get('empty_answers', 0):.0%}",
                     flush=True,
                 )
         finally:

@@ -1,25 +1,31 @@
 #!/usr/bin/env bash
 # The CUDA checks of restpg in one run on a GPU machine (README, "On a GPU"): the CUDA tests, the
-# benchmarks and one EM round from the CLI. Writes its logs and the round's timings to $OUT
-# (default: ./gpu-check). Needs torch with CUDA.
+# benchmarks, and the paper's pipeline at small size (bench/gpu_round.py: the weights one step at
+# 5e-6 changes in pure bf16 and over fp32 master weights, then SFT -> E-step with the HF engine and
+# with vLLM -> M-step with full fine-tuning and with LoRA -> evaluation, with E-step and M-step
+# tokens/s, peak GPU memory and each round's time). Writes its logs to $OUT (default: ./gpu-check).
 #
-#   bash bench/gpu_check.sh                  # about 4 minutes on an H200
-#   STEPS="tests cli" bash bench/gpu_check.sh  # some of: tests bench cli (default: all three)
+#   bash bench/gpu_check.sh                    # all steps
+#   STEPS="round" bash bench/gpu_check.sh      # some of: tests bench round (default: all three)
+#   ENGINES="hf" bash bench/gpu_check.sh       # the round without vLLM (default: "hf vllm")
 #
 # With the requirements installed it runs the real default model. On a machine that has neither
-# the requirements nor the model (a lent GPU with no registry and no hub), two ignored folders
-# travel with the checkout:
+# the requirements nor the model (a lent GPU with no registry and no hub), ignored folders travel
+# with the checkout:
 #   .whl/   wheels of what the machine lacks (transformers, peft, nltk, rouge-score, sqlite-utils, ...),
 #           installed into /tmp/site ahead of the machine's own packages
-#   .gpu/   smollm2/: the default model's config.json and tokenizer (3.5 MB; the GGUF is 98 MB),
-#           from which bench/random_model.py builds the architecture with random weights (speed and
+#   .gpu/   gguf-part-*: the default model's GGUF (98 MB) split in two (split -n 2), one part beside
+#           the code in each of two calls to one warm machine (64 MiB a call): each call stores its
+#           part in /tmp/gguf-parts, and once both are there the real weights are used;
+#           smollm2/: the model's config.json and tokenizer (3.5 MB), from which bench/random_model.py
+#           builds the architecture with random weights when the GGUF has not arrived (speed and
 #           code paths are the real model's, quality is not); wordnet.zip: Debian's wordnet-base
 set -u -o pipefail
 PYTHON=${PYTHON:-python3}  # e.g. PYTHON=.venv/bin/python
 OUT=${OUT:-gpu-check}
 mkdir -p "$OUT"
 . bench/gpu_env.sh
-STEPS=${STEPS:-tests bench cli}
+STEPS=${STEPS:-tests bench round}
 wanted() { [[ " $STEPS " == *" $1 "* ]]; }
 
 step environment
@@ -40,11 +46,10 @@ if wanted bench; then
     --judge-pairs 256 --judge-batch 32 --micro-batches 1 4 2>&1 | tee "$OUT/bench.log"
 fi
 
-if wanted cli; then
-  step "one EM round from the CLI on CUDA (cpu-small's sizes, one task, 2 users; ReST-EM: a random model writes no reasoning format)"
-  rm -rf /tmp/gpu-run
-  timeout 170 "$PYTHON" -m restpg train --preset cpu-small --device cuda --task product_review --users 2 --eval-users 1 \
-    --rounds 1 --no-reasoning --keep-truncated --generation-batch 256 --run-dir /tmp/gpu-run 2>&1 | tail -n 40 | tee "$OUT/cli.log"
-  for f in timings.json peak_memory.json; do cp "/tmp/gpu-run/$f" "$OUT/" 2>/dev/null; done
+if wanted round; then
+  step "the paper's pipeline at small size on CUDA (bench/gpu_round.py)"
+  rm -rf /tmp/gpu-round
+  timeout 560 "$PYTHON" bench/gpu_round.py --out /tmp/gpu-round --engines ${ENGINES:-hf vllm} 2>&1 | tee "$OUT/round.log"
+  cp /tmp/gpu-round/summary.json "$OUT/" 2>/dev/null
 fi
 step done

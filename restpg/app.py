@@ -50,6 +50,7 @@ def build_app(parts: AppParts):
     from .arena_tab import arena_tab
     from .explore_tab import explore_tab
     from .rate_tab import rate_tab
+    from .results_tab import results_tab
     from .train_tab import train_tab
 
     with gr.Blocks(title="restpg: REST-PG explorer", analytics_enabled=False) as demo:
@@ -57,7 +58,8 @@ def build_app(parts: AppParts):
             "# restpg: reasoning over a user's profile before writing\n"
             "**Explore** a LongLaMP user's profile and the model's reasoning path and response beside "
             "the real text; **Rate** reasoning paths and the samples EM trains on; compare versions blind "
-            "in the **Arena**; **Train** REST-PG rounds in the background."
+            "in the **Arena**; see REST-PG against its baselines in **Results**; **Train** REST-PG rounds in "
+            "the background."
         )
         with gr.Tabs() as tabs:
             with gr.Tab("Explore", id="explore"):
@@ -66,6 +68,8 @@ def build_app(parts: AppParts):
                 rate = rate_tab(parts)
             with gr.Tab("Arena", id="arena", elem_id="arena-panel"):
                 arena = arena_tab(parts)
+            with gr.Tab("Results", id="results"):
+                results_load = results_tab(parts)
             with gr.Tab("Train", id="train"):
                 train_load = train_tab(parts, explore["versions"])
 
@@ -107,7 +111,7 @@ def build_app(parts: AppParts):
         demo.load(*explore["load"], api_visibility="private").then(*explore["show"], api_visibility="private")
         demo.load(follow_link, None, tabs, api_visibility="private")
         demo.load(rate_on_load, load_inputs, load_outputs, api_visibility="private")
-        for handler, inputs, outputs in (arena["load"], train_load):
+        for handler, inputs, outputs in (arena["load"], results_load, train_load):
             demo.load(handler, inputs, outputs, api_visibility="private")
     return demo
 

@@ -488,24 +488,85 @@ def torch_threads() -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import time
 
-    from .compare import compare_methods
+    from .compare import OUTPUTS, compare_methods, compare_runs
     from .em import RunControl
 
-    preset, config = em_config_from_args(args)
     progress = _TqdmProgress()
     start = time.perf_counter()
     try:
-        compare_methods(config, Path(args.run_dir), args.split, RunControl(on_progress=progress))
+        if args.runs:  # finished runs (the shipped ones): nothing is trained, their adapters are scored
+            config, runs = _finished_runs(args.runs)
+            out = Path(args.out) if args.out else Path(args.runs[0]) / "comparison"
+            compare_runs(config, runs, out, args.split, RunControl(on_progress=progress))
+            preset = "the runs' own config"
+        else:
+            if not args.run_dir:
+                raise InputError("evaluate needs --run-dir (to train and compare) or --runs (finished runs)")
+            preset, config = em_config_from_args(args)
+            out = Path(args.run_dir) / "comparison"
+            compare_methods(config, Path(args.run_dir), args.split, RunControl(on_progress=progress))
+            runs = {"rest-pg": Path(args.run_dir) / "rest-pg"}
+        if args.profile_swap:
+            _profile_swap(config, runs["rest-pg"], args.split, out)
     finally:
         progress.close()
-    out = Path(args.run_dir) / "comparison"
-    print((out / "table.md").read_text())
-    print((out / "table_by_task.md").read_text())
-    print(
-        f"preset {preset}; {time.perf_counter() - start:.0f} s; written: {out}/table.csv, table.md, "
-        "table_by_task.csv, table_by_task.md, rounds.png, predictions.jsonl"
-    )
+    for name in ("table.md", "table_by_task.md") + (("profile_swap.md",) if args.profile_swap else ()):
+        print((out / name).read_text())
+    print(f"{preset}; {time.perf_counter() - start:.0f} s; written: {out}/{', '.join(OUTPUTS)}")
     return 0
+
+
+def _finished_runs(paths: list[str]):
+    """The config of a REST-PG run (its manifest) and the runs {"rest-pg", "rest-em"} given as
+    folders (the REST-PG one, and optionally one without reasoning, in any order): each is checked
+    to be finished."""
+    import json
+
+    from .em import EMConfig, RunError
+    from .runs import RunFolder
+
+    found = {}
+    for path in map(Path, paths):
+        manifest = RunFolder(path).manifest
+        if not manifest.exists():
+            raise RunError(f"{path}: no manifest.json (not a run folder)")
+        config = EMConfig.from_dict(json.loads(manifest.read_text())["config"])
+        if not RunFolder(path).round(config.rounds).metrics.exists():
+            raise RunError(f"{path}: unfinished run (no metrics for round {config.rounds})")
+        name = "rest-pg" if config.reasoning else "rest-em"
+        if name in found:
+            raise RunError(
+                f"--runs: {found[name][0]} and {path} are both runs {'with' if config.reasoning else 'without'} reasoning"
+            )
+        found[name] = (path, config)
+    if "rest-pg" not in found:
+        raise RunError("--runs needs a finished run with reasoning (REST-PG), and optionally one without (ReST-EM)")
+    return found["rest-pg"][1], {name: path for name, (path, _) in found.items()}
+
+
+def _profile_swap(config, rest_pg: Path, split: str, out: Path) -> None:
+    """The profile-swap check on the REST-PG run's SFT step (SFT with reasoning)."""
+    from .em import Models, load_split
+    from .profile_swap import profile_swap, write_swap_table
+    from .prompts import PromptSettings
+    from .runs import RunFolder
+
+    models = Models(config)
+    records = load_split(config, split, config.eval_users)
+    loaded = models.generator(RunFolder(rest_pg).sft.adapter)
+    rows = profile_swap(
+        loaded,
+        records,
+        config.prompt_kind,
+        models.metrics(),
+        config.k,
+        PromptSettings(max_item_words=config.max_item_words),
+        config.max_new_tokens,
+        config.max_input_tokens,
+        batch_size=config.generation_batch_size,
+        seed=config.seed,
+    )
+    write_swap_table(rows, out, f"the SFT-with-reasoning step of {rest_pg}", split)
 
 
 def cmd_ship(args: argparse.Namespace) -> int:
@@ -543,7 +604,7 @@ def ship_root() -> Path:
     return SHIPPED_DIR
 
 
-def _em_args(parser: argparse.ArgumentParser) -> None:
+def _em_args(parser: argparse.ArgumentParser, run_dir_required: bool = True) -> None:
     """The run's flags: generated from the fields of restpg.em.EMConfig (and TrainConfig's stage
     flags) that declare one, so the help text lives beside the default it changes."""
     from .em import PRESETS, EMConfig
@@ -551,7 +612,7 @@ def _em_args(parser: argparse.ArgumentParser) -> None:
     from .train import TrainConfig
 
     parser.add_argument("--preset", choices=list(PRESETS), help="default: paper on CUDA, cpu-small on a CPU")
-    parser.add_argument("--run-dir", required=True, help="run folder (an existing one is resumed)")
+    parser.add_argument("--run-dir", required=run_dir_required, help="run folder (an existing one is resumed)")
     add_config_flags(parser, EMConfig, TrainConfig)
     _threads_arg(parser)
 
@@ -614,8 +675,23 @@ def _train_command(train: argparse.ArgumentParser) -> None:
 
 
 def _evaluate_command(evaluate: argparse.ArgumentParser) -> None:
-    _em_args(evaluate)
+    _em_args(evaluate, run_dir_required=False)
     evaluate.add_argument("--split", default="test", choices=SPLITS, help="held-out split")
+    evaluate.add_argument(
+        "--runs",
+        nargs="+",
+        metavar="RUN",
+        help="score finished runs instead of training: one with reasoning (REST-PG) and optionally one "
+        "without (ReST-EM), e.g. assets/models/restpg-sample; the REST-PG run's own config applies. "
+        "Without a ReST-EM run, SFT and ReST-EM are left out and differences are to SFT with reasoning",
+    )
+    evaluate.add_argument("--out", help="with --runs: the folder for the tables (default: <first run>/comparison)")
+    evaluate.add_argument(
+        "--profile-swap",
+        action="store_true",
+        help="also answer each held-out request with half and all of its profile swapped for another user's, "
+        "with the SFT-with-reasoning step (the paper's personalization check): profile_swap.csv/.md",
+    )
     evaluate.set_defaults(run=cmd_evaluate)
 
 

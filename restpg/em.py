@@ -223,6 +223,19 @@ class EMConfig:
     init: str = field(
         default="base", metadata=flag("--init", "M-step start (paper: base)", choices=["base", "previous"])
     )
+    # Ours (not in the paper): each M-step also trains on the SFT examples of the training records
+    # (the real output, after its reasoning path), weight 1.0: the real text is the output with the
+    # highest reward a sample could get, R(y, y) = 1 for the lexical rewards. It anchors the
+    # reasoning-then-answer format when a round has few kept samples.
+    sft_mix: bool = field(
+        default=False,
+        metadata=flag(
+            "--sft-mix",
+            "each M-step also trains on the SFT examples (real outputs, weight 1; ours, not the paper's)",
+            action="store_const",
+            const=True,
+        ),
+    )
     k: int = PAPER_TOP_K  # paper: 5 retrieved items
     max_item_words: int | None = field(  # paper: whole items
         default=None, metadata=flag("--max-item-words", "words per profile-item field (paper: whole)", type=int)
@@ -353,9 +366,11 @@ class EMConfig:
         return cls(**values)
 
 
-# CPU-forced training: a few dozen examples for minutes, not 10,000 steps of 64 for a day.
-# Micro-batches of one example (no padding; a cancel waits for at most one example's layer), four
-# per optimizer step. Precision is the run's (restpg.hardware: fp32 unless the CPU has native bf16).
+# CPU-forced training: a hundred examples for minutes, not 10,000 steps of 64 for a day. Micro-batches
+# of one example (no padding; a cancel waits for at most one example's layer), four per optimizer
+# step. Precision is the run's (restpg.hardware: fp32 unless the CPU has native bf16). The loss and
+# the checkpoint rule are the paper's: -log p of the whole target weighted by the reward, and the
+# checkpoint whose answers to a fixed sample of validation records score best.
 _CPU_SFT = TrainConfig(
     learning_rate=2e-3,
     optimizer="adamw_torch",  # CPU-forced: few steps need AdamW's fast start
@@ -366,11 +381,11 @@ _CPU_SFT = TrainConfig(
     per_device_batch_size=1,
     max_input_tokens=768,
     max_output_tokens=320,
-    save_steps=5,
+    save_steps=None,  # CPU-forced: validated once an epoch (paper: every 1,000 steps)
+    validation_examples=18,  # CPU-forced: 18 validation records (paper: 1,024)
     lora_r=8,
     lora_alpha=16,
-    select_by="last",
-)  # CPU-forced: the paper validates every 1,000 steps; a few dozen here
+)
 _CPU_MSTEP = dataclasses.replace(_CPU_SFT, num_epochs=2.0)
 
 # The paper's models (PAPER.md, "Training and inference settings", stages 1 and 3): a Gemma 2B
@@ -397,10 +412,11 @@ PRESETS: dict[str, EMConfig] = {
     ),
     "cpu-small": EMConfig(
         tasks=PUBLIC_TASKS,  # paper: one model on all tasks
-        train_users=8,  # CPU-forced: 8 users per task (the sample's training users)
-        eval_users=2,  # CPU-forced: 2 held-out users per task
+        train_users=None,  # the sample's 12 training users per task
+        eval_users=None,  # the sample's held-out users: 4 per task in val, 10 in test
         rounds=2,  # CPU-forced: paper T = 3
-        samples_per_input=4,  # CPU-forced: paper m = 32
+        samples_per_input=8,  # CPU-forced: paper m = 32
+        init="previous",  # ours, measured: README "Results on the sample" (paper: a fresh model from the base)
         max_item_words=25,  # CPU-forced: paper uses whole profile items
         max_new_tokens=256,  # CPU-forced: paper 1,536 (reasoning + answer)
         reasoning_from="sample",  # CPU-forced: the 135M base model is too weak a teacher (hand-written paths)
@@ -411,10 +427,23 @@ PRESETS: dict[str, EMConfig] = {
         mstep=_CPU_MSTEP,
     ),
 }
+# One small EM round a visitor starts from the page on a CPU (the Train tab's default), from an SFT
+# adapter (the shipped one): cpu-small at the size of a live demo, under ten minutes on 2 cores
+# without native bf16 (README, "A round from the page").
+PRESETS["cpu-round"] = dataclasses.replace(
+    PRESETS["cpu-small"],
+    train_users=2,  # CPU-forced: 2 training users per task (18 requests)
+    rounds=1,  # CPU-forced: one round (paper: T = 3)
+    samples_per_input=4,  # CPU-forced: m = 4 (paper: 32)
+    # ours: one epoch at a quarter of the rate continues the SFT adapter gently: a few dozen kept
+    # samples cannot retrain it (measured: README, "A round from the page"). One epoch is one
+    # checkpoint, which the paper's rule has nothing to choose among.
+    mstep=dataclasses.replace(_CPU_MSTEP, num_epochs=1.0, learning_rate=5e-4),
+)
 
 
 def default_preset() -> str:
-    """paper on CUDA, cpu-small on a CPU."""
+    """paper on CUDA, cpu-small on a CPU (the Train tab proposes cpu-round there)."""
     import torch
 
     return "paper" if torch.cuda.is_available() else "cpu-small"
@@ -471,8 +500,9 @@ def _timed(run_dir: Path, name: str):
             write_json(run.peak_memory, memory)
 
 
-# Config fields that change how a run uses the machine, not what it computes: a resume may set them anew.
-OPERATIONAL_FIELDS = ("vllm_memory_fraction",)
+# Config fields a resume may set anew: how a run uses the machine (not what it computes), and the
+# number of rounds (a finished run goes on with more; no earlier step depends on it).
+OPERATIONAL_FIELDS = ("vllm_memory_fraction", "rounds")
 
 
 def check_manifest(run_dir: Path, config: EMConfig, data_hash: str) -> dict:
@@ -512,6 +542,11 @@ def check_manifest(run_dir: Path, config: EMConfig, data_hash: str) -> dict:
             )
         if old.get("data_hash") != data_hash:
             raise RunError(f"{run_dir} holds a run on other data (data hash {old.get('data_hash')} != {data_hash})")
+        moved = [k for k in OPERATIONAL_FIELDS if old.get("config", {}).get(k, defaults.get(k)) != current.get(k)]
+        if moved and os.environ.get("RANK", "0") == "0":  # the manifest tells the run as it now goes on
+            old.setdefault("config", {}).update({k: current[k] for k in moved})
+            old["config_hash"] = manifest["config_hash"]
+            write_json(path, old)
         return old
     run_dir.mkdir(parents=True, exist_ok=True)
     manifest["run_id"] = derive_run_id(run_dir.name, manifest)
@@ -885,6 +920,7 @@ def e_step(
                 "reasoning": p.reasoning,
                 "answer": p.answer,
                 "truncated": p.truncated,
+                "new_tokens": p.generation.new_tokens,
                 "reward": float(value),
                 "reward_name": reward.name,
             }
@@ -1139,6 +1175,10 @@ def run_em(config: EMConfig, run_dir: Path, control: RunControl | None = None) -
             init = previous if config.init == "previous" else None
             models.release()  # sampling and scoring are over until the round's evaluation
             count_tokens = models.count_tokens()
+            if config.sft_mix:
+                if config.reasoning and reasoning is None:  # rounds started from an SFT adapter
+                    reasoning = stage1_reasoning(models, config, train, run_dir, control, "stage 1: reasoning paths")
+                examples += _sft_examples(config, train, reasoning, count_tokens)
             selection = _checkpoint_selection(config.mstep, models, config, held_out, run_dir, control, count_tokens)
             control.on_progress(f"round-{t}: M-step", 0, 1)
             with _timed(run_dir, f"round{t}_mstep"):

@@ -3,7 +3,7 @@ their means, and a paired bootstrap interval of a method's difference to a basel
 
 from __future__ import annotations
 
-import random
+import math
 from dataclasses import dataclass
 from statistics import fmean
 from typing import Callable, Sequence
@@ -144,15 +144,65 @@ def summarize(rows: Sequence[dict[str, float]]) -> dict[str, float]:
     return {name: fmean(row[name] for row in rows) for name in names}
 
 
+def stratified_means(groups: Sequence[Sequence[float]], samples: int = 10_000, seed: int = 0):
+    """(the mean of the groups' means, that statistic over ``samples`` bootstrap resamples, sorted):
+    values resampled with replacement within each group (a task), the groups' means averaged, as
+    the paper's Table 1 averages its tasks. One group: the plain mean."""
+    import numpy
+
+    groups = [numpy.asarray(g, dtype=float) for g in groups if len(g)]
+    if not groups:
+        raise ValueError("a bootstrap needs at least one non-empty group of values")
+    rng = numpy.random.default_rng(seed)
+    resampled = sum(g[rng.integers(0, len(g), size=(samples, len(g)))].mean(axis=1) for g in groups) / len(groups)
+    return float(numpy.mean([g.mean() for g in groups])), numpy.sort(resampled)
+
+
+def interval_index(samples: int) -> int:
+    """Where the 95% interval starts among ``samples`` sorted bootstrap values (it ends at
+    ``samples - 1 - index``): chosen so that the interval excludes 0 exactly when the two-sided p
+    of :func:`paired_bootstrap` is below 0.05."""
+    return max(0, math.ceil(0.025 * samples) - 1)
+
+
+def bootstrap_interval(groups: Sequence[Sequence[float]], samples: int = 10_000, seed: int = 0):
+    """(mean of the groups' means, 95% interval low, high), records resampled within each group."""
+    point, means = stratified_means(groups, samples, seed)
+    index = interval_index(samples)
+    return point, float(means[index]), float(means[samples - 1 - index])
+
+
 def paired_bootstrap(
-    method: Sequence[float], baseline: Sequence[float], samples: int = 10_000, seed: int = 0
+    method: Sequence[float],
+    baseline: Sequence[float],
+    groups: Sequence[str] | None = None,
+    samples: int = 10_000,
+    seed: int = 0,
 ) -> tuple[float, float, float, float]:
-    """(mean difference, 95% interval low, high, one-sided p that the method is no better)."""
+    """A method against a baseline on the same records: (the mean difference, its 95% interval low,
+    high, the two-sided p that the difference is 0).
+
+    With ``groups`` (each record's task) the difference is the mean over the tasks of their mean
+    differences, and records are resampled within their task (Table 1's average of task means);
+    without, the plain mean over records. p is twice the share of resampled differences on the far
+    side of 0 (at most 1), so p < 0.05 exactly when the interval excludes 0.
+    """
     if len(method) != len(baseline) or not method:
         raise ValueError("paired bootstrap needs two equally long, non-empty score lists")
+    if groups is not None and len(groups) != len(method):
+        raise ValueError("paired bootstrap needs one group name per record")
     diffs = [m - b for m, b in zip(method, baseline)]
-    rng = random.Random(seed)
-    n = len(diffs)
-    means = sorted(fmean(diffs[rng.randrange(n)] for _ in range(n)) for _ in range(samples))
-    p = sum(1 for m in means if m <= 0) / samples
-    return fmean(diffs), means[int(0.025 * samples)], means[int(0.975 * samples) - 1], p
+    names = list(dict.fromkeys(groups)) if groups is not None else [None]
+    by_group = [[d for d, g in zip(diffs, groups or [None] * len(diffs)) if g == name] for name in names]
+    point, means = stratified_means(by_group, samples, seed)
+    index = interval_index(samples)
+    below, above = int((means <= 0).sum()), int((means >= 0).sum())
+    p = min(1.0, 2 * min(below, above) / samples)
+    return point, float(means[index]), float(means[samples - 1 - index]), p
+
+
+def flat_judge(rows: Sequence[dict]) -> float | None:
+    """The one score a judge gave every answer in ``rows`` (it told none apart: uninformative), or
+    None when its scores vary (or there are none)."""
+    values = {row["judge"] for row in rows if "judge" in row}
+    return values.pop() if len(values) == 1 else None

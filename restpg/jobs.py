@@ -123,6 +123,10 @@ def _whole_number(name: str, value: Any) -> Any:
     return int(value)
 
 
+# What a job from the page may ask for at most (its work grows with each); the form says so.
+JOB_LIMITS = {"rounds": (0, 5), "samples": (1, 64)}  # rounds 0: SFT only
+
+
 # ----------------------------------------------------------------------------------------------
 # Requests and the manager
 
@@ -186,6 +190,10 @@ class JobRequest:
                 if name in ("users", "eval_users", "rounds", "samples")
                 else getattr(self, name)
             )
+            if name in JOB_LIMITS and isinstance(value, int):
+                low, high = JOB_LIMITS[name]
+                if not low <= value <= high:
+                    raise JobError(f"{name}: must be between {low} and {high}, got {value}")
             if (name == "reasoning" and value) or (name == "human_weight" and not value):
                 value = None  # the preset's: reasoning on, no human weights
             values[config_name] = value
@@ -293,6 +301,11 @@ class JobManager:
         device = self.resolve_device(request.device)
         if device == "cuda" and not self.cuda_available():
             raise JobError(f"device: {request.device} was asked for but this machine has no CUDA GPU")
+        if device == "cpu" and request.preset == "paper":
+            raise JobError(
+                "preset: paper fine-tunes every weight of Gemma 2B for up to 10,000 steps of 64 with a 7B judge: "
+                "it needs a CUDA GPU. On a CPU use cpu-round (one small round) or cpu-small"
+            )
         with self._lock:
             self._reconcile()
             for row in self._rows():

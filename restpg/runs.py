@@ -11,6 +11,7 @@ training, shipping, the page's version list) names its files through these.
         adapter/                 the step's model: a LoRA adapter, or the whole model (full fine-tuning)
         checkpoints/             Trainer checkpoints while it trains (deleted when the adapter is saved)
         checkpoint_selection.json  every validated step and the one kept
+        train_result.json        the training's steps, examples, tokens, seconds and tokens/s
         metrics.json             held-out evaluation; the step is finished when it exists
         samples.jsonl            E-step samples (rounds), appended per batch
         estep.done               the E-step finished
@@ -73,6 +74,10 @@ class StepFolder:
     @property
     def checkpoint_selection(self) -> Path:
         return self.path / "checkpoint_selection.json"
+
+    @property
+    def train_result(self) -> Path:
+        return self.path / "train_result.json"
 
     @property
     def metrics(self) -> Path:

@@ -27,8 +27,17 @@ from .errors import RestpgError
 from .runs import ADAPTER_CONFIG, MANIFEST, METRICS, SELECTION, RunFolder, round_name
 from .versions import SHIPPED_DIR, SHIPPED_LABEL
 
-# the step's metrics, its E-step's samples and selection (the Rate tab lists shipped samples)
-STEP_FILES = (METRICS, SELECTION, "samples.jsonl", "training_set.jsonl", "human_selection.json")
+# the step's metrics, its E-step's samples and selection (the Rate tab lists shipped samples), which
+# checkpoint was kept and why, and its training's tokens, time and precision
+STEP_FILES = (
+    METRICS,
+    SELECTION,
+    "samples.jsonl",
+    "training_set.jsonl",
+    "human_selection.json",
+    "checkpoint_selection.json",
+    "train_result.json",
+)
 
 
 class ShipError(RestpgError, RuntimeError):

@@ -1,13 +1,24 @@
-"""LoRA fine-tuning on prompt -> completion with per-example weights (the SFT stage and the M-step).
+"""Fine-tuning on prompt -> completion with per-example weights (the SFT stage and the M-step).
 
-The loss is the completion's token-level cross-entropy, averaged per example and multiplied by
-the example's weight (1 for SFT, the reward for the M-step: the paper maximises R * log p), then
-averaged over the batch. Training runs through transformers' ``Trainer`` (gradient accumulation,
-checkpoints, resume, progress bar); on several GPUs the same code runs under ``accelerate launch``.
+The loss is the paper's objective: each example's weight (1 for SFT, the reward R in the M-step)
+times its negative log-likelihood -log p(y | x, P), the sum over the completion's tokens
+(``TrainConfig.loss`` "sum"; "mean" takes each example's per-token mean instead, ours), averaged
+over the examples of the optimizer step. The average is over the whole step, whatever its
+micro-batches and processes: the same gradient for 1 x 4, 4 x 1 and 2 processes x 2, and for a
+last step with fewer or unequal micro-batches.
+
+Precision: LoRA adapters train in fp32 over a base in the run's precision (bf16 on CUDA); full
+fine-tuning keeps fp32 master weights and computes in bf16 (or fp16) autocast where the run's
+precision is 16-bit. In pure bf16 an update at the paper's rate (5e-6) is below half a unit in the
+last place of most weights and rounds away (:func:`weights_changed_fraction`).
+
+Training runs through transformers' ``Trainer`` (gradient accumulation, checkpoints, resume,
+progress bar); on several GPUs the same code runs under ``accelerate launch``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -43,6 +54,7 @@ class TrainingExample:
 
 SELECT_BY = ("loss", "reward", "last")
 FINETUNING = ("lora", "full")
+LOSSES = ("sum", "mean")
 PAPER_FULL_LEARNING_RATE = 5e-6  # paper: Appendix B
 LORA_LEARNING_RATE = 2e-4  # ours: a LoRA adapter needs a larger rate than all weights
 
@@ -62,6 +74,18 @@ class TrainConfig:
         ),
     )
     learning_rate: float | None = None  # None: the paper's 5e-6 for full fine-tuning, 2e-4 for LoRA (ours)
+    # The per-example loss: "sum" over the completion's tokens, -log p(y | x, P) (the paper's
+    # objective, R * log p); "mean": the per-token mean, every example counting the same whatever
+    # its length (ours).
+    loss: str = field(
+        default="sum",
+        metadata=flag(
+            "--loss",
+            "per-example loss: sum (-log p of the whole completion, weighted by the reward: the paper) or "
+            "mean (its per-token mean: ours)",
+            choices=list(LOSSES),
+        ),
+    )
     optimizer: str = "adafactor"  # paper: Adafactor
     warmup_steps: int = 250  # paper
     min_lr_ratio: float = 0.1  # paper: linear decay to 0.1 of the peak rate
@@ -85,16 +109,17 @@ class TrainConfig:
             metavar="P",
         ),
     )
-    save_steps: int = 1000  # paper: checkpoints validated every 1,000 steps
-    # Which checkpoint the step keeps. Paper: the best validated one. "loss": the lowest loss on
-    # the validation examples (default); "reward": the highest mean reward of answers generated
-    # for the validation records; "last": the last step, nothing validated.
+    save_steps: int | None = 1000  # paper: checkpoints validated every 1,000 steps; None: once an epoch
+    # Which checkpoint the step keeps. Paper: every save_steps, answers generated for a fixed sample
+    # of validation records are scored with the run's reward, and the best checkpoint is kept
+    # ("reward"). "loss": the lowest loss on the validation records' SFT targets (ours); "last": the
+    # last step, nothing validated (ours).
     select_by: str = field(
-        default="loss",
+        default="reward",
         metadata=flag(
             "--select-by",
-            "checkpoint kept: loss (lowest validation loss, the paper's default), reward "
-            "(highest reward of generated answers) or last (nothing validated; cpu-small)",
+            "checkpoint kept: reward (the run's reward on answers generated for validation records, the "
+            "paper's), loss (lowest loss on their SFT targets, ours) or last (nothing validated, ours)",
             choices=["loss", "reward", "last"],
         ),
     )
@@ -108,6 +133,8 @@ class TrainConfig:
             raise ValueError(f"select_by must be one of {', '.join(SELECT_BY)}, got {self.select_by!r}")
         if self.finetuning not in FINETUNING:
             raise ValueError(f"finetuning must be one of {', '.join(FINETUNING)}, got {self.finetuning!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
 
     @property
     def rate(self) -> float:
@@ -118,8 +145,16 @@ class TrainConfig:
 
     @property
     def gradient_accumulation_steps(self) -> int:
-        devices = max(1, int(os.environ.get("WORLD_SIZE", "1")))
-        return max(1, math.ceil(self.batch_size / (self.per_device_batch_size * devices)))
+        return max(1, math.ceil(self.batch_size / (self.per_device_batch_size * _world_size())))
+
+    def steps_per_epoch(self, examples: int) -> int:
+        """Optimizer steps in one pass over ``examples``, counting the examples every process takes."""
+        return math.ceil(examples / (self.per_device_batch_size * self.gradient_accumulation_steps * _world_size()))
+
+
+def _world_size() -> int:
+    """Processes training together (accelerate launch / torchrun); 1 alone."""
+    return max(1, int(os.environ.get("WORLD_SIZE", "1")))
 
 
 @dataclass
@@ -193,8 +228,9 @@ def predicted_positions(labels: torch.Tensor) -> torch.Tensor:
     return torch.nonzero((labels[:, 1:] != -100).any(dim=0)).flatten()
 
 
-def weighted_completion_loss(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """mean over the batch of weight * (mean token cross-entropy of the example's completion).
+def example_losses(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+    """Each example's negative log-likelihood of its completion: the sum over its tokens
+    (``reduction`` "sum", -log p(y | x)) or their mean ("mean").
 
     ``logits[:, i]`` predicts ``targets[:, i]``; targets of -100 (prompt, padding) are ignored.
     """
@@ -202,8 +238,22 @@ def weighted_completion_loss(logits: torch.Tensor, targets: torch.Tensor, weight
         logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100, reduction="none"
     ).view(targets.shape)
     mask = (targets != -100).float()
-    per_example = (token_loss * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
-    return (per_example * weight.to(per_example.device)).mean()
+    summed = (token_loss * mask).sum(dim=1)
+    return summed if reduction == "sum" else summed / mask.sum(dim=1).clamp(min=1)
+
+
+def weighted_completion_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    weight: torch.Tensor,
+    reduction: str = "mean",
+    examples: int | float | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """sum over the batch of weight * (the example's completion loss, :func:`example_losses`), divided
+    by ``examples`` (the examples of the whole optimizer step; default: this batch's)."""
+    per_example = example_losses(logits, targets, reduction)
+    total = (per_example * weight.to(per_example.device)).sum()
+    return total / (len(per_example) if examples is None else examples)
 
 
 def _trainer_class():
@@ -212,13 +262,28 @@ def _trainer_class():
     class WeightedTrainer(Trainer):
         """Trainer whose loss weights each example (reward-weighted likelihood for the M-step).
 
-        The loss is a mean over the micro-batch, so the Trainer divides it by the gradient
-        accumulation steps (``loss_is_scaled_for_ga = False``): a step's gradient is the mean over
-        all its examples, the same for 1 x 4 and 4 x 1.
+        A step's loss is sum(weight * example loss) over all its examples, on every process, divided
+        by their number (counted in ``get_batch_samples`` and summed over the processes): each
+        micro-batch adds its share, so the gradient is the same however the step is cut, and the
+        Trainer divides by nothing more (``loss_is_scaled_for_ga``). Data-parallel training averages
+        the processes' gradients, so each process's share is multiplied by their number.
         """
 
-        loss_is_scaled_for_ga = False
+        loss_is_scaled_for_ga = True
         validate_fn: Callable | None = None  # select_by "reward": model -> mean reward (higher is better)
+        loss_reduction: str = "sum"
+
+        def get_batch_samples(self, epoch_iterator, num_batches, device):
+            batches = []
+            for _ in range(num_batches):
+                try:
+                    batches.append(next(epoch_iterator))
+                except StopIteration:
+                    break
+            examples = torch.tensor(float(sum(len(batch["weight"]) for batch in batches)), device=device)
+            if self.accelerator.num_processes > 1:
+                examples = self.accelerator.reduce(examples, reduction="sum")
+            return batches, examples
 
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
             if self.validate_fn is None:  # validation loss: the Trainer's own loop over compute_loss
@@ -226,7 +291,8 @@ def _trainer_class():
             was_training = self.model.training
             self.model.eval()
             try:
-                metrics = {f"{metric_key_prefix}_reward": float(self.validate_fn(self.model))}
+                with preserved_random_state():  # generating must not change training's random draws
+                    metrics = {f"{metric_key_prefix}_reward": float(self.validate_fn(self.model))}
             finally:
                 self.model.train(was_training)
             self.log(metrics)
@@ -238,10 +304,57 @@ def _trainer_class():
             labels = inputs.pop("labels")
             positions = predicted_positions(labels)
             outputs = model(**inputs, logits_to_keep=positions)
-            loss = weighted_completion_loss(outputs.logits, labels[:, positions + 1], weight)
+            targets = labels[:, positions + 1]
+            if model.training and num_items_in_batch is not None:  # a training step: its share of the step
+                share = self.accelerator.num_processes / num_items_in_batch
+                loss = weighted_completion_loss(outputs.logits, targets, weight, self.loss_reduction, 1.0) * share
+            else:  # validation: this batch's mean
+                loss = weighted_completion_loss(outputs.logits, targets, weight, self.loss_reduction)
             return (loss, outputs) if return_outputs else loss
 
     return WeightedTrainer
+
+
+@contextlib.contextmanager
+def preserved_random_state():
+    """Runs the block and puts back the random state of Python, NumPy and torch (CPU and CUDA) as it
+    was: a validation that samples with its own seeds leaves training's random draws unchanged."""
+    import random
+
+    import numpy
+
+    python_state, numpy_state = random.getstate(), numpy.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            numpy.random.set_state(numpy_state)
+
+
+def trainable_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the weights an optimizer step should move: the trainable ones, less the token
+    embeddings (tied to the output head in many models), whose rows for the tokens a batch lacks
+    get no gradient."""
+    embeddings = model.get_input_embeddings().weight
+    return {
+        name: parameter.detach().cpu().clone()
+        for name, parameter in model.named_parameters()
+        if parameter.requires_grad and parameter is not embeddings
+    }
+
+
+def weights_changed_fraction(before: dict[str, torch.Tensor], model: torch.nn.Module) -> float:
+    """The share of the weights in ``before`` (:func:`trainable_weights`, taken before training) whose
+    value ``model`` now holds differs: about 1 after an optimizer step, far less where the updates
+    round away (pure bf16 at the paper's rate)."""
+    changed = total = 0
+    for name, parameter in model.named_parameters():
+        if name in before:
+            changed += int((parameter.detach().cpu() != before[name]).sum())
+            total += parameter.numel()
+    return changed / max(1, total)
 
 
 def _schedule(config: TrainConfig, max_steps: int, warmup: int) -> dict:
@@ -273,14 +386,18 @@ def build_trainable_model(
 ):
     """The model to train and the base model's path: the base with a trainable LoRA adapter (new,
     or continued from ``init_adapter``), or with full fine-tuning the base itself (or the model
-    saved in ``init_adapter``), every weight trainable."""
+    saved in ``init_adapter``), every weight trainable.
+
+    Trainable weights are fp32 whatever ``precision``: with full fine-tuning the whole model (its
+    master weights; the Trainer computes in ``precision`` by autocast, :func:`mixed_precision`),
+    with LoRA the adapter over a base held in ``precision``."""
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM, set_seed
 
     path = resolve_model(model_config.model, model_config.cache_dir)
     if train_config.finetuning == "full":
         source = str(init_adapter) if init_adapter is not None else path
-        return AutoModelForCausalLM.from_pretrained(source, dtype=precision.dtype), path
+        return AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32), path
     base = AutoModelForCausalLM.from_pretrained(path, dtype=precision.dtype)
     if init_adapter is not None:
         model = PeftModel.from_pretrained(base, str(init_adapter), is_trainable=True)
@@ -294,8 +411,21 @@ def build_trainable_model(
             task_type="CAUSAL_LM",
         )
         model = get_peft_model(base, lora)
+    for parameter in model.parameters():  # peft keeps adapters in fp32 under a 16-bit base: made sure
+        if parameter.requires_grad and parameter.dtype != torch.float32:
+            parameter.data = parameter.data.float()
     use_bulk_lora_dropout(model)  # the same dropout, its CPU masks drawn in bulk (restpg.lora_dropout)
     return model, path
+
+
+def mixed_precision(train_config: TrainConfig, precision: Precision, device: torch.device) -> dict[str, bool]:
+    """The Trainer's autocast flags: full fine-tuning computes in the run's 16-bit precision over fp32
+    master weights (CUDA and CPU alike); LoRA in bf16 autocast on CUDA (its adapter is fp32 there, its
+    base bf16), and in the base's own precision on a CPU."""
+    sixteen = precision.dtype in (torch.bfloat16, torch.float16)
+    if train_config.finetuning == "full" and sixteen:
+        return {"bf16": precision.dtype == torch.bfloat16, "fp16": precision.dtype == torch.float16}
+    return {"bf16": precision.dtype == torch.bfloat16 and device.type == "cuda", "fp16": False}
 
 
 def train_model(
@@ -311,7 +441,8 @@ def train_model(
     validate: Callable[[torch.nn.Module], float] | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter (or, with ``config.finetuning`` "full", every weight) and save the step's
-    model to ``output_dir/adapter`` (written atomically): the adapter, or the whole model.
+    model to ``output_dir/adapter`` (written atomically): the adapter, or the whole model (its fp32
+    master weights: a step continued from it, ``init_adapter``, loses none of their updates).
 
     Device and precision are ``model_config``'s (restpg.hardware chooses them for "auto").
     Trainer checkpoints go to ``output_dir/checkpoints``; a rerun after a crash or a cancel resumes
@@ -339,13 +470,13 @@ def train_model(
     model, path = build_trainable_model(model_config, config, precision, init_adapter)
     tokenizer = load_tokenizer(path)
     rows = tokenize_examples(tokenizer, examples, config)
-    steps_per_epoch = math.ceil(len(rows) / (config.per_device_batch_size * config.gradient_accumulation_steps))
+    steps_per_epoch = config.steps_per_epoch(len(rows))
     max_steps = config.max_steps
     if config.num_epochs is not None:
         max_steps = min(max_steps, max(1, math.ceil(steps_per_epoch * config.num_epochs)))
     checkpoints = step.checkpoints
     report_to, tracker_callbacks = tracking.trainer_arguments(output_dir.name)
-    every = min(config.save_steps, max_steps)
+    every = min(config.save_steps or steps_per_epoch, max_steps)
     warmup = min(config.warmup_steps, max(0, max_steps - 1))
     selection: dict = {}
     eval_rows = None
@@ -359,6 +490,9 @@ def train_model(
             raise ValueError("select_by 'reward' needs a validate function (or select_by 'last')")
         eval_rows = [{"unused": 0}]  # the Trainer wants an eval set; evaluate() calls validate instead
         selection = dict(metric_for_best_model="eval_reward", greater_is_better=True)
+    single = bool(selection) and max_steps <= every  # one checkpoint: nothing to choose, so nothing validated
+    if single:
+        selection, eval_rows = {}, None
     if selection:
         selection.update(
             eval_strategy="steps",
@@ -384,7 +518,7 @@ def train_model(
         save_steps=every,
         save_total_limit=2,
         seed=config.seed,
-        bf16=precision.dtype == torch.bfloat16 and device.type == "cuda",
+        **mixed_precision(config, precision, device),
         use_cpu=device.type == "cpu",
         remove_unused_columns=False,
         report_to=report_to,
@@ -401,6 +535,7 @@ def train_model(
         callbacks=tracker_callbacks + ([_progress_callback(on_step)] if on_step else []),
     )
     trainer.validate_fn = validate if config.select_by == "reward" else None
+    trainer.loss_reduction = config.loss
     resume = checkpoints.exists() and any(checkpoints.glob("checkpoint-*"))
     start = time.perf_counter()
     with cancel_hooks(model, cancel):
@@ -434,6 +569,18 @@ def train_model(
             if "eval_loss" in h or "eval_reward" in h
         ]
         write_json(
+            step.train_result,
+            {
+                "steps": result.steps,
+                "examples": result.examples,
+                "train_tokens": result.train_tokens,
+                "seconds": result.seconds,
+                "tokens_per_second": result.tokens_per_second,
+                "precision": precision.name,
+                "finetuning": config.finetuning,
+            },
+        )
+        write_json(
             step.checkpoint_selection,
             {
                 "select_by": config.select_by,
@@ -441,6 +588,9 @@ def train_model(
                 "selected_step": result.selected_step,
                 "selected_metric": result.selected_metric,
                 "validated": validated,
+                **(
+                    {"note": "one checkpoint (the last step): nothing to choose among, not validated"} if single else {}
+                ),
             },
         )
     del trainer, model, output

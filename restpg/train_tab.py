@@ -14,12 +14,12 @@ import pandas as pd
 from .compare import rounds_figure
 from .em import PRESETS, REWARDS, default_preset
 from .errors import PAGE_ERRORS
-from .jobs import JobError, JobRequest
+from .jobs import JOB_LIMITS, JobError, JobRequest
 from .longlamp import PUBLIC_TASKS
 
 PRESET_DEFAULT = "preset's value"
 TRAIN_SFT = "train SFT in this job (stages 1-2)"
-CPU_PAGE_USERS = 2  # the page's proposal on a CPU: an EM round on 2 users per task
+PAGE_PRESET_ON_CPU = "cpu-round"  # the page's proposal on a CPU: one small round (restpg.em.PRESETS)
 REFRESH_SECONDS = 2.0
 JOB_COLUMNS = ["job", "status", "stage", "progress", "message", "started", "updated"]
 
@@ -115,7 +115,7 @@ def train_tab(parts, version_pickers):
                 samples=optional(samples, int),
                 reward=optional(reward, str),
                 tau=parse_tau(tau),
-                init=init,
+                init=optional(init, str),
                 reasoning=bool(reasoning),
                 name=(name or "").strip() or None,
                 model=service.model_config.model,
@@ -169,19 +169,33 @@ def train_tab(parts, version_pickers):
 
     on_cpu = default_preset() == "cpu-small"
     with gr.Row():
-        preset = gr.Dropdown(list(PRESETS), value=default_preset(), label="preset")
+        preset = gr.Dropdown(
+            list(PRESETS),
+            value=PAGE_PRESET_ON_CPU if on_cpu else default_preset(),
+            label="preset (cpu-round: one small round, under 10 minutes on 2 cores; paper: a GPU)",
+        )
         task = gr.Dropdown([*PUBLIC_TASKS, "all"], value="all", label="task(s)")
         reward = gr.Dropdown([PRESET_DEFAULT, *REWARDS], value=PRESET_DEFAULT, label="reward")
         tau = gr.Textbox(value="", label="threshold tau (empty: the preset's rule)", placeholder="e.g. 1.0")
-        init = gr.Radio(["base", "previous"], value="base", label="M-step starts from (paper: base)")
-    with gr.Row():
-        # On a CPU the page proposes one round on 2 users per task (18 requests): about ten minutes on
-        # 2 cores (bench/demo_bench.py --only round); 0 means the preset's value.
-        users = gr.Number(
-            value=CPU_PAGE_USERS if on_cpu else 0, precision=0, label="training users per task for EM (0: preset)"
+        init = gr.Dropdown(
+            [PRESET_DEFAULT, "base", "previous"],
+            value=PRESET_DEFAULT,
+            label="M-step starts from (paper: base; the CPU presets: previous)",
         )
-        rounds = gr.Number(value=1 if on_cpu else 0, precision=0, label="EM rounds (0: preset)")
-        samples = gr.Number(value=0, precision=0, label="samples per request m (0: preset)")
+    with gr.Row():
+        # 0 means the preset's value; cpu-round is one round on 2 users per task (18 requests), under
+        # ten minutes on 2 cores (bench/demo_bench.py --only round).
+        users = gr.Number(value=0, precision=0, minimum=0, label="training users per task for EM (0: preset)")
+        rounds = gr.Number(
+            value=0, precision=0, minimum=0, maximum=JOB_LIMITS["rounds"][1], label="EM rounds (0: preset; at most 5)"
+        )
+        samples = gr.Number(
+            value=0,
+            precision=0,
+            minimum=0,
+            maximum=JOB_LIMITS["samples"][1],
+            label="samples per request m (0: preset; at most 64)",
+        )
         reasoning = gr.Checkbox(value=True, label="with reasoning (REST-PG); off: ReST-EM baseline")
         name = gr.Textbox(label="job name (an existing job's name resumes it)", placeholder="e.g. pr-small")
     with gr.Row():

@@ -109,7 +109,7 @@ def test_validate_lists_bad_records(tmp_path, capsys):
 def test_users_lists_the_sample(capsys):
     assert main(["users", "--task", "topic_writing", "--split", "train"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 8 and all("request(s)" in line for line in lines)
+    assert len(lines) == 12 and all("request(s)" in line for line in lines)
 
 
 def test_train_cli_runs_the_pipeline_and_records_status(tiny_model_dir, tmp_path, capsys):
@@ -157,8 +157,8 @@ def test_train_cli_runs_the_pipeline_and_records_status(tiny_model_dir, tmp_path
     row = Store(db).run(str(run_dir.resolve()))
     assert row["status"] == "finished" and row["progress"] == 1.0
     assert set(Store(db).metrics(str(run_dir.resolve()))) == {0, 1}
-    assert main(args[:-4] + ["--rounds", "2", "--run-dir", str(run_dir), "--store", str(db)]) == 2
-    assert "another config (differs in: rounds)" in capsys.readouterr().err
+    assert main(args[:-4] + ["--samples", "3", "--run-dir", str(run_dir), "--store", str(db)]) == 2
+    assert "another config (differs in: samples_per_input)" in capsys.readouterr().err
 
 
 def test_the_paper_preset_names_the_papers_models_and_fails_fast_without_them(tmp_path):
@@ -252,12 +252,16 @@ def test_samples_import_prints_counts_per_round_and_is_idempotent(tmp_path, caps
     assert main(["samples", "import", "--run-dir", str(SHIPPED_RUN), "--store", str(store)]) == 0
     out = capsys.readouterr().out
     run_id = RunFolder(SHIPPED_RUN).run_id()
-    assert f"run {run_id}: 576 sample(s) added to {store}" in out
-    assert "round-1: 288 added, 288 in all (trained 88, rejected 200)" in out
-    assert "round-2: 288 added, 288 in all (trained 88, rejected 200)" in out
+    selections = {
+        path.parent.name: json.loads(path.read_text()) for path in sorted(SHIPPED_RUN.glob("round-*/selection.json"))
+    }
+    assert selections and f"run {run_id}: {sum(s['samples'] for s in selections.values())} sample(s) added" in out
+    for step, selection in selections.items():
+        samples, kept = selection["samples"], selection["kept"]
+        assert f"{step}: {samples} added, {samples} in all (trained {kept}, rejected {samples - kept})" in out
     assert main(["samples", "import", "--run-dir", str(SHIPPED_RUN), "--store", str(store)]) == 0
     out = capsys.readouterr().out
-    assert "0 sample(s) added" in out and "round-1: 0 added, 288 in all" in out
+    assert "0 sample(s) added" in out and f"round-1: 0 added, {selections['round-1']['samples']} in all" in out
     other = tmp_path / "other.db"
     assert main(["samples", "import", "--run-dir", str(tmp_path), "--store", str(other)]) == 2
     assert f"{tmp_path}: no manifest.json; not a run folder" in capsys.readouterr().err
@@ -268,13 +272,16 @@ def test_samples_list_shows_ids_to_rate(store_path, capsys):
     from restpg.runs import RunFolder
 
     run_id = RunFolder(SHIPPED_RUN).run_id()
-    args = ["samples", "list", "--run-dir", str(SHIPPED_RUN), "--store", str(store_path), "--round", "2"]
+    selection = json.loads((SHIPPED_RUN / "round-1" / "selection.json").read_text())
+    samples, kept = selection["samples"], selection["kept"]
+    args = ["samples", "list", "--run-dir", str(SHIPPED_RUN), "--store", str(store_path), "--round", "1"]
     assert main(args + ["--status", "trained", "--limit", "3"]) == 0
     out = capsys.readouterr().out
     assert "imported" not in out  # already in the store
-    assert f"run {run_id} round 2: 288 sample(s) (trained 88, rejected 200); showing 3 of 88 trained sample(s)" in out
+    counts = f"{samples} sample(s) (trained {kept}, rejected {samples - kept})"
+    assert f"run {run_id} round 1: {counts}; showing 3 of {kept} trained sample(s)" in out
     listed = re.findall(r"^(\S+)  trained  reward (\d\.\d{4})$", out, flags=re.M)
-    assert [gid for gid, _ in listed] == sample_ids(store_path, 2)[:3]
+    assert [gid for gid, _ in listed] == sample_ids(store_path, 1)[:3]
     reasoning = [line for line in out.splitlines() if line.startswith("  reasoning: ")]
     answers = [line for line in out.splitlines() if line.startswith("  answer:    ")]
     assert len(reasoning) == len(answers) == 3 and all(len(line) <= 13 + 100 for line in reasoning + answers)
@@ -282,10 +289,10 @@ def test_samples_list_shows_ids_to_rate(store_path, capsys):
     # rating a listed id with the printed id works
     assert rate(store_path, listed[0][0], "ann", (4, 4, 4)) == 0
     assert main(args + ["--status", "rejected", "--limit", "1"]) == 0
-    assert "showing 1 of 200 rejected sample(s)" in capsys.readouterr().out
+    assert f"showing 1 of {samples - kept} rejected sample(s)" in capsys.readouterr().out
     args[-1] = "5"
     assert main(args) == 2
-    assert f"run {run_id} has no E-step samples for round 5; rounds with samples: 1, 2" in capsys.readouterr().err
+    assert f"run {run_id} has no E-step samples for round 5; rounds with samples: 1" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(args[:-1] + ["1", "--status", "great"])
     assert "invalid choice: 'great'" in capsys.readouterr().err
@@ -297,22 +304,26 @@ def test_samples_list_imports_first_and_follows_the_statuses(tmp_path, capsys):
     from restpg.jsonl import read_jsonl, write_jsonl
 
     run = tmp_path / "run"  # the shipped run's manifest and samples, without its adapters
-    for name in ("manifest.json", "round-1/samples.jsonl"):
+    for name in ("manifest.json", "round-1/samples.jsonl", "round-1/selection.json"):
         (run / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(SHIPPED_RUN / name, run / name)
+    selection = json.loads((run / "round-1" / "selection.json").read_text())
+    samples, kept_count = selection["samples"], selection["kept"]
     store = tmp_path / "restpg.db"
     args = ["samples", "list", "--run-dir", str(run), "--store", str(store), "--round", "1", "--limit", "1"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "imported 288 sample(s)" in out and "(kept 88, rejected 200)" in out
+    assert f"imported {samples} sample(s)" in out and f"(kept {kept_count}, rejected {samples - kept_count})" in out
     assert main(args) == 0
     assert "imported" not in capsys.readouterr().out
     # the round's M-step starts: its training set moves kept samples on to trained or vetoed
     kept = [gid.split("/", 1)[1] for gid in sample_ids(store, 1, "kept")]
     assert set(kept) <= {s["sample_id"] for s in read_jsonl(run / "round-1" / "samples.jsonl")}
-    write_jsonl(run / "round-1" / "training_set.jsonl", [{"sample_id": sid, "weight": 1.0} for sid in kept[:80]])
+    assert len(kept) == kept_count > 8
+    write_jsonl(run / "round-1" / "training_set.jsonl", [{"sample_id": sid, "weight": 1.0} for sid in kept[:-8]])
     assert main(args) == 0
-    assert "(trained 80, vetoed 8, rejected 200)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"(trained {kept_count - 8}, vetoed 8, rejected {samples - kept_count})" in out
 
 
 def test_ratings_add_saves_the_exact_text_and_edits(store_path, capsys):
@@ -485,9 +496,10 @@ def test_samples_export(store_path, tmp_path, capsys):
     out = tmp_path / "samples.parquet"
     args = ["samples", "export", "--store", str(store_path), "--format", "parquet", "--out", str(out)]
     assert main(args + ["--run-dir", str(SHIPPED_RUN)]) == 0
-    assert f"576 sample(s) written to {out} (parquet)" in capsys.readouterr().out
+    total = sum(json.loads(p.read_text())["samples"] for p in SHIPPED_RUN.glob("round-*/selection.json"))
+    assert f"{total} sample(s) written to {out} (parquet)" in capsys.readouterr().out
     rows = datasets.Dataset.from_parquet(str(out)).to_list()
-    assert len(rows) == 576 and {r["sample_status"] for r in rows} == {"trained", "rejected"}
+    assert len(rows) == total and {r["sample_status"] for r in rows} == {"trained", "rejected"}
     assert rows[0]["generation_id"] == sample_ids(store_path, 1, rows[0]["sample_status"])[0]
 
 
@@ -537,3 +549,27 @@ print("no torch")
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.stdout.rstrip().endswith("no torch")
+
+
+def test_evaluate_runs_takes_a_rest_pg_run_and_optionally_a_rest_em_run(tmp_path):
+    from restpg.cli import _finished_runs
+    from restpg.em import EMConfig, RunError
+
+    def finished(name, reasoning):
+        path = tmp_path / name
+        config = EMConfig(rounds=1, reasoning=reasoning)
+        (path / "round-1").mkdir(parents=True)
+        (path / "manifest.json").write_text(json.dumps({"config": config.to_dict()}))
+        (path / "round-1" / "metrics.json").write_text("{}")
+        return str(path)
+
+    pg, em, pg2 = finished("pg", True), finished("em", False), finished("pg2", True)
+    assert _finished_runs([pg])[1] == {"rest-pg": tmp_path / "pg"}
+    assert _finished_runs([em, pg])[1] == {"rest-pg": tmp_path / "pg", "rest-em": tmp_path / "em"}
+    with pytest.raises(RunError, match="needs a finished run with reasoning"):
+        _finished_runs([em])
+    with pytest.raises(RunError, match="are both runs with reasoning"):
+        _finished_runs([pg, pg2])
+    (tmp_path / "pg" / "round-1" / "metrics.json").unlink()
+    with pytest.raises(RunError, match="unfinished run"):
+        _finished_runs([pg])

@@ -12,6 +12,7 @@ from restpg.compare import (
     bootstrap_interval,
     compare_methods,
     comparison_table,
+    judge_verdict,
     plot_rounds,
     task_table,
     write_table,
@@ -23,7 +24,7 @@ def test_comparison_table_and_plot(tmp_path):
     def rows(v):
         return [{"judge": v, "rouge1": v, "rougeL": v, "meteor": v}] * 5
 
-    table = comparison_table({"SFT": rows(0.2), "REST-PG": rows(0.3)})
+    table = comparison_table({"SFT": rows(0.2), "REST-PG": rows(0.3)}, ["product_review"] * 5)
     assert table[0]["method"] == "SFT" and "rougeL_vs_sft" not in table[0]
     assert table[1]["rougeL_vs_sft"] == pytest.approx(0.1) and table[1]["rougeL_vs_sft_p"] == 0.0
     history = {
@@ -38,15 +39,59 @@ def test_write_table(tmp_path):
     def rows(v):
         return [{"judge": v, "rouge1": v, "rougeL": v, "meteor": v}] * 5
 
-    table = comparison_table({"SFT": rows(0.2), "REST-PG": rows(0.3)})
-    write_table(table, tmp_path, "test", 5, "judge:m", "meteor: x")
+    tasks = ["product_review"] * 5
+    table = comparison_table({"SFT": rows(0.2), "REST-PG": rows(0.3)}, tasks)
+    write_table(table, tmp_path, "test", tasks, "judge:m", "meteor: x")
     markdown = (tmp_path / "table.md").read_text()
-    assert "| REST-PG | 0.3000* (+0.100 [+0.100, +0.100])" in markdown and "Judge: `judge:m`" in markdown
-    assert (tmp_path / "table.csv").read_text().splitlines()[0].startswith("method,judge,rouge1,rougeL,meteor")
+    assert "| REST-PG | 0.3000* (+0.100 [+0.100, +0.100], p 0.000)" in markdown and "Judge: `judge:m`" in markdown
+    header = (tmp_path / "table.csv").read_text().splitlines()[0]
+    assert header.startswith("method,n,empty_answer,judge,judge_pooled,judge_vs_sft,")
+    assert "rougeL_vs_sft_p" in header and header.endswith("judge_informative")
+
+
+def test_without_a_plain_sft_the_differences_are_to_sft_with_reasoning(tmp_path):
+    def rows(v):
+        return [{"judge": v, "rouge1": v, "rougeL": v, "meteor": v}] * 5
+
+    tasks = ["product_review"] * 5
+    table = comparison_table({"RAG": rows(0.1), "SFT with reasoning": rows(0.2), "REST-PG": rows(0.3)}, tasks)
+    assert [round(row.get("rougeL_vs_sft", 0.0), 6) for row in table] == [-0.1, 0.0, 0.1]
+    assert "rougeL_vs_sft" not in table[1]
+    write_table(table, tmp_path, "test", tasks, "judge:m", "meteor: x")
+    assert "paired difference to SFT with reasoning on the same records" in (tmp_path / "table.md").read_text()
+
+
+def test_the_overall_figure_is_the_mean_of_the_task_means_with_pooled_beside_it(tmp_path):
+    """Table 1's overall figure averages the tasks, whatever their sizes; the pooled mean is beside it."""
+
+    def scores(values, judge=0.1):
+        return [{"judge": judge, "rouge1": v, "rougeL": v, "meteor": v, "empty_answer": float(v == 0)} for v in values]
+
+    tasks = ["product_review"] * 3 + ["topic_writing"]
+    per_method = {"SFT": scores([0.2, 0.2, 0.2, 0.2]), "REST-PG": scores([0.3, 0.3, 0.0, 0.6])}
+    table = comparison_table(per_method, tasks, samples=500)
+    rest = table[1]
+    assert rest["rougeL"] == pytest.approx((0.2 + 0.6) / 2) and rest["rougeL_pooled"] == pytest.approx(0.3)
+    assert rest["rougeL_vs_sft"] == pytest.approx(((0.1 + 0.1 - 0.2) / 3 + 0.4) / 2)  # task means of the differences
+    assert rest["empty_answer"] == pytest.approx(0.25) and rest["n"] == 4
+    flat = judge_verdict(per_method)
+    assert flat == pytest.approx(0.1)  # every answer the same judge score: uninformative
+    write_table(table, tmp_path, "test", tasks, "judge:m", "meteor: x", flat)
+    markdown = (tmp_path / "table.md").read_text()
+    assert "| REST-PG | uninformative |" in markdown and "it tells none apart" in markdown
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "table.csv").open()))
+    assert rows[1]["judge"] == "" and rows[1]["judge_informative"] == "False" and rows[1]["rougeL"] == "0.4000"
+    by_task = task_table(per_method, tasks, samples=500)
+    write_task_table(by_task, tmp_path, "test", "judge:m", flat)
+    assert "### judge" not in (tmp_path / "table_by_task.md").read_text()
+    per_method["SFT"][0]["judge"] = 0.3
+    assert judge_verdict(per_method) is None
 
 
 def test_the_table_per_task_and_their_average_with_bootstrap_intervals(tmp_path):
-    """#12.7: Table 1's shape: every method per task, the average of the task means, 95% intervals."""
+    """Table 1's shape: every method per task, the average of the task means, 95% intervals."""
 
     def scores(values):
         return [{"judge": v, "rouge1": v, "rougeL": v, "meteor": v} for v in values]
@@ -55,6 +100,7 @@ def test_the_table_per_task_and_their_average_with_bootstrap_intervals(tmp_path)
     per_method = {"SFT": scores([0.1, 0.2, 0.3, 0.4, 0.9, 0.9]), "REST-PG": scores([0.5] * 6)}
     rows = task_table(per_method, tasks, samples=500)
     cell = {(r["method"], r["metric"], r["task"]): r for r in rows}
+    assert "vs_sft" not in cell["SFT", "rougeL", AVERAGE] and cell["REST-PG", "rougeL", AVERAGE]["vs_sft_p"] <= 1
     assert len(rows) == 2 * 4 * 3
     review = cell["SFT", "rougeL", "product_review"]
     assert review["mean"] == pytest.approx(0.25) and review["n"] == 4 and review["low"] < 0.25 < review["high"]
@@ -66,7 +112,7 @@ def test_the_table_per_task_and_their_average_with_bootstrap_intervals(tmp_path)
     write_task_table(rows, tmp_path, "test", "judge:m")
     markdown = (tmp_path / "table_by_task.md").read_text()
     assert "| method | product_review (n=4) | topic_writing (n=2) | average (n=6) |" in markdown
-    assert "| REST-PG | 0.5000 [0.500, 0.500] | 0.5000 [0.500, 0.500] | 0.5000 [0.500, 0.500] |" in markdown
+    assert "| REST-PG | 0.5000* [0.500, 0.500] | 0.5000* [0.500, 0.500] | 0.5000* [0.500, 0.500] |" in markdown
     assert len((tmp_path / "table_by_task.csv").read_text().splitlines()) == 1 + len(rows)
 
 

@@ -33,8 +33,12 @@ def test_presets_mark_the_paper_defaults():
     paper = PRESETS["paper"]
     assert (paper.rounds, paper.samples_per_input, paper.temperature, paper.max_kept_per_input) == (3, 32, 0.7, 10)
     assert paper.reward == "judge" and paper.tau is None and paper.init == "base" and paper.k == 5
+    assert paper.sft.finetuning == paper.mstep.finetuning == "full" and paper.mstep.optimizer == "adafactor"
+    assert paper.mstep.loss == "sum" and paper.mstep.select_by == "reward" and paper.mstep.validation_examples == 1024
+    assert paper.mstep.rate == 5e-6 and not paper.sft_mix
     small = PRESETS["cpu-small"]
-    assert small.train_users == 8 and small.samples_per_input == 4 and small.max_new_tokens == 256
+    assert small.train_users is None and small.samples_per_input == 8 and small.max_new_tokens == 256
+    assert small.mstep.loss == "sum" and small.mstep.select_by == "reward"
     assert small.tasks == paper.tasks  # one model on every public task, as the paper
     assert small.reasoning_from == "sample" and small.dtype == "auto"  # precision is the hardware's choice
 
@@ -211,6 +215,16 @@ def test_a_run_starts_its_rounds_from_another_runs_sft(tiny_config, tmp_path):
         run_em(dataclasses.replace(second, k=3), tmp_path / "third")
 
 
+def test_a_finished_run_goes_on_with_more_rounds(tiny_config, tmp_path):
+    run_em(dataclasses.replace(tiny_config, rounds=1), tmp_path / "run")
+    first = (tmp_path / "run" / "round-1" / "metrics.json").read_text()
+    results = run_em(dataclasses.replace(tiny_config, rounds=2), tmp_path / "run")
+    assert sorted(results) == [0, 1, 2] and (tmp_path / "run" / "round-1" / "metrics.json").read_text() == first
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["config"]["rounds"] == 2  # ship reads it
+    with pytest.raises(RunError, match="differs in: samples_per_input"):
+        run_em(dataclasses.replace(tiny_config, rounds=2, samples_per_input=3), tmp_path / "run")
+
+
 def test_clipped_reasoning_keeps_its_bullets_on_their_own_lines():
     from restpg.em import clip_reasoning
 
@@ -247,7 +261,7 @@ def test_training_and_sampling_read_the_same_prompt_within_the_budget(tiny_confi
 @pytest.mark.parametrize("device", DEVICES)
 def test_the_rest_pg_path_end_to_end(format_model_dir, tmp_path, monkeypatch, device):
     """Stage 1 (from a file) -> SFT with reasoning -> E-step -> selection -> M-step on
-    ``reasoning_target`` (#12.12): the M-step trains on the kept samples' own reasoning and answer,
+    ``reasoning_target``: the M-step trains on the kept samples' own reasoning and answer,
     each weighted by its reward."""
     import restpg.em as em
     from helpers import FORMAT_REASONING, format_config, write_reasoning_file
@@ -267,7 +281,7 @@ def test_the_rest_pg_path_end_to_end(format_model_dir, tmp_path, monkeypatch, de
         from restpg.models import LoadedModel
 
         trained.append((output_dir.name, list(examples)))
-        gc.collect()  # #12.5: no generator or judge of this run is held while it trains
+        gc.collect()  # no generator or judge of this run is held while it trains
         assert not [o for o in gc.get_objects() if isinstance(o, LoadedModel) and o.name == config.model]
         return train_model(model_config, examples, train_config, output_dir, **kwargs)
 
@@ -291,6 +305,38 @@ def test_the_rest_pg_path_end_to_end(format_model_dir, tmp_path, monkeypatch, de
         assert example.completion.index(sample["reasoning"]) < example.completion.index(sample["answer"])
     assert all(0 < e.weight < 1 for e in mstep)  # ROUGE-L rewards as weights, not SFT's 1
     assert results[1]["selection"]["kept"] == len(kept) and results[1]["selection"]["samples"] == len(samples)
+
+
+def test_an_m_step_with_sft_mix_also_trains_on_the_real_outputs(format_model_dir, tmp_path, monkeypatch):
+    """sft_mix (ours): the M-step's examples are the kept samples, then every SFT example (weight 1),
+    also when the rounds start from another run's SFT adapter."""
+    import restpg.em as em
+    from helpers import FORMAT_REASONING, format_config, write_reasoning_file
+    from restpg.prompts import reasoning_target
+
+    config = format_config(format_model_dir)
+    train = em.load_split(config, "train", config.train_users)
+    paths = write_reasoning_file(tmp_path / "paths.jsonl", train, FORMAT_REASONING, "tests")
+    config = dataclasses.replace(config, reasoning_from=str(paths), rounds=0)
+    run_em(config, tmp_path / "sft-run")
+    trained = []
+    train_model = em.train_model
+
+    def spy(model_config, examples, train_config, output_dir, **kwargs):
+        trained.append(list(examples))
+        return train_model(model_config, examples, train_config, output_dir, **kwargs)
+
+    monkeypatch.setattr(em, "train_model", spy)
+    mixed = dataclasses.replace(
+        config, rounds=1, sft_mix=True, init="previous", sft_adapter=str(tmp_path / "sft-run" / "sft" / "adapter")
+    )
+    run_em(mixed, tmp_path / "run")
+    (mstep,) = trained
+    kept = select_samples(em.read_jsonl(tmp_path / "run" / "round-1" / "samples.jsonl"), mixed)
+    assert [e.example_id for e in mstep[: len(kept)]] == [s["sample_id"] for s in kept]
+    assert [(e.example_id, e.completion, e.weight) for e in mstep[len(kept) :]] == [
+        (r.record_id, reasoning_target(FORMAT_REASONING, r.output), 1.0) for r in train
+    ]
 
 
 def test_sft_examples_hold_the_clipped_reasoning_then_the_real_text(tiny_model):
@@ -346,8 +392,8 @@ def test_training_curves_and_estep_statistics_go_to_tensorboard(tiny_config, tmp
 
 
 def test_a_run_keeps_the_best_validated_checkpoint_of_each_stage(tiny_config, tmp_path):
-    """#12.2 through the pipeline: SFT selected on validation loss, the M-step on the reward of
-    answers generated for a fixed validation sample."""
+    """Through the pipeline: SFT selected on validation loss, the M-step on the reward of answers
+    generated for a fixed validation sample (the paper's rule)."""
     config = dataclasses.replace(
         tiny_config,
         rounds=1,

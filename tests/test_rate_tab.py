@@ -118,8 +118,9 @@ def test_rate_a_runs_e_step_samples_and_follow_links(seeded_app, tiny_model_dir)
     from restpg.samples import sample_version
     from restpg.versions import SHIPPED_DIR
 
-    run = seeded_app.runs_dir / "jobs" / "demo"
-    shutil.copytree(SHIPPED_DIR / "restpg-sample", run, ignore=shutil.ignore_patterns("adapter", "generations.jsonl"))
+    run = seeded_app.runs_dir / "jobs" / "demo"  # the shipped run before its round's M-step: samples still "kept"
+    ignore = shutil.ignore_patterns("adapter", "generations.jsonl", "training_set.jsonl")
+    shutil.copytree(SHIPPED_DIR / "restpg-sample", run, ignore=ignore)
     version = sample_version(RunFolder(run).run_id(), "round-1")
     store = GenerationStore(Store(seeded_app.runs_dir / "restpg.db"))
     record = load_records(sample_path("product_review", "user", "val"), "product_review").records[1]

@@ -63,7 +63,7 @@ def test_the_sample_ships_a_hand_written_path_for_every_training_record():
 
     records = sample_training_records()
     paths = reasoning_from_file(SAMPLE_REASONING_FILE, records)
-    assert set(paths) == {r.record_id for r in records} and len(paths) == 84
+    assert set(paths) == {r.record_id for r in records} and len(paths) == 150
     for record in records:
         path = paths[record.record_id]
         lines = path.reasoning.splitlines()

@@ -40,15 +40,15 @@ def test_the_shipped_samples_import_once_under_stable_ids(generations, tmp_path)
     assert {r["generation_id"] for r in other.list()} == {r["generation_id"] for r in generations.list()}
     # samples queue and rate like generations
     ratings = RatingStore(generations.store)
-    queue = ratings.queue(
-        "ann", "unrated", {"model_version": sample_version(run_id, "round-2"), "sample_status": "trained"}
-    )
-    assert len(queue) == json.loads((SHIPPED_RUN / "round-2" / "selection.json").read_text())["kept"]
+    last = f"round-{json.loads((SHIPPED_RUN / 'manifest.json').read_text())['config']['rounds']}"
+    queue = ratings.queue("ann", "unrated", {"model_version": sample_version(run_id, last), "sample_status": "trained"})
+    assert len(queue) == json.loads((SHIPPED_RUN / last / "selection.json").read_text())["kept"]
 
 
 def test_statuses_follow_the_training_set_and_new_samples_append(generations, tmp_path):
-    run = tmp_path / "runs" / "mine"
-    shutil.copytree(SHIPPED_RUN, run, ignore=shutil.ignore_patterns("adapter", "generations.jsonl"))
+    run = tmp_path / "runs" / "mine"  # the shipped run as it was before its round's M-step started
+    ignore = shutil.ignore_patterns("adapter", "generations.jsonl", "training_set.jsonl")
+    shutil.copytree(SHIPPED_RUN, run, ignore=ignore)
     samples = read_jsonl(run / "round-1" / "samples.jsonl")
     import_run(generations, run)
     version = sample_version(RunFolder(run).run_id(), "round-1")

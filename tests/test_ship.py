@@ -72,10 +72,11 @@ def test_a_shipped_run_has_its_adapters_metrics_and_generations(shipped):
         assert weights and all(v.dtype == torch.bfloat16 for v in weights.values())
         assert json.loads((out / step / "metrics.json").read_text())["summary"]
     assert (out / "manifest.json").exists() and (out / "round-1" / "selection.json").exists()
+    assert all((out / step / "train_result.json").exists() for step in report.steps)  # tokens, time, precision
     rows = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
     versions = {row["model_version"].split(" + ")[-1] for row in rows}
     assert versions == {rows[0]["model_version"].split(" + ")[0], "shipped tiny sft", "shipped tiny round-1"}
-    assert len(rows) == report.generations == 3 * 12  # 3 versions x (6 validation + 6 test requests)
+    assert len(rows) == report.generations == 3 * 42  # 3 versions x (12 validation + 30 test requests)
     assert {row["split"] for row in rows} == {"val", "test"} and all(row["dataset"] == SAMPLE_DATASET for row in rows)
 
 
@@ -87,7 +88,7 @@ def test_the_page_finds_the_shipped_versions_and_their_generations_once(shipped,
     service = ExploreService(config, paths, use_judge=False)
     assert {"shipped tiny sft", "shipped tiny round-1"} <= set(service.versions())
     count = len(service.generations.list())
-    assert count == 36
+    assert count == 3 * 42
     again = ExploreService(config, paths, use_judge=False)  # a second launch adds nothing
     assert len(again.generations.list()) == count
     version = service.default_version()
