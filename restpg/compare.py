@@ -328,7 +328,11 @@ def rounds_figure(histories: dict[str, dict[int, dict]]):
     def values(metric):
         return [h[r]["summary"][metric] for h in histories.values() for r in h if metric in h[r]["summary"]]
 
-    metrics = [m for m in SCORE_NAMES if len(set(values(m))) > 1] or [SCORE_NAMES[0]]
+    def flat(metric):  # two points or more, all the same: nothing to read from a line
+        seen = values(metric)
+        return len(seen) > 1 and len(set(seen)) == 1
+
+    metrics = [m for m in SCORE_NAMES if not flat(m)] or list(SCORE_NAMES)
     figure = Figure(figsize=(4 * len(metrics), 3.6))
     axes = figure.subplots(1, len(metrics), squeeze=False)[0]
     for axis, metric in zip(axes, metrics):
@@ -346,8 +350,8 @@ def rounds_figure(histories: dict[str, dict[int, dict]]):
     if histories:
         axes[0].legend()
         axes[0].set_ylabel("validation mean")
-    flat = [m for m in SCORE_NAMES if m not in metrics and values(m)]
-    note = f" ({', '.join(flat)}: one value everywhere, not shown)" if flat else ""
+    hidden = [m for m in SCORE_NAMES if m not in metrics]
+    note = f" ({', '.join(hidden)}: one value everywhere, not shown)" if hidden else ""
     figure.suptitle("Held-out validation metrics per EM round" + note, fontsize=10)
     figure.tight_layout()
     return figure
