@@ -41,6 +41,9 @@ def test_presets_mark_the_paper_defaults():
     assert small.mstep.loss == "sum" and small.mstep.select_by == "reward"
     assert small.tasks == paper.tasks  # one model on every public task, as the paper
     assert small.reasoning_from == "sample" and small.dtype == "auto"  # precision is the hardware's choice
+    page = PRESETS["cpu-round"]  # the Train tab's round: continues its start, the real outputs mixed in
+    assert (page.rounds, page.init, page.sft_mix, page.mstep.num_epochs) == (1, "previous", True, 1.0)
+    assert page.mstep.loss == paper.mstep.loss and not small.sft_mix  # only the page round departs
 
 
 def test_run_writes_every_round_and_resume_redoes_nothing(tiny_config, tmp_path, monkeypatch):
