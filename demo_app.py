@@ -9,6 +9,7 @@ from pathlib import Path
 from restpg.access import AccessError, AccessPolicy, check_bind, parse_credentials
 from restpg.app import launch, make_parts
 from restpg.explore import AppPaths
+from restpg.hosts import AllowedHosts, HostError
 from restpg.models import DEFAULT_MODEL, ModelConfig
 
 
@@ -32,6 +33,14 @@ def main() -> None:
         action="store_true",
         help="allow --host other than loopback without --auth (warns: anyone reaching the port may train and rate)",
     )
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name the page answers to besides addresses and localhost (repeat; *.example.org for "
+        "subdomains): this machine's name or a reverse proxy's. Others are refused (DNS rebinding)",
+    )
     parser.add_argument("--model", default=DEFAULT_MODEL, help="base model: default, hub id or local folder")
     parser.add_argument("--judge-model", help="LLM judge for the scores (default: the base model, a weak judge)")
     parser.add_argument("--no-judge", action="store_true", help="skip the judge score (faster on a CPU)")
@@ -52,7 +61,8 @@ def main() -> None:
         warning = check_bind(args.host, bool(credentials), args.public_without_auth)
         trainers = frozenset(n.strip() for n in args.trainers.split(",") if n.strip()) if args.trainers else None
         access = AccessPolicy(authenticated=bool(credentials), trainers=trainers)
-    except AccessError as error:
+        AllowedHosts.for_server(args.host, args.allowed_host)  # a bad name: refused before the model loads
+    except (AccessError, HostError) as error:
         parser.error(str(error))
     if warning:
         print(warning, file=sys.stderr)
@@ -63,7 +73,7 @@ def main() -> None:
         use_judge=not args.no_judge,
         access=access,
     )
-    launch(parts, args.host, args.port, credentials)
+    launch(parts, args.host, args.port, credentials, allowed_hosts=args.allowed_host)
 
 
 if __name__ == "__main__":

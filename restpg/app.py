@@ -20,6 +20,9 @@ from .jobs import JobManager
 from .models import ModelConfig
 from .ratings import RatingStore
 
+QUEUE_LIMIT = 64  # requests waiting in the page's queue, all users together
+UPLOAD_CACHE = (3600, 3600)  # (how often, how old) in seconds: Gradio's delete_cache
+
 
 @dataclass
 class AppParts:
@@ -53,7 +56,9 @@ def build_app(parts: AppParts):
     from .results_tab import results_tab
     from .train_tab import train_tab
 
-    with gr.Blocks(title="restpg: REST-PG explorer", analytics_enabled=False) as demo:
+    # Gradio's cache of uploaded files and exports: every hour, files older than an hour are deleted
+    # (a validated upload is copied to data/uploads first; an export link lives an hour)
+    with gr.Blocks(title="restpg: REST-PG explorer", analytics_enabled=False, delete_cache=UPLOAD_CACHE) as demo:
         gr.Markdown(
             "# restpg: reasoning over a user's profile before writing\n"
             "**Explore** a LongLaMP user's profile and the model's reasoning path and response beside "
@@ -121,16 +126,26 @@ def launch(
     host: str = "127.0.0.1",
     port: int = 7860,
     auth: list[tuple[str, str]] | None = None,
+    allowed_hosts: list[str] | tuple[str, ...] = (),
     **kwargs,
 ):
     """Start the page: a queue so one slow generation never blocks the other users' clicks.
-    Errors reach the page as their messages (restpg's own); never as Python tracebacks."""
+    Errors reach the page as their messages (restpg's own); never as Python tracebacks. Requests
+    for a host name the app was not started for are refused (restpg.hosts: DNS rebinding)."""
     from importlib.resources import files
+
+    from starlette.middleware import Middleware
+
+    from .hosts import AllowedHosts, HostCheck
+
+    host_check = Middleware(HostCheck, allowed=AllowedHosts.for_server(host, allowed_hosts))
 
     demo = build_app(parts)
     keys_js = files("restpg").joinpath("rate_keys.js").read_text()
     css = ".rate-active { outline: 3px solid var(--color-accent); border-radius: 6px; }"
-    demo.queue(default_concurrency_limit=8)
+    # At most QUEUE_LIMIT requests wait at once, everyone's together; past it Gradio answers the
+    # page "queue is full" at once instead of piling work up (generation runs one at a time).
+    demo.queue(default_concurrency_limit=8, max_size=QUEUE_LIMIT)
     return demo.launch(
         server_name=host,
         server_port=port,
@@ -141,5 +156,6 @@ def launch(
         theme=gr.themes.Default(),
         max_file_size="200mb",
         show_error=False,
+        app_kwargs={"middleware": [host_check]},
         **kwargs,
     )

@@ -91,6 +91,7 @@ def _versions(versions: Any) -> list[str] | None:
 class ArenaStore:
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._leaderboards: dict[tuple, list[dict]] = {}  # the latest votes' fitted board (leaderboard)
         with store.write() as db:
             db["matches"].create(_MATCH_COLUMNS, pk="match_id", if_not_exists=True)
             db["matches"].create_index(["annotator"], if_not_exists=True)
@@ -127,9 +128,10 @@ class ArenaStore:
     def next_match(self, annotator: str, rng: random.Random, versions: Sequence[str] | None = None) -> Match | None:
         """Start a match for ``annotator``: two versions of one record, in an order drawn with ``rng``.
 
-        Among every (record, version pair) it prefers, in turn: the version pair this annotator has voted
-        on least; the (record, pair) they voted on least; the record they voted on least; then draws at
-        random with ``rng``. The match row is stored unvoted. None when no record has two versions.
+        Among the (record, version pair)s this annotator has not voted on (a voted one's names are known
+        to them, and only one vote per annotator, pair and request counts) it prefers, in turn: the
+        version pair they have voted on least; the record they voted on least; then draws at random
+        with ``rng``. The match row is stored unvoted. None when no such (record, pair) is left.
         """
         annotator = _annotator(annotator)
         by_record: dict[tuple[str, str], list[dict]] = {}
@@ -149,7 +151,9 @@ class ArenaStore:
             for i, first in enumerate(rows):
                 for second in rows[i + 1 :]:
                     pair = tuple(sorted((first["model_version"], second["model_version"])))
-                    key = (pair_votes[pair], record_pair_votes[(*record, *pair)], record_votes[record])
+                    if record_pair_votes[(*record, *pair)]:
+                        continue  # voted: its names are known to this annotator, and one vote counts
+                    key = (pair_votes[pair], record_votes[record])
                     options.append((key, first, second))
         if not options:
             return None
@@ -207,6 +211,20 @@ class ArenaStore:
                 raise ArenaError(f"match {match_id!r} was shown to another annotator, not {annotator!r}")
             if winner is not None:
                 raise ArenaError(f"match {match_id!r} was already voted ({winner})")
+            dataset, record_id = db.execute(
+                "SELECT dataset, record_id FROM matches WHERE match_id = ?", [match_id]
+            ).fetchone()
+            earlier = db.execute(
+                "SELECT COUNT(*) FROM matches WHERE annotator = ? AND dataset = ? AND record_id = ? "
+                "AND winner IS NOT NULL AND ((left_version = ? AND right_version = ?) "
+                "OR (left_version = ? AND right_version = ?))",
+                [annotator, dataset, record_id, left_version, right_version, right_version, left_version],
+            ).fetchone()[0]
+            if earlier:
+                raise ArenaError(
+                    f"{annotator!r} already voted on these two versions for this request; one vote per "
+                    "annotator, pair and request counts"
+                )
             winner_version = {"A": left_version, "B": right_version}.get(choice, "")
             updated = db.execute(
                 "UPDATE matches SET winner = ?, winner_version = ?, voted_at = ? WHERE match_id = ? AND winner IS NULL",
@@ -237,9 +255,17 @@ class ArenaStore:
         return list(self.store.db["matches"].rows_where(where, params, order_by="voted_at, match_id"))
 
     def leaderboard(self, bootstrap: int = 1000, seed: int = 0, versions: Sequence[str] | None = None) -> list[dict]:
-        """:func:`leaderboard` over the voted matches (between ``versions`` when given)."""
+        """:func:`leaderboard` over the voted matches (between ``versions`` when given). The fit and
+        its bootstrap are computed once per set of votes (kept until a vote is added), not on every
+        page load."""
         rows = self.votes(versions)
-        return leaderboard([(r["left_version"], r["right_version"], r["winner"]) for r in rows], bootstrap, seed)
+        key = (len(rows), rows[-1]["match_id"] if rows else None, tuple(_versions(versions) or ()), bootstrap, seed)
+        if key not in self._leaderboards:
+            self._leaderboards.clear()  # only the latest votes' board is worth keeping
+            self._leaderboards[key] = leaderboard(
+                [(r["left_version"], r["right_version"], r["winner"]) for r in rows], bootstrap, seed
+            )
+        return [dict(row) for row in self._leaderboards[key]]
 
 
 def _check_votes(votes: Sequence[tuple[str, str, str]]) -> None:

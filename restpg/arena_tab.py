@@ -84,7 +84,11 @@ def arena_tab(parts) -> dict:
         except PAGE_ERRORS as error:
             return (*empty, str(error))
         if match is None:
-            return (*empty, "no request has outputs by two of these versions; generate some in Explore")
+            return (
+                *empty,
+                "no pair left for you: every request with outputs by two of these versions has your vote "
+                "(one vote per pair and request), or none has two; generate more in Explore",
+            )
         return (
             match.match_id,
             match.request,

@@ -133,10 +133,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     loaded = load_records(args.path, args.task, args.family, args.split, strict=False)
     print(
-        f"{args.path}: {len(loaded.records)} good record(s), {len(loaded.problems)} bad, {len(loaded.users())} user(s)"
+        f"{args.path}: {len(loaded.records)} good record(s), {loaded.problem_count} bad, {len(loaded.users())} user(s)"
     )
     for problem in loaded.problems:
         print(f"  {problem}")
+    if loaded.problem_count > len(loaded.problems):
+        print(f"  ... and {loaded.problem_count - len(loaded.problems)} more")
     for note in loaded.notes:
         print(f"  note: {note}")
     return 1 if loaded.problems else 0
@@ -233,13 +235,13 @@ def cmd_samples_import(args: argparse.Namespace) -> int:
 def _needs_import(generations, run, run_id: str) -> bool:
     """Whether the store lacks some of the run's samples or holds statuses that have moved on (a round
     whose M-step started still listed as ``kept``). Reads files and the store only: no torch."""
-    from .jsonl import read_jsonl
+    from .jsonl import iter_jsonl
 
     db = generations.store.db
     for step in run.rounds():
         if not step.samples.exists():
             continue
-        in_file = len({s.get("sample_id") for s in read_jsonl(step.samples) if isinstance(s, dict)})
+        in_file = len({s.get("sample_id") for s in iter_jsonl(step.samples) if isinstance(s, dict)})
         number = int(step.name.split("-")[1])
         stored, kept = db.execute(
             "SELECT COUNT(*), COALESCE(SUM(sample_status = 'kept'), 0) FROM generations WHERE run_id = ? AND round = ?",

@@ -62,7 +62,7 @@ from .models import (
     prompt_token_counter,
     resolve_model,
 )
-from .options import flag
+from .options import flag, option_name
 from .prompts import PromptSettings, reasoning_target
 from .reasoning import (
     SAMPLE_REASONING_FILE,
@@ -94,6 +94,11 @@ MANIFEST_VERSION = 1
 # What an adapter learned to read and write: a model sampled with other values sees another prompt.
 PROMPT_FIELDS = ("model", "reasoning", "k", "max_item_words")
 REWARDS = ("judge", "rouge1", "rougeL", "meteor", "lexical-mix")
+
+
+def _option(name: str) -> str:
+    """An EMConfig field as users name it: its flag (``--samples``), else the field."""
+    return option_name(EMConfig, name)
 
 
 class RunError(RestpgError, RuntimeError):
@@ -292,18 +297,20 @@ class EMConfig:
         """Every value checked; a RunError starts with the field it names ("tau: ...")."""
         for task in self.tasks:
             if task not in PUBLIC_TASKS and task not in TASKS:
-                raise RunError(f"tasks: unknown task {task!r}; known: {', '.join(PUBLIC_TASKS)} or all")
+                raise RunError(f"{_option('tasks')}: unknown task {task!r}; known: {', '.join(PUBLIC_TASKS)} or all")
             task_spec(task)
         if self.reward not in REWARDS:
-            raise RunError(f"reward: unknown reward {self.reward!r}; known: {', '.join(REWARDS)}")
+            raise RunError(f"{_option('reward')}: unknown reward {self.reward!r}; known: {', '.join(REWARDS)}")
         if self.init not in ("base", "previous"):
-            raise RunError(f"init: must be 'base' or 'previous', got {self.init!r}")
+            raise RunError(f"{_option('init')}: must be 'base' or 'previous', got {self.init!r}")
         if self.reasoning_from not in ("teacher", "sample") and not self.reasoning_from.endswith(".jsonl"):
-            raise RunError(f"reasoning_from: must be 'teacher', 'sample' or a .jsonl file, got {self.reasoning_from!r}")
+            raise RunError(
+                f"{_option('reasoning_from')}: must be 'teacher', 'sample' or a .jsonl file, got {self.reasoning_from!r}"
+            )
         try:
             parse_report_to(self.report_to)
         except TrackingError as error:
-            raise RunError(f"report_to: {error}") from None
+            raise RunError(f"{_option('report_to')}: {error}") from None
         for name, minimum in (
             ("train_users", 1),
             ("eval_users", 1),
@@ -317,24 +324,24 @@ class EMConfig:
         ):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
-                raise RunError(f"{name}: must be a whole number >= {minimum}, got {value!r}")
+                raise RunError(f"{_option(name)}: must be a whole number >= {minimum}, got {value!r}")
         if isinstance(self.veto_faithfulness, bool) or self.veto_faithfulness not in range(6):
-            raise RunError(f"veto_faithfulness: must be 0-5 (0: off), got {self.veto_faithfulness!r}")
+            raise RunError(f"{_option('veto_faithfulness')}: must be 0-5 (0: off), got {self.veto_faithfulness!r}")
         if self.tau is not None and not (isinstance(self.tau, (int, float)) and 0.0 <= self.tau <= 1.0):
-            raise RunError(f"tau: must be between 0 and 1, got {self.tau!r}")  # rewards lie in [0, 1]
+            raise RunError(f"{_option('tau')}: must be between 0 and 1, got {self.tau!r}")  # rewards lie in [0, 1]
         if not isinstance(self.device, str) or not DEVICE_PATTERN.fullmatch(self.device):
-            raise RunError(f"device: must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+            raise RunError(f"{_option('device')}: must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.engine not in ENGINES:
-            raise RunError(f"engine: must be {' or '.join(ENGINES)}, got {self.engine!r}")
+            raise RunError(f"{_option('engine')}: must be {' or '.join(ENGINES)}, got {self.engine!r}")
         fraction = self.vllm_memory_fraction
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
-            raise RunError(f"vllm_memory_fraction: must be between 0 and 1 (exclusive), got {fraction!r}")
+            raise RunError(f"{_option('vllm_memory_fraction')}: must be between 0 and 1 (exclusive), got {fraction!r}")
         if self.dtype not in ("auto", *DTYPES):
-            raise RunError(f"dtype: must be auto, {', '.join(DTYPES)}, got {self.dtype!r}")
+            raise RunError(f"{_option('dtype')}: must be auto, {', '.join(DTYPES)}, got {self.dtype!r}")
         for name in ("model", "teacher_model", "judge_model", "data", "sft_adapter", "ratings_from"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip() or "\x00" in value):
-                raise RunError(f"{name}: must be a non-empty string, got {value!r}")
+                raise RunError(f"{_option(name)}: must be a non-empty string, got {value!r}")
 
     @property
     def prompt_kind(self) -> str:

@@ -8,11 +8,14 @@ same library functions as the CLI (``load_records``, ``retrieve``, ``build_promp
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
-import shutil
+import tempfile
 import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +49,9 @@ from .versions import BASE_VERSION, SHIPPED_DIR, ModelVersion, best_shipped, fin
 UPLOAD_FOLDER = "uploads"
 DATA_SUFFIXES = (".json", ".jsonl", ".parquet")
 MAX_UPLOAD_BYTES = 200 * 1024 * 1024
+# The parsed datasets the page keeps, by their files' sizes: the sample's are kilobytes; a few large
+# uploads are dropped (least recently used first) and parsed again when asked for.
+DATASET_CACHE_BYTES = 256 * 1024 * 1024
 STREAM_INTERVAL_S = 0.25  # at most four page updates a second while a generation streams  # beside each shipped run: its stored generations for the demo
 
 
@@ -86,7 +92,9 @@ class ExploreService:
     _model: LoadedModel | None = field(default=None, init=False)
     _judge: object | None = field(default=None, init=False)
     _metrics: object | None = field(default=None, init=False)
-    _datasets: dict[tuple, LoadedRecords] = field(default_factory=dict, init=False)
+    # parsed datasets, least recently used first, with their files' sizes (DATASET_CACHE_BYTES)
+    _datasets: OrderedDict = field(default_factory=OrderedDict, init=False)
+    _parsing: threading.Lock = field(default_factory=threading.Lock, init=False)  # one dataset parse at a time
     _lock: threading.RLock = field(default_factory=threading.RLock, init=False)  # short sections only
     # Held for a whole streamed generation; a plain Lock because Gradio may resume a generator on
     # another thread, and an RLock can only be released by the thread that took it.
@@ -136,32 +144,61 @@ class ExploreService:
 
     def dataset(self, dataset: str, task: str, family: str, split: str) -> LoadedRecords:
         path = self.dataset_path(dataset, task, family, split)
-        key = (str(path), task, family, split, path.stat().st_mtime_ns)
+        size = path.stat()
+        key = (str(path), task, family, split, size.st_mtime_ns)
         with self._lock:
-            if key not in self._datasets:
-                # Lenient: bad records are listed in the page and the good ones kept.
-                self._datasets[key] = load_records(path, task, family, split, strict=False)
-            return self._datasets[key]
+            if key in self._datasets:
+                self._datasets.move_to_end(key)
+                return self._datasets[key][0]
+        # Lenient: bad records are listed in the page and the good ones kept. Parsed outside the
+        # short lock; one parse at a time (_parsing), so several large files never parse at once.
+        with self._parsing:
+            with self._lock:
+                if key in self._datasets:
+                    return self._datasets[key][0]
+            loaded = load_records(path, task, family, split, strict=False)
+            with self._lock:
+                self._datasets[key] = (loaded, size.st_size)
+                # least recently used first out, while the cached files' bytes exceed the budget
+                while len(self._datasets) > 1 and sum(b for _, b in self._datasets.values()) > DATASET_CACHE_BYTES:
+                    self._datasets.popitem(last=False)
+            return loaded
 
     def upload(self, temp_file: str | Path, original_name: str, task: str, family: str) -> str:
-        """Validate an uploaded file and keep it under ``data/uploads``; returns its dataset name."""
+        """Validate an uploaded file and keep it under ``data/uploads``; returns its dataset name.
+
+        The file is named by its content, ``<name>-<first 10 hex of its sha256><suffix>``: two people
+        uploading different files under one name each keep their own, the same file uploaded twice is
+        one file. It is written to a temporary file of its own and renamed into place (atomic)."""
         temp_file = Path(temp_file)
-        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(original_name).name).lstrip(".") or "upload"
-        if Path(stem).suffix not in DATA_SUFFIXES:
-            raise DatasetError(f"{original_name}: not a dataset file (expected {', '.join(DATA_SUFFIXES)})")
-        if temp_file.stat().st_size > MAX_UPLOAD_BYTES:
-            raise DatasetError(f"{original_name}: over the {MAX_UPLOAD_BYTES // 2**20} MiB upload limit")
-        staged = temp_file.with_name(stem)  # the loader reads by suffix
-        if staged != temp_file:
-            shutil.copyfile(temp_file, staged)
+        name = Path(str(original_name)).name
+        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip(".") or "upload"
+        suffix = Path(stem).suffix
+        if suffix not in DATA_SUFFIXES:
+            raise DatasetError(f"{name[:120]}: not a dataset file (expected {', '.join(DATA_SUFFIXES)})")
+        stem = Path(stem).stem[:80] or "upload"
         try:
-            load_records(staged, task, family, strict=False)  # zero usable records raises, naming the file
-        except DatasetError as error:  # name the file the user chose, not the server's temporary copy
-            raise DatasetError(str(error).replace(str(staged), original_name)) from None
-        self.paths.uploads.mkdir(parents=True, exist_ok=True)
-        target = safe_child(self.paths.uploads, stem)
-        shutil.copyfile(staged, target.with_suffix(target.suffix + ".tmp"))
-        target.with_suffix(target.suffix + ".tmp").replace(target)
+            if temp_file.stat().st_size > MAX_UPLOAD_BYTES:
+                raise DatasetError(f"{name[:120]}: over the {MAX_UPLOAD_BYTES // 2**20} MiB upload limit")
+            self.paths.uploads.mkdir(parents=True, exist_ok=True)
+            digest = hashlib.sha256()
+            fd, staged = tempfile.mkstemp(dir=self.paths.uploads, prefix=".upload-", suffix=suffix)
+            try:
+                with os.fdopen(fd, "wb") as out, temp_file.open("rb") as source:
+                    for block in iter(lambda: source.read(1 << 20), b""):
+                        digest.update(block)
+                        out.write(block)
+                with self._parsing:  # one upload parsed at a time: memory never multiplies
+                    try:
+                        load_records(staged, task, family, strict=False)  # no usable record raises, naming the file
+                    except DatasetError as error:  # name the file the user chose, not the temporary copy
+                        raise DatasetError(str(error).replace(str(staged), name[:120])) from None
+                target = safe_child(self.paths.uploads, f"{stem}-{digest.hexdigest()[:10]}{suffix}")
+                os.replace(staged, target)
+            finally:
+                Path(staged).unlink(missing_ok=True)
+        except OSError as error:
+            raise DatasetError(f"{name[:120]}: the upload could not be stored ({error.strerror or error})") from None
         return str(target.resolve().relative_to(self.paths.data_dir.resolve()))
 
     def record(self, dataset: str, task: str, family: str, split: str, user: str, request_index: int) -> Record:

@@ -44,10 +44,10 @@ def dataset_summary(loaded: LoadedRecords, shown: int = 5) -> str:
     """One line on the dataset, plus the bad records that were skipped."""
     line = (
         f"{Path(loaded.source).name}: {len(loaded.records)} records, {len(loaded.users())} users, "
-        f"{len(loaded.problems)} bad record(s) skipped"
+        f"{loaded.problem_count} bad record(s) skipped"
     )
     problems = [f"- {problem.index}: field {problem.field}: {problem.message}" for problem in loaded.problems[:shown]]
-    more = [f"- ... and {len(loaded.problems) - shown} more"] if len(loaded.problems) > shown else []
+    more = [f"- ... and {loaded.problem_count - shown} more"] if loaded.problem_count > shown else []
     return "\n".join([line, *problems, *more, *(f"note: {note}" for note in loaded.notes)])
 
 

@@ -50,12 +50,27 @@ def _columns(rows: Sequence[dict], columns: Sequence[str] | None) -> list[str]:
     return list(names)
 
 
+# A text cell starting with one of these is a formula to Excel, LibreOffice and Google Sheets
+# (OWASP, "CSV injection"): a rater's comment "=HYPERLINK(...)" would run when a colleague opens the
+# export. Such cells get a leading apostrophe, which spreadsheets show as text and do not store.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value):
+    """A CSV cell a spreadsheet will not run: a text starting like a formula gets a leading ``'``;
+    numbers (a negative score included) and every other text are written as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
 def export_rows(rows: Sequence[dict], path: str | Path, fmt: str, columns: Sequence[str] | None = None) -> Path:
     """Write ``rows`` to ``path`` as ``fmt`` (one of ``EXPORT_FORMATS``), replacing it atomically; returns the path.
 
     ``columns``: the leading columns, in this order, and the columns of an empty CSV; keys of the rows
     that are not among them follow (nothing is dropped), and a row without a column has it empty (None).
-    Missing parent folders are created. Raises :class:`ExportError` for an unknown ``fmt``, an empty
+    CSV text cells that a spreadsheet would run as a formula are escaped (:func:`spreadsheet_safe`);
+    JSONL, Parquet and ``hf`` keep every value as it is. Missing parent folders are created. Raises :class:`ExportError` for an unknown ``fmt``, an empty
     Parquet or ``hf`` export, a target that is a folder (files) or a folder that is not a previous export
     (``hf``), and values that do not fit one column type (Parquet, ``hf``).
     """
@@ -72,7 +87,7 @@ def export_rows(rows: Sequence[dict], path: str | Path, fmt: str, columns: Seque
             writer = csv.DictWriter(handle, fieldnames=names)
             if names:
                 writer.writeheader()
-            writer.writerows(table)
+            writer.writerows({name: spreadsheet_safe(value) for name, value in row.items()} for row in table)
 
         return write_atomically(path, write_csv, newline="")
     if fmt == "jsonl":

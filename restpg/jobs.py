@@ -124,7 +124,9 @@ def _whole_number(name: str, value: Any) -> Any:
 
 
 # What a job from the page may ask for at most (its work grows with each); the form says so.
-JOB_LIMITS = {"rounds": (0, 5), "samples": (1, 64)}  # rounds 0: SFT only
+# What a job from the page may ask for (the CLI takes any size): rounds 0 is SFT only; 100 training
+# users per task is ~300 requests, hours of E-step on a CPU and minutes on a GPU.
+JOB_LIMITS = {"rounds": (0, 5), "samples": (1, 64), "users": (1, 100), "eval_users": (1, 100)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -179,7 +181,7 @@ class JobRequest:
         declarations; the values are checked by the config itself (restpg.em.EMConfig). Raises
         JobError naming the request's field."""
         from .em import PRESETS, EMConfig
-        from .options import config_from_flags, flagged_fields
+        from .options import config_from_flags, flagged_fields, option_name
 
         if self.preset not in PRESETS:
             raise JobError(f"preset: unknown {self.preset!r}; known: {', '.join(PRESETS)}")
@@ -197,7 +199,10 @@ class JobRequest:
             if (name == "reasoning" and value) or (name == "human_weight" and not value):
                 value = None  # the preset's: reasoning on, no human weights
             values[config_name] = value
-        request_name = {config_name: name for name, config_name in self.CONFIG_FIELDS.items()}
+        # the config names a field by its flag (--samples) or its name: the page's field is the request's
+        request_name = {}
+        for name, config_name in self.CONFIG_FIELDS.items():
+            request_name[config_name] = request_name[option_name(EMConfig, config_name)] = name
         try:
             config_from_flags(PRESETS[self.preset], values)
         except (RestpgError, TypeError, ValueError) as error:

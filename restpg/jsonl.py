@@ -9,18 +9,24 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterable, TextIO
+from typing import Callable, Iterable, Iterator, TextIO
+
+
+def iter_jsonl(path: Path) -> Iterator[dict]:
+    """The file's rows one at a time (memory of one line, whatever the file's size); nothing when
+    the file does not exist."""
+    if not Path(path).exists():
+        return
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line torn by a kill: its work is redone
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line torn by a kill: its work is redone
-    return rows
+    return list(iter_jsonl(path))
 
 
 def append_jsonl(path: Path, rows: Iterable[dict]) -> None:

@@ -18,7 +18,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from .errors import RestpgError
 
@@ -133,8 +133,14 @@ class LoadedRecords:
     source: str
     task: str
     records: list[Record]
-    problems: list[RecordProblem]
+    problems: list[RecordProblem]  # the first MAX_PROBLEMS_KEPT; problem_count counts them all
     notes: list[str] = field(default_factory=list)
+    problem_count: int | None = None  # None: len(problems)
+    rows_read: int = 0
+
+    def __post_init__(self) -> None:
+        if self.problem_count is None:
+            self.problem_count = len(self.problems)
 
     def users(self) -> list[str]:
         return sorted({r.user_id for r in self.records})
@@ -191,29 +197,71 @@ def _is_hub_id(source: str) -> bool:
     )
 
 
-def _read_jsonl(path: Path) -> list[Any]:
-    rows = []
+def _read_jsonl(path: Path) -> Iterator[Any]:
+    """The file's rows, one line at a time (memory of one row, whatever the file's size)."""
     with path.open(encoding="utf-8") as handle:
         for line_number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
-                rows.append(json.loads(line))
+                yield json.loads(line)
             except json.JSONDecodeError as error:
                 raise DatasetError(
                     f"{path}: line {line_number} is not valid JSON: {error.msg} (column {error.colno})"
                 ) from None
-    return rows
 
 
-def _read_json(path: Path) -> list[Any]:
+def _read_json(path: Path) -> Iterator[Any]:
+    """The rows of a JSON list, one element at a time: the text is held, never all the parsed rows
+    at once (a file of a million tiny objects costs the text, not a million dicts)."""
+    text = path.read_text(encoding="utf-8")
+    decoder = json.JSONDecoder()
+    position = _skip_space(text, 0)
+    if not text.startswith("[", position):
+        try:
+            found = type(json.loads(text)).__name__
+        except json.JSONDecodeError as error:
+            raise DatasetError(
+                f"{path}: not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})"
+            ) from None
+        raise DatasetError(f"{path}: expected a JSON list of records, found {found}")
+    position = _skip_space(text, position + 1)
+    if text.startswith("]", position):
+        return
+    while True:
+        try:
+            row, position = decoder.raw_decode(text, position)
+        except json.JSONDecodeError as error:
+            raise DatasetError(
+                f"{path}: not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})"
+            ) from None
+        yield row
+        position = _skip_space(text, position)
+        if text.startswith(",", position):
+            position = _skip_space(text, position + 1)
+        elif text.startswith("]", position):
+            if _skip_space(text, position + 1) != len(text):
+                raise DatasetError(f"{path}: not valid JSON: extra data after the list")
+            return
+        else:
+            line = text.count("\n", 0, position) + 1
+            raise DatasetError(f"{path}: not valid JSON: expected ',' or ']' (line {line})")
+
+
+def _skip_space(text: str, position: int) -> int:
+    while position < len(text) and text[position] in " \t\r\n":
+        position += 1
+    return position
+
+
+def _guarded(rows: Iterable[Any], path: Path) -> Iterator[Any]:
+    """The rows, with what can go wrong while reading them named as a DatasetError."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise DatasetError(f"{path}: not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})") from None
-    if not isinstance(data, list):
-        raise DatasetError(f"{path}: expected a JSON list of records, found {type(data).__name__}")
-    return data
+        yield from rows
+    except UnicodeDecodeError as error:
+        raise DatasetError(f"{path}: not UTF-8 text: {error}") from None
+    except RecursionError:
+        raise DatasetError(f"{path}: nested too deeply to be a LongLaMP record") from None
 
 
 def _read_parquet(path: Path) -> list[Any]:
@@ -255,8 +303,9 @@ def _read_hub(dataset_id: str, task: str, family: str, split: str) -> list[Any]:
         ) from error
 
 
-def read_rows(source: str | Path, task: str, family: str = "user", split: str | None = None) -> list[Any]:
-    """Raw rows from a file, a saved dataset folder or a hub id; no validation yet."""
+def read_rows(source: str | Path, task: str, family: str = "user", split: str | None = None) -> Iterable[Any]:
+    """Raw rows from a file, a saved dataset folder or a hub id, no validation yet: JSON and JSONL
+    files are read a row at a time, as they are validated."""
     text = str(source)
     if _is_hub_id(text):
         return _read_hub(text, task, family, split or "train")
@@ -266,15 +315,12 @@ def read_rows(source: str | Path, task: str, family: str = "user", split: str | 
     if path.is_dir():
         return _read_saved_dataset(path, split)
     suffix = path.suffix.lower()
-    try:
-        if suffix == ".jsonl":
-            return _read_jsonl(path)
-        if suffix == ".json":
-            return _read_json(path)
-        if suffix == ".parquet":
-            return _read_parquet(path)
-    except UnicodeDecodeError as error:
-        raise DatasetError(f"{path}: not UTF-8 text: {error}") from None
+    if suffix == ".jsonl":
+        return _guarded(_read_jsonl(path), path)
+    if suffix == ".json":
+        return _guarded(_read_json(path), path)
+    if suffix == ".parquet":
+        return _read_parquet(path)
     raise DatasetError(
         f"{path}: unsupported file type {suffix or '(none)'!r}; "
         "use .json, .jsonl, .parquet or a datasets.save_to_disk folder"
@@ -366,15 +412,21 @@ def validate_row(spec: TaskSpec, raw: Any, index: int, source: str) -> tuple[Rec
     return record, None
 
 
+MAX_PROBLEMS_KEPT = 100  # problems described one by one; the rest are counted
+
+
 def validate_rows(rows: Iterable[Any], task: str, source: str) -> LoadedRecords:
     spec = task_spec(task)
     records: list[Record] = []
     problems: list[RecordProblem] = []
+    problem_count, index = 0, -1
     seen: dict[str, int] = {}
     for index, raw in enumerate(rows):
         record, problem = validate_row(spec, raw, index, source)
         if problem is not None:
-            problems.append(problem)
+            problem_count += 1
+            if len(problems) < MAX_PROBLEMS_KEPT:  # a file of a million bad rows keeps a hundred
+                problems.append(problem)
             continue
         # The same user asking the same request twice still gets two distinct, stable ids.
         repeat = seen.get(record.record_id, 0)
@@ -392,7 +444,15 @@ def validate_rows(rows: Iterable[Any], task: str, source: str) -> LoadedRecords:
                 f"{lacking} record(s) have profile items without the optional field {name!r} "
                 "(the method does not read it)"
             )
-    return LoadedRecords(source=source, task=task, records=records, problems=problems, notes=notes)
+    return LoadedRecords(
+        source=source,
+        task=task,
+        records=records,
+        problems=problems,
+        notes=notes,
+        problem_count=problem_count,
+        rows_read=index + 1,
+    )
 
 
 def load_records(
@@ -409,13 +469,12 @@ def load_records(
         check_split(split)
     if family not in SPLIT_FAMILIES:
         raise DatasetError(f"unknown split family {family!r}; known: {', '.join(SPLIT_FAMILIES)}")
-    rows = read_rows(source, spec.name, family, split)
-    loaded = validate_rows(rows, spec.name, str(source))
+    loaded = validate_rows(read_rows(source, spec.name, family, split), spec.name, str(source))
     if strict and loaded.problems:
         shown = "\n  ".join(str(p) for p in loaded.problems[:5])
-        more = f"\n  ... and {len(loaded.problems) - 5} more" if len(loaded.problems) > 5 else ""
-        raise DatasetError(f"{len(loaded.problems)} bad record(s) in {source}:\n  {shown}{more}")
+        more = f"\n  ... and {loaded.problem_count - 5} more" if loaded.problem_count > 5 else ""
+        raise DatasetError(f"{loaded.problem_count} bad record(s) in {source}:\n  {shown}{more}")
     if not loaded.records:
         detail = f"; first problem: {loaded.problems[0]}" if loaded.problems else ""
-        raise DatasetError(f"{source}: no usable {task} records ({len(rows)} rows read){detail}")
+        raise DatasetError(f"{source}: no usable {task} records ({loaded.rows_read} rows read){detail}")
     return loaded

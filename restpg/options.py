@@ -22,6 +22,14 @@ def flag(name: str, help: str, convert: Callable[[Any], Any] | None = None, **ar
     return {"flag": name, "help": help, "convert": convert, "argparse": argparse_kwargs}
 
 
+def option_name(config, name: str) -> str:
+    """How a user names a config field: its flag where it has one ("--lora-dropout"), else the field."""
+    for field in dataclasses.fields(config):
+        if field.name == name:
+            return field.metadata.get("flag", name)
+    return name
+
+
 def flagged_fields(config_class) -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(config_class) if "flag" in f.metadata]
 

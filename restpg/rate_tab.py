@@ -195,7 +195,7 @@ def rate_tab(parts):
                 _score(faithfulness, "faithfulness"),
                 _score(relevance, "relevance"),
                 _score(usefulness, "usefulness"),
-                bool(copies),
+                _flag(copies, "copies_output"),
                 comment or "",
             )
             ratings.save(rating, row["model_version"], row["reasoning"], row["response"])
@@ -407,8 +407,20 @@ def rate_tab(parts):
 
 
 def _score(value, criterion: str) -> int:
-    """A 1-5 score from the page (a number or its text); anything else is a RatingError naming the criterion."""
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise RatingError(f"{criterion}: {value!r} is not a score from 1 to 5") from None
+    """A score on the 1-5 scale: an integer, or its text as the page's buttons send it. Anything else
+    (True, 3.9, inf, "3.0", 9) is a RatingError naming the criterion, never rounded or coerced."""
+    if isinstance(value, str) and value.strip() in SCORE_CHOICES:
+        return int(value.strip())
+    if not isinstance(value, bool) and isinstance(value, int) and 1 <= value <= 5:
+        return value
+    raise RatingError(f"{criterion}: {value!r} is not a score on the scale (one of 1, 2, 3, 4, 5)")
+
+
+def _flag(value, name: str) -> bool:
+    """A yes/no answer: true or false (JSON's), or their text; missing is no. Anything else is a
+    RatingError naming the field ("false" is no, never True because it is a non-empty text)."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise RatingError(f"{name}: {value!r} is not true or false")

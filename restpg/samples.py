@@ -18,14 +18,16 @@ Importing is idempotent: rows already stored keep their ids and text; only their
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable, Iterator
 
 from .errors import RestpgError
 from .generations import GenerationStore
 from .human_selection import sample_generation_id
-from .jsonl import read_jsonl
+from .jsonl import iter_jsonl
 from .longlamp import SAMPLE_DATASET
 from .prompts import PROMPT_VERSION
 from .runs import MANIFEST, RunFolder, StepFolder
@@ -66,19 +68,41 @@ def _config(run: RunFolder):
         raise SampleImportError(f"{run.manifest}: not a restpg run manifest ({error})") from None
 
 
-def sample_statuses(step: StepFolder, samples: list[dict], config) -> dict[str, str]:
-    """Each sample's status (see the module's docstring), by sample id."""
+# Rows a store write takes at once, and ids one query asks about: a run at the paper's size (m = 32
+# on 13,693 requests: 438k samples a round) is read and written in pieces, never held whole, and no
+# query binds more variables than SQLite allows (999 in older builds).
+IMPORT_CHUNK = 2_000
+QUERY_IDS = 500
+
+
+def _selection_fields(sample: dict) -> dict:
+    """What the E-step's keep rule (restpg.em.select_samples) reads of a sample, without its texts:
+    whether its answer and reasoning are empty, its input, reward and truncation."""
+    return {
+        "sample_id": sample["sample_id"],
+        "record_id": sample["record_id"],
+        "reward": sample["reward"],
+        "truncated": bool(sample.get("truncated")),
+        "answer": "x" if sample["answer"].strip() else "",
+        "reasoning": "x" if sample["reasoning"].strip() else "",
+    }
+
+
+def sample_statuses(step: StepFolder, samples: Iterable[dict], config) -> dict[str, str]:
+    """Each sample's status (see the module's docstring), by sample id. ``samples`` is read once;
+    only the fields the keep rule needs are held."""
     from .em import select_samples
 
-    kept = {s["sample_id"] for s in select_samples(samples, config)}
+    light = [_selection_fields(sample) for sample in samples]
+    kept = {s["sample_id"] for s in select_samples(light, config)}
     if step.training_set.exists():
-        trained = {row["sample_id"] for row in read_jsonl(step.training_set)}
+        trained = {row["sample_id"] for row in iter_jsonl(step.training_set)}
     elif step.trained:  # a round trained before training sets were written: on the reward's choice alone
         trained = kept
     else:
         trained = None
     statuses = {}
-    for sample in samples:
+    for sample in light:
         sid = sample["sample_id"]
         if sid not in kept:
             statuses[sid] = "rejected"
@@ -102,96 +126,149 @@ def _records_by_id(config, run: RunFolder) -> dict:
         ) from None
 
 
-def import_run(generations: GenerationStore, run_dir: str | Path) -> ImportReport:
-    """Add the run's E-step samples (every round present) to the store; update the statuses of
-    those already there. Returns what was added, per round."""
-    run = RunFolder(Path(run_dir))
-    config = _config(run)
-    run_id = run.run_id()
-    report = ImportReport(run_id)
-    records = None
-    metrics = None
-    db = generations.store.db
-    for step in run.rounds():
-        if not step.samples.exists():
-            continue
-        samples = read_jsonl(step.samples)
-        if not samples:
-            continue
-        statuses = sample_statuses(step, samples, config)
-        ids = {sample_generation_id(run_id, s["sample_id"]): s for s in samples}
-        placeholders = ",".join("?" * len(ids))
-        present = {
-            row[0]
-            for row in db.execute(
-                f"SELECT generation_id FROM generations WHERE generation_id IN ({placeholders})", list(ids)
-            ).fetchall()
-        }
-        new = [(gid, s) for gid, s in ids.items() if gid not in present]
-        if new and records is None and any("reference" not in s for _, s in new):
-            records = _records_by_id(config, run)
-        rows = []
-        now = time.time()
-        for position, (gid, sample) in enumerate(new):
-            record = records.get(sample["record_id"]) if records is not None else None
-            if "reference" not in sample and record is None:
+def _chunks(rows: Iterable, size: int) -> Iterator[list]:
+    chunk = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _present(db, ids: list[str]) -> set[str]:
+    """Which of ``ids`` the generations table holds, asked QUERY_IDS at a time."""
+    found = set()
+    for part in _chunks(ids, QUERY_IDS):
+        marks = ",".join("?" * len(part))
+        query = f"SELECT generation_id FROM generations WHERE generation_id IN ({marks})"
+        found.update(row[0] for row in db.execute(query, part).fetchall())
+    return found
+
+
+def _checked(samples: Iterable[dict], path: Path) -> Iterator[dict]:
+    """The samples, each checked for the fields an import reads (a clear error names the line)."""
+    for line, sample in enumerate(samples, start=1):
+        missing = [
+            name for name in ("sample_id", "record_id", "reward", "answer", "reasoning", "task") if name not in sample
+        ]
+        if missing:
+            raise SampleImportError(f"{path}: sample {line} has no {', '.join(missing)}")
+        yield sample
+
+
+class _RowBuilder:
+    """A sample as a row of the generations table."""
+
+    def __init__(self, run: RunFolder, config, run_id: str):
+        self.run, self.config, self.run_id = run, config, run_id
+        self.records = None  # the training records, read only for samples that do not carry their texts
+        self.metrics = None
+        self.settings = json.dumps(
+            {
+                "k": config.k,
+                "max_new_tokens": config.max_new_tokens,
+                "temperature": config.temperature,
+                "top_p": config.top_p,
+            }
+        )
+
+    def __call__(self, step: StepFolder, gid: str, sample: dict, status: str, created: float) -> dict:
+        config = self.config
+        record = None
+        if "reference" not in sample or not sample.get("request") or not sample.get("user_id"):
+            if self.records is None:
+                self.records = _records_by_id(config, self.run)
+            record = self.records.get(sample["record_id"])
+            if record is None:
                 raise SampleImportError(
                     f"{step.samples}: sample {sample['sample_id']!r} names record {sample['record_id']!r}, "
                     "which is not in the run's training data"
                 )
-            scores = {"reward": sample["reward"], sample.get("reward_name", "reward"): sample["reward"]}
-            if "rougeL" not in scores:
-                if metrics is None:
-                    from .metrics import LexicalMetrics
+        reference = sample["reference"] if "reference" in sample else record.output
+        scores = {"reward": sample["reward"], sample.get("reward_name", "reward"): sample["reward"]}
+        if "rougeL" not in scores:
+            if self.metrics is None:
+                from .metrics import LexicalMetrics
 
-                    metrics = LexicalMetrics()
-                reference = sample["reference"] if "reference" in sample else record.output
-                scores["rougeL"] = metrics.rouge(sample["answer"], reference)["rougeL"] if sample["answer"] else 0.0
-            rows.append(
-                {
-                    "generation_id": gid,
-                    "cache_key": gid,
-                    "dataset": SAMPLE_DATASET if config.data is None else config.data,
-                    "task": sample["task"],
-                    "family": config.family,
-                    "split": config.train_split,
-                    "user_id": sample.get("user_id") or record.user_id,
-                    "record_id": sample["record_id"],
-                    "request": sample.get("request") or record.input,
-                    "reference": sample["reference"] if "reference" in sample else record.output,
-                    "model_version": sample_version(run_id, step.name),
-                    "settings": json.dumps(
-                        {
-                            "k": config.k,
-                            "max_new_tokens": config.max_new_tokens,
-                            "temperature": config.temperature,
-                            "top_p": config.top_p,
-                        }
-                    ),
-                    "prompt_version": PROMPT_VERSION,
-                    "retrieved_ids": json.dumps(list(sample.get("retrieved_ids", []))),
-                    "prompt": sample["prompt"],
-                    "reasoning": sample["reasoning"],
-                    "response": sample["answer"],
-                    "text": sample.get("text", ""),
-                    "new_tokens": 0,
-                    "truncated": int(bool(sample.get("truncated"))),
-                    "stopped": 0,
-                    "scores": json.dumps(scores),
-                    "created": now + position * 1e-6,  # the queue's order: the samples file's
-                    "run_id": run_id,
-                    "round": int(step.name.split("-")[1]),
-                    "sample_status": statuses[sample["sample_id"]],
-                    "reward": float(sample["reward"]),
-                }
-            )
-        with generations.store.write() as tx:
-            tx["generations"].insert_all(rows, ignore=True)
-            tx.conn.executemany(
-                "UPDATE generations SET sample_status = ? WHERE generation_id = ? AND sample_status != ?",
-                [(statuses[s["sample_id"]], gid, statuses[s["sample_id"]]) for gid, s in ids.items() if gid in present],
-            )
-        report.added[step.name] = len(rows)
+                self.metrics = LexicalMetrics()
+            scores["rougeL"] = self.metrics.rouge(sample["answer"], reference)["rougeL"] if sample["answer"] else 0.0
+        return {
+            "generation_id": gid,
+            "cache_key": gid,
+            "dataset": SAMPLE_DATASET if config.data is None else config.data,
+            "task": sample["task"],
+            "family": config.family,
+            "split": config.train_split,
+            "user_id": sample.get("user_id") or record.user_id,
+            "record_id": sample["record_id"],
+            "request": sample.get("request") or record.input,
+            "reference": reference,
+            "model_version": sample_version(self.run_id, step.name),
+            "settings": self.settings,
+            "prompt_version": PROMPT_VERSION,
+            "retrieved_ids": json.dumps(list(sample.get("retrieved_ids", []))),
+            "prompt": sample["prompt"],
+            "reasoning": sample["reasoning"],
+            "response": sample["answer"],
+            "text": sample.get("text", ""),
+            "new_tokens": 0,
+            "truncated": int(bool(sample.get("truncated"))),
+            "stopped": 0,
+            "scores": json.dumps(scores),
+            "created": created,
+            "run_id": self.run_id,
+            "round": int(step.name.split("-")[1]),
+            "sample_status": status,
+            "reward": float(sample["reward"]),
+        }
+
+
+def import_run(generations: GenerationStore, run_dir: str | Path) -> ImportReport:
+    """Add the run's E-step samples (every round present) to the store; update the statuses of
+    those already there. Returns what was added, per round. Each round's file is read twice, a piece
+    at a time (once for the keep rule's fields, once for the rows), so memory does not grow with the
+    texts of a run; a piece is written in one transaction, and an import cut short is finished by
+    the next (rows already stored are skipped)."""
+    run = RunFolder(Path(run_dir))
+    config = _config(run)
+    run_id = run.run_id()
+    report = ImportReport(run_id)
+    build = _RowBuilder(run, config, run_id)
+    db = generations.store.db
+    for step in run.rounds():
+        if not step.samples.exists():
+            continue
+        try:
+            statuses = sample_statuses(step, _checked(iter_jsonl(step.samples), step.samples), config)
+        except (KeyError, TypeError, AttributeError) as error:
+            raise SampleImportError(f"{step.samples}: a sample is not an E-step sample ({error!r})") from None
+        if not statuses:
+            continue
+        added, now = 0, time.time()
+        for piece in _chunks(_checked(iter_jsonl(step.samples), step.samples), IMPORT_CHUNK):
+            ids = {sample_generation_id(run_id, s["sample_id"]): s for s in piece}
+            present = _present(db, list(ids))
+            rows = []
+            for gid, sample in ids.items():
+                if gid not in present:
+                    # the queue's order is the samples file's
+                    rows.append(
+                        build(step, gid, sample, statuses[sample["sample_id"]], now + (added + len(rows)) * 1e-6)
+                    )
+            with generations.store.write() as tx:
+                tx["generations"].insert_all(rows, ignore=True)
+                tx.conn.executemany(
+                    "UPDATE generations SET sample_status = ? WHERE generation_id = ? AND sample_status != ?",
+                    [
+                        (statuses[s["sample_id"]], gid, statuses[s["sample_id"]])
+                        for gid, s in ids.items()
+                        if gid in present
+                    ],
+                )
+            added += len(rows)
+        report.added[step.name] = added
         counts: dict[str, int] = {}
         for status in statuses.values():
             counts[status] = counts.get(status, 0) + 1
@@ -236,6 +313,9 @@ def import_runs(
                 reports.append(import_run(generations, run))
             except RestpgError as error:
                 problems.append(str(error))
+                continue
+            except (sqlite3.Error, OSError) as error:  # the store or the folder, not the run's content
+                problems.append(f"{run}: its samples could not be imported ({type(error).__name__}: {error})")
                 continue
             if seen is not None:
                 seen[run] = signature

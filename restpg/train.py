@@ -32,11 +32,12 @@ from typing import Callable, Sequence
 import torch
 
 from .cancel import cancel_hooks
+from .errors import InputError
 from .hardware import Precision, choose_precision, pick_device
 from .jsonl import write_json
 from .lora_dropout import use_bulk_lora_dropout
 from .models import ModelConfig, chat_text, free_memory, load_tokenizer, resolve_model
-from .options import flag
+from .options import flag, option_name
 from .prompts import PromptTooLongError
 from .runs import StepFolder
 from .tracking import Tracking
@@ -127,14 +128,51 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not 0 <= self.lora_dropout < 1:
-            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
-        if self.select_by not in SELECT_BY:
-            raise ValueError(f"select_by must be one of {', '.join(SELECT_BY)}, got {self.select_by!r}")
-        if self.finetuning not in FINETUNING:
-            raise ValueError(f"finetuning must be one of {', '.join(FINETUNING)}, got {self.finetuning!r}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        """Every value in its range; a value out of it is an InputError naming the option (its flag
+        where it has one) and the range, from the CLI and the page alike."""
+
+        def refuse(name: str, allowed: str):
+            value = getattr(self, name)
+            raise InputError(f"{option_name(type(self), name)}: must be {allowed}, got {value!r}")
+
+        def number(value) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+        def whole(value, minimum: int) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+        for name, choices in (("finetuning", FINETUNING), ("loss", LOSSES), ("select_by", SELECT_BY)):
+            if getattr(self, name) not in choices:
+                refuse(name, "one of " + ", ".join(choices))
+        if not isinstance(self.optimizer, str) or not self.optimizer.strip():
+            refuse("optimizer", "a transformers optimizer name (adafactor, adamw_torch, ...)")
+        if not number(self.lora_dropout) or not 0 <= self.lora_dropout < 1:
+            refuse("lora_dropout", "in [0, 1)")
+        if self.learning_rate is not None and (not number(self.learning_rate) or not 0 < self.learning_rate <= 1):
+            refuse("learning_rate", "in (0, 1]")
+        if not number(self.min_lr_ratio) or not 0 <= self.min_lr_ratio <= 1:
+            refuse("min_lr_ratio", "in [0, 1]")
+        if self.num_epochs is not None and (not number(self.num_epochs) or self.num_epochs <= 0):
+            refuse("num_epochs", "a positive number of epochs")
+        for name in ("weight_decay", "max_grad_norm"):
+            if not number(getattr(self, name)) or getattr(self, name) < 0:
+                refuse(name, "a number >= 0")
+        for name, minimum in (
+            ("warmup_steps", 0),
+            ("max_steps", 1),
+            ("batch_size", 1),
+            ("per_device_batch_size", 1),
+            ("max_input_tokens", 1),
+            ("max_output_tokens", 1),
+            ("lora_r", 1),
+            ("lora_alpha", 1),
+            ("validation_examples", 0),
+            ("seed", 0),
+        ):
+            if not whole(getattr(self, name), minimum):
+                refuse(name, f"a whole number >= {minimum}")
+        if self.save_steps is not None and not whole(self.save_steps, 1):
+            refuse("save_steps", "a whole number >= 1, or None (once an epoch)")
 
     @property
     def rate(self) -> float:

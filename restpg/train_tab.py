@@ -185,16 +185,26 @@ def train_tab(parts, version_pickers):
     with gr.Row():
         # 0 means the preset's value; cpu-round is one round on 2 users per task (18 requests), under
         # ten minutes on 2 cores (bench/demo_bench.py --only round).
-        users = gr.Number(value=0, precision=0, minimum=0, label="training users per task for EM (0: preset)")
+        users = gr.Number(
+            value=0,
+            precision=0,
+            minimum=0,
+            maximum=JOB_LIMITS["users"][1],
+            label=f"training users per task for EM (0: preset; at most {JOB_LIMITS['users'][1]})",
+        )
         rounds = gr.Number(
-            value=0, precision=0, minimum=0, maximum=JOB_LIMITS["rounds"][1], label="EM rounds (0: preset; at most 5)"
+            value=0,
+            precision=0,
+            minimum=0,
+            maximum=JOB_LIMITS["rounds"][1],
+            label=f"EM rounds (0: preset; at most {JOB_LIMITS['rounds'][1]})",
         )
         samples = gr.Number(
             value=0,
             precision=0,
             minimum=0,
             maximum=JOB_LIMITS["samples"][1],
-            label="samples per request m (0: preset; at most 64)",
+            label=f"samples per request m (0: preset; at most {JOB_LIMITS['samples'][1]})",
         )
         reasoning = gr.Checkbox(value=True, label="with reasoning (REST-PG); off: ReST-EM baseline")
         name = gr.Textbox(label="job name (an existing job's name resumes it)", placeholder="e.g. pr-small")

@@ -3,6 +3,7 @@ gradio_client: generate (streamed, stored, regenerated), rate and edit, export, 
 auth, 20 concurrent raters, and a rating that survives kill -9."""
 
 import csv
+import hashlib
 import json
 import os
 import signal
@@ -122,6 +123,30 @@ def test_generate_streams_stores_and_regenerates(app):
         generate(client, request=9)
 
 
+def _status_for_host(port: int, host: str, path: str = "/config") -> int:
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("GET", path, headers={"Host": host})
+    status = connection.getresponse().status
+    connection.close()
+    return status
+
+
+def test_the_started_app_refuses_a_host_it_was_not_started_for(tiny_model_dir, tmp_path):
+    """DNS rebinding: a foreign name pointed at 127.0.0.1 gets 403 on every route, the API included;
+    addresses, localhost and --allowed-host names are served."""
+    running = App(tiny_model_dir, tmp_path, "--allowed-host", "lab.example.org")
+    try:
+        for host in ("rebind.evil.example", f"rebind.evil.example:{running.port}", "evil.lab.example.org"):
+            assert _status_for_host(running.port, host) == 403, host
+            assert _status_for_host(running.port, host, "/gradio_api/info") == 403, host
+        for host in (f"127.0.0.1:{running.port}", f"localhost:{running.port}", "lab.example.org"):
+            assert _status_for_host(running.port, host) == 200, host
+    finally:
+        running.stop()
+
+
 def test_rate_edit_export_and_agreement(app):
     client = app.client()
     generation_id = generate(client)[2]["data"][0][1]
@@ -130,15 +155,25 @@ def test_rate_edit_export_and_agreement(app):
     assert "saved rating" in client.predict(generation_id, "bob", 5, 2, 2, True, "", api_name="/rate")
     with pytest.raises(Exception, match="faithfulness"):
         client.predict(generation_id, "alice", 9, 3, 2, False, "", api_name="/rate")
+    # only the scale's integers: never a boolean, a fraction rounded down, or a text that is not one
+    for bad in (True, 3.9, "3.0", "five"):
+        with pytest.raises(Exception, match="not a score on the scale"):
+            client.predict(generation_id, "carol", bad, 3, 2, False, "", api_name="/rate")
+    with pytest.raises(Exception, match="copies_output.*not true or false"):
+        client.predict(generation_id, "carol", 3, 3, 2, "maybe", "", api_name="/rate")
+    assert "saved rating" in client.predict(generation_id, "carol", "3", 3, 2, "false", "", api_name="/rate")
     with pytest.raises(Exception, match="annotator"):
         client.predict(generation_id, "   ", 3, 3, 2, False, "", api_name="/rate")
     with open(client.predict(api_name="/export_csv"), newline="") as handle:
         rows = {row["annotator"]: row for row in csv.DictReader(handle)}
     assert (
-        set(rows) == {"alice", "bob"} and rows["alice"]["comment"] == "edited" and rows["alice"]["faithfulness"] == "5"
+        set(rows) == {"alice", "bob", "carol"}
+        and rows["alice"]["comment"] == "edited"
+        and rows["alice"]["faithfulness"] == "5"
     )
+    assert rows["carol"]["copies_output"] in ("0", "False")  # "false" is no
     jsonl = [json.loads(line) for line in Path(client.predict(api_name="/export_jsonl")).read_text().splitlines()]
-    assert len(jsonl) == 2 and all(r["reasoning"] is not None and r["model_version"] for r in jsonl)
+    assert len(jsonl) == 3 and all(r["reasoning"] is not None and r["model_version"] for r in jsonl)
     table, note = client.predict(api_name="/agreement")
     assert "1 item(s) rated by 2 or more" in note and [row[0] for row in table["data"]][:3] == [
         "faithfulness",
@@ -168,9 +203,10 @@ def test_bad_input_shows_an_error_and_the_app_keeps_serving(app, tmp_path):
     upload.write_text(json.dumps(long_request) + "\n")
 
     dataset, message = client.predict(handle_file(str(upload)), "product_review", "user", api_name="/upload")
-    assert message == "uploaded as uploads/long.jsonl"
+    stored = f"uploads/long-{hashlib.sha256(upload.read_bytes()).hexdigest()[:10]}.jsonl"  # named by content
+    assert message == f"uploaded as {stored}"
     with pytest.raises(Exception, match="tokens without any profile item; the limit is"):
-        generate(client, dataset="uploads/long.jsonl", user="LONG")
+        generate(client, dataset=stored, user="LONG")
     with pytest.raises(Exception, match="not a path inside"):
         generate(client, dataset="../../etc/passwd.jsonl")
     assert generate(client)[3]  # still serving

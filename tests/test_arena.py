@@ -130,7 +130,8 @@ def test_next_match_prefers_least_voted_pair_then_unvoted_record(store, arena):
 
 
 def test_vote_reveals_names_and_stores_winner_version(store, arena):
-    two_versions(store)
+    for record in ("r1", "r2", "r3"):
+        two_versions(store, record)
     match = arena.next_match("ann", random.Random(1))
     row = arena.get(match.match_id)
     revealed = arena.vote(match.match_id, " ann ", "B")
@@ -254,7 +255,8 @@ def test_degenerate_leaderboards_do_not_crash():
 
 
 def test_store_leaderboard_uses_the_votes(store, arena):
-    two_versions(store)
+    for record in range(11):
+        two_versions(store, f"r{record}")
     rng = random.Random(0)
     for i in range(10):
         match = arena.next_match("ann", rng)
@@ -266,3 +268,34 @@ def test_store_leaderboard_uses_the_votes(store, arena):
     assert [(r["version"], r["wins"], r["votes"]) for r in rows] == [("m1", 8, 10), ("m2", 2, 10)]
     assert arena.leaderboard(bootstrap=100, seed=0) == rows
     assert arena.leaderboard(versions=["m1"]) == []
+
+
+def test_one_vote_counts_per_annotator_pair_and_request_and_a_known_pair_never_returns(store, arena):
+    """Repeated requests for matches cannot stuff the board: a second vote by the same annotator on the
+    same two versions of the same request is refused, and that (request, pair) is not shown to them
+    again (its names are known to them); other annotators still get it."""
+    two_versions(store)
+    first, second = (arena.next_match("ann", random.Random(n)) for n in range(2))  # two tabs, one pair
+    arena.vote(first.match_id, "ann", "A")
+    with pytest.raises(ArenaError, match="already voted on these two versions for this request"):
+        arena.vote(second.match_id, "ann", "A")
+    assert arena.next_match("ann", random.Random(3)) is None
+    assert arena.next_match("bob", random.Random(3)) is not None
+    assert len(arena.votes()) == 1
+
+
+def test_the_leaderboard_is_fitted_once_per_set_of_votes(store, arena, monkeypatch):
+    import restpg.arena
+
+    for record in ("r1", "r2"):
+        two_versions(store, record)
+    match = arena.next_match("ann", random.Random(0))
+    arena.vote(match.match_id, "ann", "A")
+    fits = []
+    real = restpg.arena.leaderboard
+    monkeypatch.setattr(restpg.arena, "leaderboard", lambda *a, **k: fits.append(1) or real(*a, **k))
+    board = arena.leaderboard(bootstrap=50)
+    assert arena.leaderboard(bootstrap=50) == board and len(fits) == 1
+    match = arena.next_match("ann", random.Random(0))
+    arena.vote(match.match_id, "ann", "B")
+    assert arena.leaderboard(bootstrap=50) != board and len(fits) == 2

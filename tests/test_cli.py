@@ -432,7 +432,7 @@ def test_ratings_calibration(store_path, tmp_path, capsys):
 
 
 def arena_store(path):
-    """Two versions of two records, and votes: m2 beats m1 twice, one tie, one both-bad."""
+    """Two versions of four records, and votes: m2 beats m1 twice, one tie, one both-bad."""
     import random
 
     from restpg.arena import ArenaStore
@@ -446,7 +446,7 @@ def arena_store(path):
         [
             {**base, "generation_id": f"{record}-{version}", "record_id": record, "model_version": version}
             | {"response": f"{version} on {record}"}
-            for record in ("r1", "r2")
+            for record in ("r1", "r2", "r3", "r4")  # one vote per annotator, pair and request
             for version in ("m1", "m2")
         ]
     )

@@ -1,7 +1,9 @@
 """The app's explore service without the UI: datasets and uploads, safe paths, versions, streamed and
 stored generations."""
 
+import hashlib
 import json
+from pathlib import Path
 
 import pytest
 
@@ -42,7 +44,8 @@ def test_paths_outside_the_data_dir_or_not_data_files_are_refused(service, name)
 def test_upload_keeps_good_files_and_refuses_bad_ones(service, tmp_path):
     good = _write(tmp_path / "tmp1", [review_row("U1"), dict(review_row("U2"), output="")])
     name = service.upload(good, "../../My Reviews.jsonl", "product_review", "user")
-    assert name == "uploads/My_Reviews.jsonl" and name in service.dataset_choices()
+    digest = hashlib.sha256(good.read_bytes()).hexdigest()[:10]
+    assert name == f"uploads/My_Reviews-{digest}.jsonl" and name in service.dataset_choices()
     loaded = service.dataset(name, "product_review", "user", "test")
     assert len(loaded.records) == 1 and len(loaded.problems) == 1
     broken = tmp_path / "tmp2"
@@ -52,7 +55,46 @@ def test_upload_keeps_good_files_and_refuses_bad_ones(service, tmp_path):
     assert str(tmp_path) not in str(refused.value)  # the user's file name, not the server's temporary copy
     with pytest.raises(DatasetError, match="not a dataset file"):
         service.upload(good, "evil.sh", "product_review", "user")
-    assert sorted(p.name for p in service.paths.uploads.iterdir()) == ["My_Reviews.jsonl"]
+    assert sorted(p.name for p in service.paths.uploads.iterdir()) == [f"My_Reviews-{digest}.jsonl"]
+
+
+def test_uploads_under_one_name_keep_each_file_and_the_same_file_is_stored_once(service, tmp_path):
+    """Two people uploading reviews.jsonl: neither replaces the other's; nothing temporary is left."""
+    first = _write(tmp_path / "a", [review_row("U1")])
+    second = _write(tmp_path / "b", [review_row("U2")])
+    one = service.upload(first, "reviews.jsonl", "product_review", "user")
+    other = service.upload(second, "reviews.jsonl", "product_review", "user")
+    assert one != other
+    assert service.dataset(one, "product_review", "user", "test").users() == ["U1"]
+    assert service.dataset(other, "product_review", "user", "test").users() == ["U2"]
+    assert service.upload(first, "reviews.jsonl", "product_review", "user") == one
+    assert len(list(service.paths.uploads.iterdir())) == 2  # no temporary copies left
+
+
+def test_hostile_uploads_are_refused_with_their_reason(service, tmp_path):
+    nested = tmp_path / "n"
+    nested.write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(DatasetError, match="nested.json: nested too deeply"):
+        service.upload(nested, "nested.json", "product_review", "user")
+    with pytest.raises(DatasetError, match="not a dataset file"):
+        service.upload(nested, "x" * 5000 + ".sh", "product_review", "user")
+    empty = tmp_path / "e"
+    empty.write_text("[" + ",".join(["{}"] * 50_000) + "]")
+    with pytest.raises(DatasetError, match=r"no usable product_review records \(50000 rows read\)"):
+        service.upload(empty, "x" * 5000 + ".json", "product_review", "user")
+    assert list(service.paths.uploads.iterdir()) == []
+
+
+def test_the_parsed_dataset_cache_drops_the_least_recently_used_past_its_budget(service, monkeypatch):
+    import restpg.explore
+
+    for n in range(3):
+        _write(service.paths.data_dir / f"d{n}.jsonl", [review_row(f"U{n}")])
+    size = (service.paths.data_dir / "d0.jsonl").stat().st_size
+    monkeypatch.setattr(restpg.explore, "DATASET_CACHE_BYTES", 2 * size)
+    for n in range(3):
+        service.dataset(f"d{n}.jsonl", "product_review", "user", "test")
+    assert [Path(key[0]).name for key in service._datasets] == ["d1.jsonl", "d2.jsonl"]
 
 
 def test_stream_then_stored_then_regenerate(service):

@@ -43,6 +43,19 @@ def test_every_format_round_trips_into_a_new_folder(tmp_path, fmt):
     assert not leftovers(tmp_path)
 
 
+def test_csv_cells_a_spreadsheet_would_run_are_escaped_and_other_formats_keep_them(tmp_path):
+    rows = [
+        {"comment": '=HYPERLINK("http://evil.example","x")', "score": -1, "other": "+1 2"},
+        {"comment": "@SUM(A1)", "score": 0.5, "other": "-ok"},
+        {"comment": "fine = fine", "score": 2, "other": "\tcmd"},
+    ]
+    back = read_back(export_rows(rows, tmp_path / "r.csv", "csv"), "csv")
+    assert [row["comment"] for row in back] == ['\'=HYPERLINK("http://evil.example","x")', "'@SUM(A1)", "fine = fine"]
+    assert [row["other"] for row in back] == ["'+1 2", "'-ok", "'\tcmd"]
+    assert [row["score"] for row in back] == ["-1", "0.5", "2"]  # numbers are not formulas
+    assert read_back(export_rows(rows, tmp_path / "r.jsonl", "jsonl"), "jsonl") == rows
+
+
 @pytest.mark.parametrize("fmt", EXPORT_FORMATS)
 def test_columns_lead_and_nothing_is_dropped(tmp_path, fmt):
     rows = [{"b": 1, "extra": "e"}, {"a": "x", "b": 2}]

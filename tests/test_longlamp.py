@@ -229,7 +229,37 @@ def test_many_bad_records_are_summarised(tmp_path):
 
 def test_read_rows_is_raw(tmp_path):
     path = write_jsonl(tmp_path / "r.jsonl", [{"anything": 1}])
-    assert read_rows(path, "product_review") == [{"anything": 1}]
+    assert list(read_rows(path, "product_review")) == [{"anything": 1}]
+
+
+def test_a_json_list_is_read_a_row_at_a_time_and_its_errors_named(tmp_path):
+    path = tmp_path / "r.json"
+    path.write_text(' [ {"a": 1} ,\n {"b": [2, 3]}]\n')
+    assert list(read_rows(path, "product_review")) == [{"a": 1}, {"b": [2, 3]}]
+    path.write_text("[]")
+    assert list(read_rows(path, "product_review")) == []
+    for text, message in (
+        ('{"a": 1}', "expected a JSON list of records, found dict"),
+        ('[{"a": 1} {"b": 2}]', "expected ',' or ']'"),
+        ('[{"a": 1}] x', "extra data"),
+        ('[{"a": }]', "not valid JSON"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ):
+        path.write_text(text)
+        with pytest.raises(DatasetError, match=message):
+            list(read_rows(path, "product_review"))
+
+
+def test_a_file_of_many_bad_rows_keeps_a_hundred_problems_and_counts_them_all(tmp_path):
+    """[{}, {}, ...]: every row is counted and none kept; the problems list does not grow with the file."""
+    path = tmp_path / "empty.json"
+    path.write_text("[" + ",".join(["{}"] * 20_000) + "]")
+    with pytest.raises(DatasetError, match=r"no usable product_review records \(20000 rows read\)"):
+        load_records(path, "product_review", strict=False)
+    good = list(read_rows(sample_path("product_review", "user", "val"), "product_review"))
+    path.write_text(json.dumps(good + [{}] * 5_000))
+    loaded = load_records(path, "product_review", strict=False)
+    assert len(loaded.records) == len(good) and loaded.problem_count == 5_000 and len(loaded.problems) == 100
 
 
 def test_optional_item_fields_may_be_missing_with_a_note(tmp_path):

@@ -2,6 +2,8 @@
 
 import dataclasses
 
+import pytest
+
 from restpg.cli import build_parser, em_config_from_args
 from restpg.em import PRESETS, EMConfig
 from restpg.longlamp import PUBLIC_TASKS
@@ -54,3 +56,31 @@ def test_flags_become_the_config_on_top_of_the_preset():
     assert config.rounds == small.rounds and config.samples_per_input == small.samples_per_input  # not given: preset's
     _, untouched = em_config_from_args(build_parser().parse_args(["train", "--run-dir", "x", "--preset", "paper"]))
     assert untouched == PRESETS["paper"]
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"lora_dropout": 1.5}, r"--lora-dropout: must be in \[0, 1\), got 1.5"),
+        ({"learning_rate": float("nan")}, r"learning_rate: must be in \(0, 1\]"),
+        ({"batch_size": 0}, r"batch_size: must be a whole number >= 1, got 0"),
+        ({"num_epochs": -1.0}, r"num_epochs: must be a positive number"),
+        ({"save_steps": 0}, r"save_steps: must be a whole number >= 1, or None"),
+        ({"max_steps": True}, r"max_steps: must be a whole number >= 1, got True"),
+    ],
+)
+def test_a_stage_value_out_of_range_is_a_restpg_error_naming_the_option_and_range(values, message):
+    from restpg.errors import RestpgError
+    from restpg.train import TrainConfig
+
+    with pytest.raises(RestpgError, match=message):
+        TrainConfig(**values)
+
+
+def test_run_options_out_of_range_are_named_by_their_flag():
+    from restpg.em import EMConfig, RunError
+
+    with pytest.raises(RunError, match=r"--samples: must be a whole number >= 1, got 0"):
+        EMConfig(samples_per_input=0)
+    with pytest.raises(RunError, match=r"--tau: must be between 0 and 1, got 2.0"):
+        EMConfig(tau=2.0)

@@ -78,3 +78,43 @@ def test_bad_run_folders_are_named_and_skipped(generations, tmp_path):
     reports, problems = import_runs(generations, [tmp_path / "runs"])
     assert len(problems) == 1 and "broken" in problems[0] and "manifest" in problems[0]
     assert reports[0].total_added > 0
+
+
+def _grown_run(tmp_path, copies: int):
+    """The shipped run with its round-1 samples repeated ``copies`` times under new ids (no M-step)."""
+    run = tmp_path / "runs" / "large"
+    shutil.copytree(
+        SHIPPED_RUN, run, ignore=shutil.ignore_patterns("adapter", "generations.jsonl", "training_set.jsonl")
+    )
+    samples = read_jsonl(run / "round-1" / "samples.jsonl")
+    grown = [
+        {**s, "sample_id": f"{s['sample_id']}:{copy}", "record_id": f"{s['record_id']}:{copy}"}
+        for copy in range(copies)
+        for s in samples
+    ]
+    write_jsonl(run / "round-1" / "samples.jsonl", grown)
+    return run, grown
+
+
+def test_a_run_larger_than_sqlites_variable_limit_imports_in_pieces(generations, tmp_path):
+    """No query binds one variable per sample: with SQLite's old limit of 999 variables, a round of
+    2,592 samples imports, in the file's order, and a second import only updates statuses."""
+    import sqlite3
+
+    generations.store.db.conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+    run, grown = _grown_run(tmp_path, 3)
+    report = import_run(generations, run)
+    assert report.added["round-1"] == len(grown) == 2592
+    rows = generations.list(model_version=sample_version(RunFolder(run).run_id(), "round-1"))
+    assert [r["generation_id"].split("/", 1)[1] for r in rows] == [s["sample_id"] for s in grown]
+    assert sum(report.statuses["round-1"].values()) == len(grown) and report.statuses["round-1"]["kept"] > 0
+    again = import_run(generations, run)
+    assert again.total_added == 0 and again.statuses == report.statuses
+
+
+def test_a_sample_missing_a_field_is_named_with_its_line(generations, tmp_path):
+    run, grown = _grown_run(tmp_path, 1)
+    del grown[4]["reward"]
+    write_jsonl(run / "round-1" / "samples.jsonl", grown)
+    with pytest.raises(SampleImportError, match=r"samples.jsonl: sample 5 has no reward"):
+        import_run(generations, run)

@@ -245,7 +245,7 @@ def test_the_checkpoint_with_the_best_reward_is_kept(tiny_model_dir, tmp_path):
 def test_full_fine_tuning_saves_the_whole_model_that_learned(tiny_model_dir, tmp_path, device):
     """finetuning "full" trains every weight (the paper's way) and saves a plain model folder."""
     assert TrainConfig(finetuning="full").rate == 5e-6 and TrainConfig().rate == 2e-4  # paper's / ours
-    with pytest.raises(ValueError, match="finetuning must be one of lora, full"):
+    with pytest.raises(ValueError, match="--finetuning: must be one of lora, full"):
         TrainConfig(finetuning="qlora")
     examples = [TrainingExample("say the word", "banana banana banana")] * 4
     config = dataclasses.replace(FAST, finetuning="full", learning_rate=5e-3, max_steps=20, save_steps=10)
@@ -340,7 +340,7 @@ def test_the_papers_loss_sums_the_completion_tokens():
     expected = (0.7 * first + 0.3 * second) / 4  # four examples in the step, two of them here
     assert weighted_completion_loss(logits, labels, weight, "sum", examples=4) == pytest.approx(expected.item())
     assert TrainConfig().loss == "sum"
-    with pytest.raises(ValueError, match="loss must be one of sum, mean"):
+    with pytest.raises(ValueError, match="--loss: must be one of sum, mean"):
         TrainConfig(loss="tokens")
 
 

@@ -199,10 +199,15 @@ def test_a_run_with_engine_vllm_stops_before_training_where_it_cannot_sample(tin
 
 
 @pytest.mark.parametrize(
-    ("field", "value"), [("engine", "tgi"), ("vllm_memory_fraction", 0.0), ("vllm_memory_fraction", 1.0)]
+    ("field", "value", "flag"),
+    [
+        ("engine", "tgi", "--engine"),
+        ("vllm_memory_fraction", 0.0, "--vllm-memory"),
+        ("vllm_memory_fraction", 1.0, "--vllm-memory"),
+    ],
 )
-def test_config_checks_the_engine_fields(tiny_config, field, value):
-    with pytest.raises(RunError, match=field):
+def test_config_checks_the_engine_fields(tiny_config, field, value, flag):
+    with pytest.raises(RunError, match=f"^{flag}: "):
         EMConfig(**{**tiny_config.__dict__, field: value})
 
 
