@@ -162,7 +162,7 @@ def test_train_cli_runs_the_pipeline_and_records_status(tiny_model_dir, tmp_path
 
 
 def test_the_paper_preset_names_the_papers_models_and_fails_fast_without_them(tmp_path):
-    """#12.11: --preset paper runs Gemma 2B with a Gemma 7B-it teacher and judge; where they cannot be
+    """--preset paper runs Gemma 2B with a Gemma 7B-it teacher and judge; where they cannot be
     loaded (no hub here) the run stops at once, naming the model and the option to pass another."""
     import os
     import subprocess
@@ -504,7 +504,7 @@ def test_samples_export(store_path, tmp_path, capsys):
 
 
 def test_the_store_commands_never_import_torch(store_path, tmp_path):
-    """#14.6: `python -m restpg ratings ...`, `validate` and `users` start without torch (nor restpg.em,
+    """`python -m restpg ratings ...`, `validate` and `users` start without torch (nor restpg.em,
     transformers)."""
     import subprocess
     import sys

@@ -239,7 +239,7 @@ def test_clipped_reasoning_keeps_its_bullets_on_their_own_lines():
 
 
 def test_training_and_sampling_read_the_same_prompt_within_the_budget(tiny_config, tiny_model, tmp_path):
-    """One rule for an over-long prompt (#12.3): SFT, the E-step and evaluation drop the same
+    """One rule for an over-long prompt: SFT, the E-step and evaluation drop the same
     lowest-ranked profile items to fit the run's budget; the header and the request stay."""
     from restpg.em import _sft_examples, load_split
     from restpg.jsonl import read_jsonl
@@ -369,7 +369,7 @@ def test_sft_examples_hold_the_clipped_reasoning_then_the_real_text(tiny_model):
 
 
 def test_training_curves_and_estep_statistics_go_to_tensorboard(tiny_config, tmp_path):
-    """#12.8: --report-to tensorboard: the Trainer's losses per step and each round's E-step
+    """--report-to tensorboard: the Trainer's losses per step and each round's E-step
     statistics, read back from the event files."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -49,7 +49,7 @@ def test_chat_template_is_applied(tiny_model):
 
 
 def test_a_base_model_without_a_chat_template_reads_its_bos_then_the_plain_prompt(tiny_model_dir, tmp_path):
-    """#12.9: no chat template -> the plain prompt after BOS, in generation and in training alike."""
+    """No chat template -> the plain prompt after BOS, in generation and in training alike."""
     import shutil
 
     from restpg.train import TrainConfig, TrainingExample, tokenize_examples
@@ -97,7 +97,7 @@ def test_batched_sampling_shapes_and_order(tiny_model_on, device):
 
 
 def test_nucleus_warper_is_transformers_temperature_and_top_p():
-    """#14.2: the E-step's nucleus filter keeps exactly the tokens transformers' warpers keep, with
+    """The E-step's nucleus filter keeps exactly the tokens transformers' warpers keep, with
     the same values, whether the nucleus lies among the candidates or not (then: the fallback)."""
     import torch
     from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper

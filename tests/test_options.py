@@ -1,4 +1,4 @@
-"""The run's flags are declared once, on the config's fields (#12.10)."""
+"""The run's flags are declared once, on the config's fields."""
 
 import dataclasses
 

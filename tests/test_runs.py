@@ -1,4 +1,4 @@
-"""The run-folder layout, named in one module (#12.10)."""
+"""The run-folder layout, named in one module."""
 
 from pathlib import Path
 
