@@ -78,12 +78,16 @@ def time_saves(client, generation_ids: list[str], saves: int, annotator: str) ->
 
 
 def time_votes(client, votes: int, annotator: str) -> list[float]:
-    """Each vote: a blind pair is fetched (not timed), then the vote is saved and the names come back (timed)."""
+    """Each vote: a blind pair is fetched and read for the page's reading time (not timed), then the vote
+    is saved and the names come back (timed)."""
+    from restpg.arena import CHOICES, PAGE_READ_SECONDS
+
     latencies = []
     for n in range(votes):
         match_id, *_ = client.predict(annotator, [], api_name="/arena_next")
+        time.sleep(PAGE_READ_SECONDS)  # the page refuses a vote on a pair shown less than this
         start = time.perf_counter()
-        client.predict(match_id, annotator, [], api_name=f"/arena_vote_{('a', 'b', 'tie', 'both_bad')[n % 4]}")
+        client.predict(match_id, annotator, CHOICES[n % 4], api_name="/arena_vote")
         latencies.append((time.perf_counter() - start) * 1000)
     return latencies
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import gradio as gr  # at the top: handlers' gr.Request hints resolve in this module's globals
 
 from .access import AccessPolicy
-from .arena import ArenaStore
+from .arena import PAGE_READ_SECONDS, ArenaStore
 from .errors import PAGE_ERRORS
 from .explore import AppPaths, ExploreService
 from .jobs import JobManager
@@ -46,7 +46,9 @@ def make_parts(
     service = ExploreService(model_config, paths, judge_model=judge_model, use_judge=use_judge)
     service.import_samples()  # the runs' E-step samples, rateable from the first page
     store = service.store
-    return AppParts(service, RatingStore(store), ArenaStore(store), JobManager(paths.runs_dir, store), access)
+    return AppParts(
+        service, RatingStore(store), ArenaStore(store, PAGE_READ_SECONDS), JobManager(paths.runs_dir, store), access
+    )
 
 
 def build_app(parts: AppParts):
@@ -69,20 +71,14 @@ def build_app(parts: AppParts):
         with gr.Tabs() as tabs:
             with gr.Tab("Explore", id="explore"):
                 explore = explore_tab(parts)
-            with gr.Tab("Rate", id="rate", elem_id="rate-panel"):
+            with gr.Tab("Rate", id="rate", elem_id="rate-panel") as rate_panel:
                 rate = rate_tab(parts)
-            with gr.Tab("Arena", id="arena", elem_id="arena-panel"):
+            with gr.Tab("Arena", id="arena", elem_id="arena-panel") as arena_panel:
                 arena = arena_tab(parts)
             with gr.Tab("Results", id="results"):
                 results_load = results_tab(parts)
             with gr.Tab("Train", id="train"):
                 train_load = train_tab(parts, explore["versions"])
-
-        def logged_in(request: gr.Request = None):
-            """With --auth, the annotator fields hold the login name and cannot be edited."""
-            login = parts.access.login(request)
-            field = gr.update(value=login, interactive=False) if login else gr.update()
-            return field, field
 
         def link_target(request) -> tuple[str, str | None]:
             """The tab and the generation a link opens: ``?rate=<id>`` in Rate; ``?generation=<id>`` in
@@ -106,16 +102,43 @@ def build_app(parts: AppParts):
         load, load_inputs, load_outputs = rate["load"]
         open_item, _ = rate["open"]
 
-        def rate_on_load(annotator, which, version, status_filter, request: gr.Request = None):
+        def rate_on_load(annotator, which, version, status_filter, drafts, request: gr.Request = None):
             tab, target = link_target(request)
             if tab == "rate" and target:
-                return (*open_item(target, annotator, request), gr.update())
-            return load(annotator, which, version, status_filter, request)
+                return (*open_item(target, annotator, request, drafts), gr.update())
+            return load(annotator, which, version, status_filter, drafts, request)
 
-        demo.load(logged_in, None, [rate["annotator"], arena["annotator"]], api_visibility="private")
+        # The annotator's name: typed once, in any tab, it fills the others and is remembered in this
+        # browser (a reload keeps it); with --auth the login name, not editable.
+        remembered = gr.BrowserState("", storage_key="restpg-annotator")
+        name_fields = [rate["annotator"], arena["annotator"]]
+
+        def names_on_load(name, request: gr.Request = None):
+            login = parts.access.login(request)
+            if login:
+                return [gr.update(value=login, interactive=False)] * len(name_fields)
+            return [gr.update(value=name) if name else gr.update()] * len(name_fields)
+
+        def name_typed(name):  # into the other tabs' fields (never back into the one being typed in)
+            return [name] * len(name_fields)
+
+        def name_on_open(name, typed, request: gr.Request = None):
+            """A tab opened after the page loaded: the browser renders its fields only now, so the
+            name sent at load may not have reached them."""
+            login = parts.access.login(request)
+            if login:
+                return gr.update(value=login, interactive=False)
+            return gr.update(value=name) if name and not typed else gr.update()
+
+        for field, panel in zip(name_fields, (rate_panel, arena_panel)):
+            others = [other for other in name_fields if other is not field]
+            field.input(name_typed, field, [*others, remembered], api_visibility="private", trigger_mode="always_last")
+            panel.select(name_on_open, [remembered, field], field, api_visibility="private")
+        demo.load(names_on_load, remembered, name_fields, api_visibility="private").then(
+            rate_on_load, load_inputs, load_outputs, api_visibility="private"
+        )
         demo.load(*explore["load"], api_visibility="private").then(*explore["show"], api_visibility="private")
         demo.load(follow_link, None, tabs, api_visibility="private")
-        demo.load(rate_on_load, load_inputs, load_outputs, api_visibility="private")
         for handler, inputs, outputs in (arena["load"], results_load, train_load):
             demo.load(handler, inputs, outputs, api_visibility="private")
     return demo

@@ -35,6 +35,16 @@ CHOICES = ("A", "B", "tie", "both_bad")
 RATING_BASE = 1000.0
 RATING_SCALE = 400.0 / math.log(10.0)  # Elo points per unit of log-strength
 DEFAULT_ALPHA = 0.01  # choix's regularisation: keeps a version with only wins finite
+# The page's rule (restpg.app): a vote on a pair shown for less than this is refused, so a second
+# click or key press meant for the last pair never lands on the next one unread. FastChat's arena
+# disables its vote buttons until a new round; the page also locks them this long.
+PAGE_READ_SECONDS = 1.0
+# Shown in both reasoning boxes when one of the two versions writes no reasoning path (the base model,
+# ReST-EM, SFT without reasoning): an empty box on one side would name it.
+HIDDEN_REASONING = (
+    "(reasoning paths hidden in this pair: one of the two versions writes none, which would give it away; "
+    "compare the responses)"
+)
 
 _MATCH_COLUMNS = {
     "match_id": str,
@@ -56,6 +66,10 @@ class ArenaError(RestpgError, ValueError):
     """A bad vote, an unknown or already voted match, or a bad argument."""
 
 
+class TooSoonError(ArenaError):
+    """A vote on a pair that has not been on screen long enough to be read (nothing is saved)."""
+
+
 @dataclass(frozen=True)
 class Match:
     """What the page shows for one match: the request and the two outputs, A left and B right.
@@ -74,6 +88,7 @@ class Match:
     left_response: str
     right_reasoning: str
     right_response: str
+    reasoning_hidden: bool = False  # one side writes no reasoning: both boxes show HIDDEN_REASONING
 
 
 def _annotator(annotator: Any) -> str:
@@ -89,8 +104,11 @@ def _versions(versions: Any) -> list[str] | None:
 
 
 class ArenaStore:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, min_read_seconds: float = 0.0) -> None:
+        """``min_read_seconds``: a vote on a match shown more recently than this is refused
+        (:class:`TooSoonError`); the page uses :data:`PAGE_READ_SECONDS`, scripts 0."""
         self.store = store
+        self.min_read_seconds = min_read_seconds
         self._leaderboards: dict[tuple, list[dict]] = {}  # the latest votes' fitted board (leaderboard)
         with store.write() as db:
             db["matches"].create(_MATCH_COLUMNS, pk="match_id", if_not_exists=True)
@@ -129,8 +147,9 @@ class ArenaStore:
         """Start a match for ``annotator``: two versions of one record, in an order drawn with ``rng``.
 
         Among the (record, version pair)s this annotator has not voted on (a voted one's names are known
-        to them, and only one vote per annotator, pair and request counts) it prefers, in turn: the
-        version pair they have voted on least; the record they voted on least; then draws at random
+        to them, and only one vote per annotator, pair and request counts) it prefers, in turn: the one
+        shown to them least often without a vote (a skipped pair does not come straight back, swapped);
+        the version pair they have voted on least; the record they voted on least; then draws at random
         with ``rng``. The match row is stored unvoted. None when no such (record, pair) is left.
         """
         annotator = _annotator(annotator)
@@ -142,6 +161,14 @@ class ArenaStore:
             "WHERE annotator = ? AND winner IS NOT NULL",
             [annotator],
         ).fetchall()
+        skipped = Counter(
+            (d, r, *sorted((left, right)))
+            for d, r, left, right in self.store.db.execute(
+                "SELECT dataset, record_id, left_version, right_version FROM matches "
+                "WHERE annotator = ? AND winner IS NULL",
+                [annotator],
+            ).fetchall()
+        )
         pair_votes = Counter(tuple(sorted((left, right))) for _, _, left, right in voted)
         record_pair_votes = Counter((d, r, *sorted((left, right))) for d, r, left, right in voted)
         record_votes = Counter((d, r) for d, r, _, _ in voted)
@@ -153,7 +180,7 @@ class ArenaStore:
                     pair = tuple(sorted((first["model_version"], second["model_version"])))
                     if record_pair_votes[(*record, *pair)]:
                         continue  # voted: its names are known to this annotator, and one vote counts
-                    key = (pair_votes[pair], record_votes[record])
+                    key = (skipped[(*record, *pair)], pair_votes[pair], record_votes[record])
                     options.append((key, first, second))
         if not options:
             return None
@@ -178,6 +205,8 @@ class ArenaStore:
         }
         with self.store.write() as db:
             db["matches"].insert(row)
+        left_reasoning, right_reasoning = (left["reasoning"] or "").strip(), (right["reasoning"] or "").strip()
+        hidden = not (left_reasoning and right_reasoning)
         return Match(
             match_id=row["match_id"],
             dataset=left["dataset"],
@@ -185,32 +214,41 @@ class ArenaStore:
             task=left["task"] or "",
             request=left["request"] or "",
             reference=left["reference"] or "",
-            left_reasoning=left["reasoning"] or "",
+            left_reasoning=HIDDEN_REASONING if hidden else left_reasoning,
             left_response=left["response"] or "",
-            right_reasoning=right["reasoning"] or "",
+            right_reasoning=HIDDEN_REASONING if hidden else right_reasoning,
             right_response=right["response"] or "",
+            reasoning_hidden=hidden,
         )
 
     def vote(self, match_id: str, annotator: str, choice: str) -> dict:
         """Record ``annotator``'s vote on their match and reveal the names.
 
         Returns ``{"left_version", "right_version", "winner", "winner_version"}``. A match can be voted
-        once, by the annotator it was shown to; the check and the update are one write transaction.
+        once, by the annotator it was shown to, once it has been shown ``min_read_seconds``; the checks
+        and the update are one write transaction.
         """
         if choice not in CHOICES:
             raise ArenaError(f"choice must be one of {', '.join(CHOICES)}, got {choice!r}")
         annotator = _annotator(annotator)
         with self.store.write() as db:
             found = db.execute(
-                "SELECT annotator, left_version, right_version, winner FROM matches WHERE match_id = ?", [match_id]
+                "SELECT annotator, left_version, right_version, winner, created FROM matches WHERE match_id = ?",
+                [match_id],
             ).fetchone()
             if found is None:
                 raise ArenaError(f"no match {match_id!r}")
-            shown_to, left_version, right_version, winner = found
+            shown_to, left_version, right_version, winner, created = found
             if shown_to != annotator:
                 raise ArenaError(f"match {match_id!r} was shown to another annotator, not {annotator!r}")
             if winner is not None:
                 raise ArenaError(f"match {match_id!r} was already voted ({winner})")
+            shown_for = time.time() - (created or 0.0)
+            if shown_for < self.min_read_seconds:
+                raise TooSoonError(
+                    f"vote not saved: this pair has been on screen {max(shown_for, 0.0):.1f} s; read both outputs "
+                    f"first (votes count after {self.min_read_seconds:g} s)"
+                )
             dataset, record_id = db.execute(
                 "SELECT dataset, record_id FROM matches WHERE match_id = ?", [match_id]
             ).fetchone()

@@ -6,11 +6,12 @@ Bradley-Terry fit with bootstrap intervals (restpg.arena)."""
 from __future__ import annotations
 
 import random
+import time
 
 import gradio as gr  # at the top: handlers' gr.Request hints resolve in this module's globals
 import pandas as pd
 
-from .arena import CHOICES
+from .arena import CHOICES, TooSoonError
 from .errors import PAGE_ERRORS
 
 CHOICE_LABELS = {"A": "A is better", "B": "B is better", "tie": "tie", "both_bad": "both bad"}
@@ -40,6 +41,11 @@ def board_frame(rows: list[dict]) -> pd.DataFrame:
         ],
         columns=BOARD_COLUMNS,
     )
+
+
+def revealed_text(choice: str, revealed: dict) -> str:
+    """What the page says after a vote: the choice and the two names."""
+    return f"you voted {CHOICE_LABELS[choice]}: A was {revealed['left_version']}, B was {revealed['right_version']}"
 
 
 def board_figure(rows: list[dict]):
@@ -102,19 +108,27 @@ def arena_tab(parts) -> dict:
 
     def vote(choice):
         def handler(match_id, annotator, versions, request: gr.Request = None):
+            """Saves the vote and shows the next pair, with the vote buttons locked (unlock() opens
+            them after the reading time). A refused vote leaves the pair on screen and says why."""
+            locked = [gr.update(interactive=False)] * len(CHOICES)
+            keep = (gr.update(),) * (len(pair_outputs) - 1)  # the pair on screen stays as it is
             if not match_id:
-                raise gr.Error("no pair on screen: press 'Next pair' (n)")
+                return (gr.update(), *keep, "no pair on screen: press 'Next pair' (n)", *locked)
             try:
                 revealed = arena.vote(match_id, access.annotator(annotator, request), choice)
+            except TooSoonError as error:
+                return (gr.update(), *keep, str(error), *locked)
             except PAGE_ERRORS as error:
-                raise gr.Error(str(error)) from error
-            reveal = (
-                f"you voted {CHOICE_LABELS[choice]}: A was {revealed['left_version']}, "
-                f"B was {revealed['right_version']}"
-            )
-            return (reveal, *next_pair(annotator, versions, reveal, request))
+                return (gr.update(), *keep, f"vote not saved: {error}", *locked)
+            reveal = revealed_text(choice, revealed)
+            return (reveal, *next_pair(annotator, versions, reveal, request), *locked)
 
         return handler
+
+    def unlock():
+        """The vote buttons open again once the pair on screen can have been read."""
+        time.sleep(arena.min_read_seconds)
+        return [gr.update(interactive=True)] * len(CHOICES)
 
     def board():
         rows = arena.leaderboard(bootstrap=1000, seed=0)
@@ -138,7 +152,7 @@ def arena_tab(parts) -> dict:
     )
     info = gr.Textbox(label="status", interactive=False, elem_id="arena-status")
     match_id = gr.Textbox(visible=False, elem_id="arena-match")
-    request = gr.Textbox(label="request", lines=2, interactive=False)
+    request = gr.Textbox(label="request", lines=2, interactive=False, elem_id="arena-request")
     reference = gr.Textbox(label="the user's real text (reference)", lines=6, interactive=False)
     with gr.Row():
         with gr.Column():
@@ -175,14 +189,27 @@ def arena_tab(parts) -> dict:
     ]
     next_button.click(next_pair, [annotator, versions], pair_outputs, api_name="arena_next")
     annotator.submit(next_pair, [annotator, versions], pair_outputs, api_visibility="private")
+    vote_buttons = list(buttons.values())
     for choice, button in buttons.items():
-        button.click(
+        voted = button.click(
             vote(choice),
             [match_id, annotator, versions],
-            [revealed, *pair_outputs],
-            api_name=f"arena_vote_{choice.lower()}",
-        ).then(board, None, [board_table, board_plot], api_visibility="private")
+            [revealed, *pair_outputs, *vote_buttons],
+            api_visibility="private",
+        )
+        voted.then(unlock, None, vote_buttons, api_visibility="private", concurrency_limit=None)
+        voted.then(board, None, [board_table, board_plot], api_visibility="private")
     board_button.click(board, None, [board_table, board_plot], api_name="arena_leaderboard")
+
+    # The scriptable vote (gradio_client, bench): the page's rules, and an error that says why.
+    def arena_vote(match_id: str, annotator: str, choice: str, request: gr.Request | None = None) -> str:
+        try:
+            revealed = arena.vote(match_id, access.annotator(annotator, request), choice)
+        except PAGE_ERRORS as error:
+            raise gr.Error(str(error)) from error
+        return revealed_text(choice, revealed)
+
+    gr.api(arena_vote, api_name="arena_vote")
 
     def on_load():
         table, figure = board()

@@ -424,11 +424,15 @@ class ExploreService:
     def key(self, dataset: str, record: Record, version: str, settings: dict) -> GenerationKey:
         return GenerationKey.of(dataset, record.record_id, self.version_id(version), **settings)
 
-    def stored(self, dataset: str, record: Record, version: str, settings: dict) -> dict | None:
-        """The newest stored generation for these settings; else the newest for the record and version
-        with any settings (its own settings are in the row), so stored work shows at once."""
+    def stored(self, dataset: str, record: Record, version: str, settings: dict, exact: bool = False) -> dict | None:
+        """The newest stored generation for these settings; unless ``exact``, else the newest for the
+        record and version with any settings (its own settings are in the row: :func:`settings_note`
+        says when they differ), so stored work shows at once."""
         key = self.key(dataset, record, version, settings)
-        return self.generations.latest(key) or self.generations.latest_for(dataset, record.record_id, key.model_version)
+        found = self.generations.latest(key)
+        if found or exact:
+            return found
+        return self.generations.latest_for(dataset, record.record_id, key.model_version)
 
     @staticmethod
     def generation_settings(version: ModelVersion, settings: dict, seed: int | None) -> GenerationSettings:
@@ -555,3 +559,16 @@ class ExploreService:
     def score(self, record: Record, response: str) -> dict[str, float]:
         judge = self.judge() if self.use_judge else None
         return self.on_torch(score_predictions, [record], [response], self.metrics(), judge)[0]
+
+
+def settings_note(row: dict, settings: dict) -> str:
+    """ "" when ``row`` was generated with ``settings``; else what it was made with, for its label."""
+    own = json.loads(row.get("settings") or "{}")
+    if {name: own.get(name) for name in settings} == settings:
+        return ""
+    made = ", ".join(
+        f"{label} {own[name]}"
+        for name, label in (("k", "k ="), ("max_new_tokens", "max new tokens"), ("temperature", "temperature"))
+        if name in own
+    )
+    return f" made with {made or 'other settings'}, not the settings above (Generate makes one with them)"

@@ -16,7 +16,7 @@ import gradio as gr  # at the top: handlers' gr.Request hints resolve in this mo
 import pandas as pd
 
 from .errors import PAGE_ERRORS
-from .explore import SAMPLE_DATASET
+from .explore import SAMPLE_DATASET, settings_note
 from .hardware import page_threads
 from .links import page_link
 from .longlamp import PUBLIC_TASKS, SPLIT_FAMILIES, SPLITS, LoadedRecords, Record
@@ -146,7 +146,10 @@ def explore_tab(parts) -> dict:
                 shown += [stored["reasoning"], stored["response"]] if stored else ["", ""]
                 if stored:
                     rows[str(slot)] = scores_row(version, stored)
-                    notes.append(f"{version}: stored generation {stored['generation_id']} (Regenerate for a new one)")
+                    notes.append(
+                        f"{version}: stored generation {stored['generation_id']}"
+                        f"{settings_note(stored, settings) or ' (Regenerate for a new one)'}"
+                    )
                     if slot == 0:
                         support = service.support(stored, record)
         except PAGE_ERRORS as error:
@@ -184,7 +187,8 @@ def explore_tab(parts) -> dict:
             try:
                 record = service.record(dataset, task, family, split, user, int(request_index))
                 settings = service.settings_for(int(k), int(tokens or 0) or None, float(temperature))
-                stored = None if regenerate else service.stored(dataset, record, version, settings)
+                # Generate shows a stored generation only if it was made with the settings asked for.
+                stored = None if regenerate else service.stored(dataset, record, version, settings, exact=True)
             except PAGE_ERRORS as error:
                 raise gr.Error(str(error)) from error
             score_rows = {**score_rows, str(slot): None}  # this slot's old scores go as it regenerates

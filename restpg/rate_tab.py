@@ -18,7 +18,7 @@ import pandas as pd
 from .errors import PAGE_ERRORS
 from .exports import EXPORT_FORMATS
 from .links import page_link
-from .ratings import CRITERIA, Rating, RatingError
+from .ratings import CRITERIA, MAX_COMMENT_CHARS, Rating, RatingError
 
 GUIDELINES = """\
 Rate the **reasoning path** (not the response) for this user and request:
@@ -51,11 +51,16 @@ STATUS_FILTERS = [
 ]
 STATUS_NOTES = {
     "kept": "kept by the reward rule; its round's M-step has not started, so ratings saved now steer it",
-    "trained": "in its round's training set (the M-step started with it)",
+    "trained": (
+        "in its round's training set (the M-step started with it): a rating saved now steers only a "
+        "later run started with --ratings-from"
+    ),
     "vetoed": "kept by the reward rule, removed by raters' ratings",
     "rejected": "below the reward rule (or empty, or cut at the token limit)",
 }
 SCORE_CHOICES = ["1", "2", "3", "4", "5"]
+EMPTY_VALUES = [None, None, None, False, ""]  # the three scores, the copy flag, the comment
+MAX_DRAFTS = 200  # unsaved ratings kept in the browser (oldest dropped first)
 
 
 def rate_tab(parts):
@@ -85,7 +90,13 @@ def rate_tab(parts):
             where += f" | E-step sample, reward {row['reward']:.3f}: {note}"
         return where
 
-    def show(ids, index, annotator, version, status_filter, request, status=""):
+    def saved_values(name, generation_id) -> list:
+        existing = ratings.get(name, generation_id) if name and generation_id else None
+        if not existing:
+            return list(EMPTY_VALUES)
+        return [str(existing[c]) for c in CRITERIA] + [bool(existing["copies_output"]), existing["comment"] or ""]
+
+    def show(ids, index, annotator, version, status_filter, request, status="", drafts=None):
         counter = ""
         name = login_or(annotator, request)
         try:
@@ -116,12 +127,13 @@ def rate_tab(parts):
         index = max(0, min(index, len(ids) - 1))
         row = generations.get(ids[index])
         existing = ratings.get(name, row["generation_id"]) if name else None
-        values = (
-            [str(existing[c]) for c in CRITERIA] + [bool(existing["copies_output"]), existing["comment"]]
-            if existing
-            else [None, None, None, False, ""]
-        )
+        values = saved_values(name, row["generation_id"])
+        draft = (drafts or {}).get(row["generation_id"])
+        if draft:
+            values = list(draft)
         where = f"item {index + 1} of {len(ids)} | {describe(row)}{' | you rated it: editing' if existing else ''}"
+        if draft:
+            where += " | unsaved draft: Save keeps it, Discard drops it"
         return (
             row["generation_id"],
             where,
@@ -137,7 +149,7 @@ def rate_tab(parts):
             status,
         )
 
-    def load(annotator, which, version, status_filter, request: gr.Request = None):
+    def load(annotator, which, version, status_filter, drafts=None, request: gr.Request = None):
         name, note = login_or(annotator, request), ""
         problems = parts.service.import_samples()  # runs' E-step samples, new ones only
         if problems:
@@ -163,44 +175,84 @@ def rate_tab(parts):
         return (
             ids,
             0,
-            *show(ids, 0, annotator, version, status_filter, request, note),
+            *show(ids, 0, annotator, version, status_filter, request, note, drafts),
             gr.update(choices=version_choices()),
         )
 
-    def open_item(generation_id, annotator, request):
+    def open_item(generation_id, annotator, request, drafts=None):
         """The page opened with ``?rate=<id>``: that item alone, in any list."""
         try:
             generations.get(generation_id)
         except PAGE_ERRORS as error:
             return [], 0, *show([], 0, annotator, ANY_VERSION, "", request, f"link: {error}")
-        return [generation_id], 0, *show([generation_id], 0, annotator, ANY_VERSION, "", request, "opened from a link")
+        note = "opened from a link; enter your name (then Enter) to rate it"
+        return [generation_id], 0, *show([generation_id], 0, annotator, ANY_VERSION, "", request, note, drafts)
 
-    def move(ids, index, annotator, version, status_filter, step, request: gr.Request = None):
+    def keep_on_item(annotator, which, version, status_filter, drafts, ids, index, generation_id, request=None):
+        """The name typed (Enter): the list is made for it, on the item on screen. An item opened from
+        a link, or one the new list does not hold, stays on screen in its own list."""
+        new_ids, _, *_ = load(annotator, which, version, status_filter, drafts, request)
+        if generation_id in new_ids:
+            ids, index = new_ids, new_ids.index(generation_id)
+        elif not generation_id:
+            ids, index = new_ids, 0
+        note = (
+            ""
+            if generation_id in new_ids or not generation_id
+            else "this item is not in your list: 'Load items' opens it"
+        )
+        return (
+            ids,
+            index,
+            *show(ids, index, annotator, version, status_filter, request, note, drafts),
+            gr.update(choices=version_choices()),
+        )
+
+    def keep_draft(drafts, generation_id, annotator, values, request) -> tuple[dict, str]:
+        """The item's scores and comment kept as a draft when they differ from what is saved."""
+        drafts = dict(drafts or {})
+        if not generation_id:
+            return drafts, ""
+        values = [None if v in (None, "") else v for v in values[:3]] + [bool(values[3]), values[4] or ""]
+        if values == saved_values(login_or(annotator, request), generation_id):
+            drafts.pop(generation_id, None)
+            return drafts, ""
+        drafts.pop(generation_id, None)
+        drafts[generation_id] = values
+        while len(drafts) > MAX_DRAFTS:
+            drafts.pop(next(iter(drafts)))
+        return drafts, f"unsaved scores of {generation_id} kept as a draft (not saved): go back to save them"
+
+    def move(ids, index, annotator, version, status_filter, step, values, drafts, request=None):
+        generation_id = ids[index] if ids and 0 <= index < len(ids) else ""
+        drafts, note = keep_draft(drafts, generation_id, annotator, values, request)
         index = max(0, min(index + step, len(ids) - 1)) if ids else 0
-        return index, *show(ids, index, annotator, version, status_filter, request)
+        return index, *show(ids, index, annotator, version, status_filter, request, note, drafts), drafts
+
+    def discard(ids, index, annotator, version, status_filter, generation_id, drafts, request: gr.Request = None):
+        drafts = {k: v for k, v in (drafts or {}).items() if k != generation_id}
+        note = f"draft of {generation_id} discarded" if generation_id else ""
+        return index, *show(ids, index, annotator, version, status_filter, request, note, drafts), drafts
 
     def save(generation_id, annotator, faithfulness, relevance, usefulness, copies, comment, request=None):
-        """Save (or edit) one rating; the API endpoint the page and scripts call."""
+        """Save (or edit) one rating; a refusal is a RatingError (or another page error) saying why."""
         start = time.perf_counter()
-        try:
-            if not generation_id:
-                raise RatingError("no item to rate")
-            missing = [c for c, v in zip(CRITERIA, (faithfulness, relevance, usefulness)) if v in (None, "")]
-            if missing:
-                raise RatingError(f"rate {', '.join(missing)} first (1-5)")
-            row = generations.get(generation_id)
-            rating = Rating(
-                generation_id,
-                who(annotator, request),
-                _score(faithfulness, "faithfulness"),
-                _score(relevance, "relevance"),
-                _score(usefulness, "usefulness"),
-                _flag(copies, "copies_output"),
-                comment or "",
-            )
-            ratings.save(rating, row["model_version"], row["reasoning"], row["response"])
-        except PAGE_ERRORS as error:
-            raise gr.Error(str(error)) from error
+        if not generation_id:
+            raise RatingError("no item to rate")
+        missing = [c for c, v in zip(CRITERIA, (faithfulness, relevance, usefulness)) if v in (None, "")]
+        if missing:
+            raise RatingError(f"rate {', '.join(missing)} first (1-5)")
+        row = generations.get(generation_id)
+        rating = Rating(
+            generation_id,
+            who(annotator, request),
+            _score(faithfulness, "faithfulness"),
+            _score(relevance, "relevance"),
+            _score(usefulness, "usefulness"),
+            _flag(copies, "copies_output"),
+            comment or "",
+        )
+        ratings.save(rating, row["model_version"], row["reasoning"], row["response"])
         return f"saved rating of {generation_id} by {rating.annotator} ({(time.perf_counter() - start) * 1000:.0f} ms)"
 
     def save_and_next(
@@ -215,11 +267,19 @@ def rate_tab(parts):
         usefulness,
         copies,
         comment,
+        drafts,
         request: gr.Request = None,
     ):
-        status = save(generation_id, annotator, faithfulness, relevance, usefulness, copies, comment, request)
+        """Saves and moves on. A refused save keeps the item and what was entered on screen, and says
+        why in the status line under the buttons (no error badge over the item)."""
+        try:
+            status = save(generation_id, annotator, faithfulness, relevance, usefulness, copies, comment, request)
+        except PAGE_ERRORS as error:
+            keep = (gr.update(),) * (len(item_outputs) - 1)
+            return index, *keep, f"not saved: {error}", drafts
+        drafts = {k: v for k, v in (drafts or {}).items() if k != generation_id}
         index = min(index + 1, len(ids) - 1) if ids else 0
-        return index, *show(ids, index, annotator, version, status_filter, request, status)
+        return index, *show(ids, index, annotator, version, status_filter, request, status, drafts), drafts
 
     def export(kind):
         folder = parts.service.paths.runs_dir / "exports"
@@ -308,10 +368,16 @@ def rate_tab(parts):
     with gr.Row():
         scores = [gr.Radio(SCORE_CHOICES, label=name, elem_id=f"rate-{name}") for name in CRITERIA]
         copies = gr.Checkbox(label="copies the expected output", elem_id="rate-copies")
-    comment = gr.Textbox(label="comment (optional)", lines=2)
+    comment = gr.Textbox(
+        label=f"comment (optional, at most {MAX_COMMENT_CHARS:,} characters)",
+        lines=2,
+        max_length=MAX_COMMENT_CHARS,
+        elem_id="rate-comment",
+    )
     with gr.Row():
         previous = gr.Button("< previous", elem_id="rate-prev")
         save_button = gr.Button("Save (Enter)", variant="primary", elem_id="rate-save")
+        discard_button = gr.Button("Discard draft", elem_id="rate-discard")
         following = gr.Button("next >", elem_id="rate-next")
     status = gr.Textbox(label="status", interactive=False, elem_id="rate-status")
     with gr.Accordion("Does the judge agree with people? (calibration)", open=False):
@@ -340,6 +406,8 @@ def rate_tab(parts):
         agreement_note = gr.Textbox(show_label=False, interactive=False)
 
     ids, index = gr.State([]), gr.State(0)
+    # Unsaved scores and comments per item, kept in this browser (they survive next/previous and a reload)
+    drafts = gr.BrowserState({}, storage_key="restpg-rate-drafts")
     item_outputs = [
         generation_id,
         where,
@@ -356,23 +424,33 @@ def rate_tab(parts):
         counter,
         status,
     ]
-    load_inputs = [annotator, which, version, status_filter]
-    for trigger in (load_button.click, which.change, version.change, status_filter.change, annotator.submit):
+    load_inputs = [annotator, which, version, status_filter, drafts]
+    for trigger in (load_button.click, which.change, version.change, status_filter.change):
         trigger(load, load_inputs, [ids, index, *item_outputs, version], api_visibility="private")
+    annotator.submit(
+        keep_on_item,
+        [*load_inputs, ids, index, generation_id],
+        [ids, index, *item_outputs, version],
+        api_visibility="private",
+    )
     view = [ids, index, annotator, version, status_filter]
+    entered = [*scores, copies, comment]
 
-    def go_previous(i, x, a, v, f, request: gr.Request = None):
-        return move(i, x, a, v, f, -1, request)
+    def go_previous(i, x, a, v, f, s1, s2, s3, c, t, d, request: gr.Request = None):
+        return move(i, x, a, v, f, -1, [s1, s2, s3, c, t], d, request)
 
-    def go_next(i, x, a, v, f, request: gr.Request = None):
-        return move(i, x, a, v, f, 1, request)
+    def go_next(i, x, a, v, f, s1, s2, s3, c, t, d, request: gr.Request = None):
+        return move(i, x, a, v, f, 1, [s1, s2, s3, c, t], d, request)
 
-    previous.click(go_previous, view, [index, *item_outputs], api_visibility="private")
-    following.click(go_next, view, [index, *item_outputs], api_visibility="private")
+    previous.click(go_previous, [*view, *entered, drafts], [index, *item_outputs, drafts], api_visibility="private")
+    following.click(go_next, [*view, *entered, drafts], [index, *item_outputs, drafts], api_visibility="private")
+    discard_button.click(
+        discard, [*view, generation_id, drafts], [index, *item_outputs, drafts], api_visibility="private"
+    )
     save_button.click(
         save_and_next,
-        [ids, index, generation_id, annotator, version, status_filter, *scores, copies, comment],
-        [index, *item_outputs],
+        [ids, index, generation_id, annotator, version, status_filter, *entered, drafts],
+        [index, *item_outputs, drafts],
         api_visibility="private",
     )
     calibrate_button.click(
@@ -393,7 +471,10 @@ def rate_tab(parts):
         comment: str = "",
         request: gr.Request | None = None,
     ) -> str:
-        return save(generation_id, annotator, faithfulness, relevance, usefulness, copies_output, comment, request)
+        try:
+            return save(generation_id, annotator, faithfulness, relevance, usefulness, copies_output, comment, request)
+        except PAGE_ERRORS as error:
+            raise gr.Error(str(error)) from error
 
     gr.api(rate, api_name="rate")
     for kind, button in export_buttons.items():

@@ -117,6 +117,11 @@ def test_generate_streams_stores_and_regenerates(app):
     # The same request and settings again: the stored generation, at once.
     stored_info = generate(client)[3]
     assert f"stored generation {generation_id}" in stored_info
+    # Other settings: Generate makes a generation with them, never shows the stored one as theirs.
+    other = client.predict(
+        "shipped sample", "product_review", "user", "val", VAL_USER, 0, 2, 5, 0.0, "base", None, api_name="/generate"
+    )[3]
+    assert "stored" not in other and generation_id not in other and "5 new tokens" in other
     again = generate(client, "/regenerate")[3]
     assert "stored" not in again and generation_id not in again
     with pytest.raises(Exception, match="has no request 9"):

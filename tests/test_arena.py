@@ -4,7 +4,16 @@ import threading
 
 import pytest
 
-from restpg.arena import CHOICES, ArenaError, ArenaStore, Match, bradley_terry, leaderboard
+from restpg.arena import (
+    CHOICES,
+    HIDDEN_REASONING,
+    ArenaError,
+    ArenaStore,
+    Match,
+    TooSoonError,
+    bradley_terry,
+    leaderboard,
+)
 from restpg.store import Store
 
 
@@ -299,3 +308,49 @@ def test_the_leaderboard_is_fitted_once_per_set_of_votes(store, arena, monkeypat
     match = arena.next_match("ann", random.Random(0))
     arena.vote(match.match_id, "ann", "B")
     assert arena.leaderboard(bootstrap=50) != board and len(fits) == 2
+
+
+def test_a_vote_sooner_than_the_reading_time_is_refused_and_saves_nothing(store):
+    """The page's rule: a click or key press meant for the last pair never lands on a pair shown a
+    moment ago; once the pair has been on screen long enough, the same vote counts."""
+    two_versions(store)
+    arena = ArenaStore(store, min_read_seconds=60)
+    match = arena.next_match("ann", random.Random(0))
+    with pytest.raises(TooSoonError, match=r"vote not saved: this pair has been on screen 0\.\d s"):
+        arena.vote(match.match_id, "ann", "A")
+    assert arena.votes() == [] and arena.get(match.match_id)["winner"] is None
+    with arena.store.write() as db:  # a minute later
+        db.execute("UPDATE matches SET created = created - 61 WHERE match_id = ?", [match.match_id])
+    assert arena.vote(match.match_id, "ann", "A")["winner"] == "A"
+
+
+def test_a_skipped_pair_does_not_come_straight_back(store, arena):
+    """Next pair (n) moves on: the (request, pair) just skipped returns only when nothing unseen is left."""
+    for record in ("r1", "r2", "r3"):
+        two_versions(store, record)
+    rng = random.Random(0)
+    seen = []
+    for _ in range(3):
+        row = arena.get(arena.next_match("ann", rng).match_id)
+        seen.append(row["record_id"])
+    assert sorted(seen) == ["r1", "r2", "r3"]
+    row = arena.get(arena.next_match("ann", rng).match_id)
+    assert row["record_id"] in seen  # all three skipped once: they come round again
+
+
+def test_reasoning_is_hidden_on_both_sides_when_one_version_writes_none(store, arena):
+    """A version without reasoning (the base model, ReST-EM) would be named by its empty box."""
+    add_generations(
+        store,
+        [
+            {"generation_id": "with", "model_version": "m1", "reasoning": "- Style: terse"},
+            {"generation_id": "without", "model_version": "m2", "reasoning": ""},
+        ],
+    )
+    match = arena.next_match("ann", random.Random(0))
+    assert match.reasoning_hidden
+    assert match.left_reasoning == match.right_reasoning == HIDDEN_REASONING
+    store.db["generations"].update("without", {"reasoning": "- Tone: warm"})
+    match = arena.next_match("bob", random.Random(0))
+    assert not match.reasoning_hidden
+    assert {match.left_reasoning, match.right_reasoning} == {"- Style: terse", "- Tone: warm"}

@@ -150,3 +150,12 @@ def test_finished_adapters_become_versions_and_a_corrupt_one_is_named(service):
     bad_label = next(v for v in service.versions() if "broken" in v)
     with pytest.raises(ModelError, match="corrupt adapter config"):
         service.activate(bad_label)
+
+
+def test_a_stored_generation_made_with_other_settings_is_labelled_with_its_own():
+    from restpg.explore import settings_note
+
+    row = {"settings": json.dumps({"k": 5, "max_new_tokens": 256, "temperature": 0.1})}
+    assert settings_note(row, {"k": 5, "max_new_tokens": 256, "temperature": 0.1}) == ""
+    note = settings_note(row, {"k": 3, "max_new_tokens": 96, "temperature": 0.7})
+    assert note.startswith(" made with k = 5, max new tokens 256, temperature 0.1, not the settings above")

@@ -192,3 +192,57 @@ def test_rate_a_runs_e_step_samples_and_follow_links(seeded_app, tiny_model_dir)
             "SELECT generation_id, faithfulness, model_version FROM ratings WHERE annotator = 'kim'"
         ).fetchall()
     assert rows == [(sample_id, 2, version)]
+
+
+def test_unsaved_scores_are_kept_as_a_draft_and_the_name_is_remembered(seeded_app):
+    """A ``?rate=`` link and the name typed with Enter stay on the linked item; scores left unsaved
+    on next survive as a draft that previous restores and Discard drops; nothing is stored
+    unsaved; a reload remembers the annotator's name in Rate and in Arena."""
+    from playwright.sync_api import expect, sync_playwright
+
+    store = GenerationStore(Store(seeded_app.runs_dir / "restpg.db"))
+    linked = store.list(dataset="hostile.jsonl")[0]["generation_id"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1800})
+        page.goto(f"{seeded_app.url}?rate={linked}")
+        generation = page.locator("#rate-generation textarea, #rate-generation input").first
+        expect(generation).to_have_value(linked, timeout=30_000)
+        name = page.locator("#rate-annotator textarea, #rate-annotator input").first
+        name.fill("kim")
+        name.press("Enter")
+        page.wait_for_timeout(2000)
+        expect(generation).to_have_value(linked)  # still the linked item, not item 1 of another list
+        page.locator("h1").first.click()
+        for key in ("4", "2"):
+            page.keyboard.press(key)
+        faithfulness = page.locator("#rate-faithfulness").get_by_label("4", exact=True)
+        expect(faithfulness).to_be_checked(timeout=10_000)
+        status = page.locator("#rate-status textarea, #rate-status input").first
+        page.locator("#rate-load").click()  # the whole list for kim, on its first item
+        where = page.locator("#rate-where textarea").first
+        expect(where).to_have_value(re.compile("^item 1 of 2 "), timeout=30_000)
+        ids = [generation.input_value()]
+        page.locator("h1").first.click()
+        page.keyboard.press("3")
+        page.keyboard.press("ArrowRight")
+        expect(status).to_have_value(re.compile(r"kept as a draft \(not saved\)"), timeout=30_000)
+        expect(generation).not_to_have_value(ids[0], timeout=30_000)
+        page.keyboard.press("ArrowLeft")
+        expect(generation).to_have_value(ids[0], timeout=30_000)
+        expect(where).to_have_value(re.compile("unsaved draft"), timeout=30_000)
+        expect(page.locator("#rate-faithfulness").get_by_label("3", exact=True)).to_be_checked()
+        page.locator("#rate-discard").click()
+        expect(status).to_have_value(re.compile(f"draft of {re.escape(ids[0])} discarded"), timeout=30_000)
+        expect(page.locator("#rate-faithfulness").get_by_label("3", exact=True)).not_to_be_checked()
+        page.locator("#rate-save").click()  # no scores: refused, and the item stays on screen
+        expect(status).to_have_value(re.compile("^not saved: .*faithfulness"), timeout=30_000)
+        expect(generation).to_have_value(ids[0])
+        page.reload()
+        expect(name).to_have_value("kim", timeout=30_000)
+        page.get_by_role("tab", name="Arena").click()
+        arena_name = page.locator("#arena-annotator textarea, #arena-annotator input").first
+        expect(arena_name).to_have_value("kim", timeout=30_000)
+        browser.close()
+    with sqlite3.connect(seeded_app.runs_dir / "restpg.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM ratings").fetchone() == (0,)
