@@ -109,6 +109,17 @@ class AccessPolicy:
             raise AccessError(f"annotator {name!r}: use at most 64 letters, digits, spaces, '.', '@', '_' or '-'")
         return name
 
+    def vetoers(self, request=None) -> str | None:
+        """Whose own rating vetoes an E-step sample in a job started by this request: the trainers
+        (else the logged-in starter); None without logins, where a veto needs a quorum of raters."""
+        names = set(self.trainers or ()) | ({self.login(request)} if self.login(request) else set())
+        return ",".join(sorted(names)) or None
+
+    def may_train(self, request=None) -> bool:
+        """Whether this user may start and cancel jobs, read their logs and configs and export every
+        rating (everyone when --trainers is not given)."""
+        return self.trainers is None or self.login(request) in self.trainers
+
     def check_trainer(self, request=None) -> None:
         """AccessError unless this user may start and cancel training jobs."""
         if self.trainers is None:

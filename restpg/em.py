@@ -215,6 +215,21 @@ class EMConfig:
             type=int,
         ),
     )
+    veto_quorum: int = field(
+        default=2,
+        metadata=flag(
+            "--veto-quorum",
+            "with --ratings-from: distinct raters a veto needs (1: any single rater; default 2)",
+            type=int,
+        ),
+    )
+    veto_by: str | None = field(
+        default=None,
+        metadata=flag(
+            "--veto-by",
+            "with --ratings-from: comma-separated raters whose own rating vetoes alone (e.g. the run's owner)",
+        ),
+    )
     human_weight: bool = field(
         default=False,
         metadata=flag(
@@ -327,6 +342,12 @@ class EMConfig:
                 raise RunError(f"{_option(name)}: must be a whole number >= {minimum}, got {value!r}")
         if isinstance(self.veto_faithfulness, bool) or self.veto_faithfulness not in range(6):
             raise RunError(f"{_option('veto_faithfulness')}: must be 0-5 (0: off), got {self.veto_faithfulness!r}")
+        if (
+            isinstance(self.veto_quorum, bool)
+            or not isinstance(self.veto_quorum, int)
+            or not 1 <= self.veto_quorum <= 100
+        ):
+            raise RunError(f"{_option('veto_quorum')}: must be a whole number 1-100, got {self.veto_quorum!r}")
         if self.tau is not None and not (isinstance(self.tau, (int, float)) and 0.0 <= self.tau <= 1.0):
             raise RunError(f"{_option('tau')}: must be between 0 and 1, got {self.tau!r}")  # rewards lie in [0, 1]
         if not isinstance(self.device, str) or not DEVICE_PATTERN.fullmatch(self.device):
@@ -361,7 +382,8 @@ class EMConfig:
         """The human-ratings rule of the E-step's selection; None without a ratings store."""
         if self.ratings_from is None:
             return None
-        return HumanRule(self.veto_copy, self.veto_faithfulness, self.human_weight)
+        vetoers = tuple(name.strip() for name in (self.veto_by or "").split(",") if name.strip())
+        return HumanRule(self.veto_copy, self.veto_faithfulness, self.human_weight, self.veto_quorum, vetoers)
 
     @classmethod
     def from_dict(cls, values: dict) -> "EMConfig":

@@ -155,6 +155,7 @@ class JobRequest:
     sft_adapter: str | None = None  # start EM from this SFT adapter (skips stages 1-2); checked by the manager
     ratings_from: str | None = None  # trusted: the app's own store, whose ratings steer the E-step's selection
     human_weight: bool = False  # with ratings_from: weight rated samples by their human score
+    veto_by: str | None = None  # with ratings_from: raters whose own veto counts alone (the app's trainers)
 
     # request field -> the run config's field (restpg.em.EMConfig), whose flag and checks apply
     CONFIG_FIELDS = {
@@ -174,6 +175,7 @@ class JobRequest:
         "sft_adapter": "sft_adapter",
         "ratings_from": "ratings_from",
         "human_weight": "human_weight",
+        "veto_by": "veto_by",
     }
 
     def cli_args(self) -> list[str]:

@@ -10,6 +10,7 @@ retrieved profile items its reasoning draws on (restpg.support) and a link that 
 
 from __future__ import annotations
 
+import re
 import time
 
 import gradio as gr  # at the top: the API endpoint's type hints (gr.Request) resolve here
@@ -281,17 +282,20 @@ def rate_tab(parts):
         index = min(index + 1, len(ids) - 1) if ids else 0
         return index, *show(ids, index, annotator, version, status_filter, request, status, drafts), drafts
 
-    def export(kind):
+    def export(kind, request=None):
+        """Every rating for a trainer (everyone without --trainers); a rater's own ratings otherwise."""
         folder = parts.service.paths.runs_dir / "exports"
         folder.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
+        only = None if access.may_train(request) else access.annotator(None, request)
+        name = f"ratings-{stamp}" if only is None else f"ratings-{re.sub(r'[^A-Za-z0-9_.@-]', '_', only)}-{stamp}"
         try:
             if kind == "hf":  # a datasets folder: offered as a zip of it
                 import shutil
 
-                out = ratings.export(folder / f"ratings-{stamp}", "hf")
+                out = ratings.export(folder / name, "hf", only)
                 return shutil.make_archive(str(out), "zip", root_dir=out)
-            return str(ratings.export(folder / f"ratings-{stamp}.{kind}", kind))
+            return str(ratings.export(folder / f"{name}.{kind}", kind, only))
         except PAGE_ERRORS as error:
             raise gr.Error(str(error)) from error
 
@@ -477,8 +481,15 @@ def rate_tab(parts):
             raise gr.Error(str(error)) from error
 
     gr.api(rate, api_name="rate")
+
+    def exporter(kind):
+        def run(request: gr.Request = None):
+            return export(kind, request)
+
+        return run
+
     for kind, button in export_buttons.items():
-        button.click(lambda kind=kind: export(kind), None, export_file, api_name=f"export_{kind}")
+        button.click(exporter(kind), None, export_file, api_name=f"export_{kind}")
     agreement_button.click(agreement, None, [agreement_table, agreement_note], api_name="agreement")
     return dict(
         load=(load, load_inputs, [ids, index, *item_outputs, version]),

@@ -201,13 +201,15 @@ class RatingStore:
         total, rated = self.store.db.execute(sql, [annotator.strip(), *params]).fetchone()
         return rated, total
 
-    def export(self, path: str | Path, fmt: str) -> Path:
-        """Every rating (:meth:`all`, annotator included), one row each, as ``fmt`` (one of
-        ``restpg.exports.EXPORT_FORMATS``: csv, jsonl, parquet, hf); the target is replaced atomically.
-        No ratings: a CSV with its header or an empty JSONL; Parquet and hf raise ``ExportError``."""
+    def export(self, path: str | Path, fmt: str, annotator: str | None = None) -> Path:
+        """Every rating (:meth:`all`, annotator included), or ``annotator``'s alone, one row each, as
+        ``fmt`` (one of ``restpg.exports.EXPORT_FORMATS``: csv, jsonl, parquet, hf); the target is
+        replaced atomically. No ratings: a CSV with its header or an empty JSONL; Parquet and hf raise
+        ``ExportError``."""
         from .exports import export_rows
 
-        return export_rows(self.all(), path, fmt, COLUMNS)
+        rows = self.all() if annotator is None else [r for r in self.all() if r["annotator"] == annotator]
+        return export_rows(rows, path, fmt, COLUMNS)
 
     def export_csv(self, path: str | Path) -> Path:
         return self.export(path, "csv")

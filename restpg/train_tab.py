@@ -28,6 +28,9 @@ def _job_label(row: dict) -> str:
     return f"{row['run_dir'].rstrip('/').split('/')[-1]} ({row['status']})"
 
 
+TRAINER_ONLY_FIELDS = ("config", "run_dir", "pid")  # a job's settings and whereabouts
+
+
 def jobs_table(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(
         [
@@ -124,6 +127,7 @@ def train_tab(parts, version_pickers):
                 sft_adapter=str(adapter) if adapter else None,
                 ratings_from=str(service.paths.store) if use_ratings else None,
                 human_weight=bool(use_ratings and weight_ratings),
+                veto_by=parts.access.vetoers(request) if use_ratings else None,
             )
             run_id = jobs.start(request)
         except PAGE_ERRORS as error:
@@ -144,14 +148,17 @@ def train_tab(parts, version_pickers):
         except PAGE_ERRORS as error:
             raise gr.Error(str(error)) from error
 
-    def refresh(run_id, known_versions, shown_metrics):
+    def refresh(run_id, known_versions, shown_metrics, request: gr.Request = None):
         rows = jobs.jobs()
         row = next((r for r in rows if r["run_id"] == run_id), None)
         picker = gr.update(
             choices=[(_job_label(r), r["run_id"]) for r in rows],
             value=run_id if row else (rows[0]["run_id"] if rows else None),
         )
-        log = jobs.log_tail(run_id) if row else ""
+        if not parts.access.may_train(request):
+            log = "job logs are shown to trainers only (--trainers)"
+        else:
+            log = jobs.log_tail(run_id) if row else ""
         metrics = [run_id, jobs.round_metrics(run_id)] if row else [None, {}]
         # The plot is redrawn only when its numbers change (the page polls every 2 s).
         figure = (
@@ -221,7 +228,10 @@ def train_tab(parts, version_pickers):
         # (restpg.human_selection): fixed when the round's M-step starts.
         use_ratings = gr.Checkbox(
             value=True,
-            label="raters' ratings steer selection: drop samples flagged as copying or rated faithfulness <= 2",
+            label=(
+                "raters' ratings steer selection: drop samples that two raters (or one trainer) flag as "
+                "copying or rate faithfulness <= 2"
+            ),
             elem_id="use-ratings",
         )
         weight_ratings = gr.Checkbox(
@@ -266,9 +276,13 @@ def train_tab(parts, version_pickers):
     timer.tick(refresh, refresh_inputs, refresh_outputs, api_visibility="private", show_progress="hidden")
     job.change(refresh, refresh_inputs, refresh_outputs, api_visibility="private", show_progress="hidden")
 
-    def list_jobs() -> str:
-        """Every job with its state, as JSON (for scripts)."""
-        return json.dumps(jobs.jobs(), default=str)
+    def list_jobs(request: gr.Request = None) -> str:
+        """Every job with its state, as JSON (for scripts); configs, folders and process ids for
+        trainers only."""
+        rows = jobs.jobs()
+        if not parts.access.may_train(request):
+            rows = [{k: v for k, v in row.items() if k not in TRAINER_ONLY_FIELDS} for row in rows]
+        return json.dumps(rows, default=str)
 
     gr.api(list_jobs, api_name="jobs")
     return refresh, refresh_inputs, refresh_outputs

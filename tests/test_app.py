@@ -288,6 +288,23 @@ def test_auth_is_required_when_set(tiny_model_dir, tmp_path):
         from restpg.store import Store
 
         assert [r["annotator"] for r in RatingStore(Store(app.runs_dir / "restpg.db")).all()] == ["bob"]
+        # A non-trainer exports their own ratings only and reads no job's config, folder or log.
+        ann = app.client(auth=("ann", "secret"))
+        assert "by ann" in ann.predict(generation_id, "", 4, 4, 4, False, "", api_name="/rate")
+
+        def annotators(path):
+            with open(path, newline="") as handle:
+                return {row["annotator"] for row in csv.DictReader(handle)}
+
+        assert annotators(bob.predict(api_name="/export_csv")) == {"bob"}
+        assert annotators(ann.predict(api_name="/export_csv")) == {"ann", "bob"}
+        from restpg.jobs import KIND
+
+        Store(app.runs_dir / "restpg.db").start_run("r1", KIND, app.runs_dir / "jobs" / "r1", {"secret": 1}, 1)
+        [seen_by_bob] = json.loads(bob.predict(api_name="/jobs"))
+        [seen_by_ann] = json.loads(ann.predict(api_name="/jobs"))
+        assert {"config", "run_dir", "pid"}.isdisjoint(seen_by_bob) and seen_by_bob["run_id"] == "r1"
+        assert json.loads(seen_by_ann["config"]) == {"secret": 1}
     finally:
         app.stop()
 

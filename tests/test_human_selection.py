@@ -32,7 +32,7 @@ def rating(annotator, faithfulness=4, copies=False, relevance=4, usefulness=4):
 def test_the_rule_drops_copies_and_unfaithful_samples_and_names_the_raters():
     samples = kept(0.5, 0.4, 0.3, 0.2)
     ratings = {
-        "run/round-1:r0:0": [rating("ann", copies=True), rating("bob")],
+        "run/round-1:r0:0": [rating("ann", copies=True), rating("bob", copies=True)],
         "run/round-1:r1:0": [rating("ann", faithfulness=1), rating("bob", faithfulness=3)],  # mean 2 <= 2
         "run/round-1:r2:0": [rating("bob", faithfulness=3)],
     }
@@ -43,13 +43,35 @@ def test_the_rule_drops_copies_and_unfaithful_samples_and_names_the_raters():
     assert report["dropped_samples"][0] == {
         "sample_id": "round-1:r0:0",
         "reason": "flagged as copying the real text",
-        "annotators": ["ann"],
+        "annotators": ["ann", "bob"],
     }
     assert report["dropped_samples"][1]["annotators"] == ["ann", "bob"]
-    assert report["by_annotator"] == {"ann": {"dropped": 2, "reweighted": 0}, "bob": {"dropped": 1, "reweighted": 0}}
+    assert report["by_annotator"] == {"ann": {"dropped": 2, "reweighted": 0}, "bob": {"dropped": 2, "reweighted": 0}}
+    assert report["rule"]["quorum"] == 2 and report["rule"]["vetoers"] == ()
     # thresholds off: nothing dropped
     training, report = apply_rule(samples, ratings, HumanRule(veto_copy=False, veto_faithfulness=0), "run")
     assert len(training) == 4 and report["dropped"] == 0
+
+
+def test_one_rater_alone_vetoes_nothing_unless_the_owner_chose_them():
+    """A single rater's copy flag or low faithfulness is short of the default quorum of two: the
+    sample is trained on and counted as short of quorum. A vetoer the run's owner named, or a
+    quorum of one, vetoes alone."""
+    samples = kept(0.5, 0.4, 0.3)
+    ratings = {
+        "run/round-1:r0:0": [rating("mallory", copies=True)],
+        "run/round-1:r1:0": [rating("mallory", faithfulness=1)],
+        "run/round-1:r2:0": [rating("owner", faithfulness=1), rating("bob", faithfulness=5)],  # mean 3
+    }
+    training, report = apply_rule(samples, ratings, HumanRule(), "run")
+    assert len(training) == 3 and report["dropped"] == 0 and report["veto_short_of_quorum"] == 2
+    assert [s["sample_id"] for s in report["short_of_quorum_samples"]] == ["round-1:r0:0", "round-1:r1:0"]
+    training, report = apply_rule(samples, ratings, HumanRule(vetoers=("owner",)), "run")
+    assert [row["sample_id"] for row in training] == ["round-1:r0:0", "round-1:r1:0"]
+    assert report["dropped_samples"][0]["reason"] == "faithfulness 1.00 <= 2 by a vetoer"
+    assert report["rule"]["vetoers"] == ("owner",)
+    training, report = apply_rule(samples, ratings, HumanRule(quorum=1), "run")
+    assert [row["sample_id"] for row in training] == ["round-1:r2:0"] and report["dropped"] == 2
 
 
 def test_the_human_score_multiplies_the_weight():
@@ -63,6 +85,8 @@ def test_the_human_score_multiplies_the_weight():
 def test_bad_rule_values_and_a_missing_store_are_named(tmp_path):
     with pytest.raises(HumanSelectionError, match="veto_faithfulness"):
         HumanRule(veto_faithfulness=6)
+    with pytest.raises(HumanSelectionError, match="quorum: must be a whole number 1-100"):
+        HumanRule(quorum=0)
     with pytest.raises(HumanSelectionError, match="does not exist"):
         read_sample_ratings(tmp_path / "nowhere.db", ["x"])
     (tmp_path / "junk.db").write_text("not a database")
@@ -80,7 +104,7 @@ def test_a_run_trains_without_the_vetoed_samples_and_a_started_round_keeps_its_s
 
     store = Store(tmp_path / "restpg.db")
     generations, ratings = GenerationStore(store), RatingStore(store)
-    config = dataclasses.replace(tiny_config, rounds=1, ratings_from=str(store.path), tau=0.0)
+    config = dataclasses.replace(tiny_config, rounds=1, ratings_from=str(store.path), tau=0.0, veto_by="ann")
     trained = []
     train_model = em.train_model
 
@@ -121,6 +145,7 @@ def test_a_run_trains_without_the_vetoed_samples_and_a_started_round_keeps_its_s
         "ann": {"dropped": 2, "reweighted": 0}
     }
     assert selection["kept"] == len(first)  # the reward rule's count; the training set is smaller
+    assert selection["human"]["rule"]["vetoers"] == ["ann"] and selection["human"]["rule"]["quorum"] == 2
     manifest = json.loads(RunFolder(run_dir).manifest.read_text())
     assert (
         manifest["human_selection"]["1"]["dropped"] == 2 and "dropped_samples" not in manifest["human_selection"]["1"]
@@ -151,7 +176,7 @@ def test_an_old_manifest_without_the_new_fields_still_resumes(tiny_config, tmp_p
     config = dataclasses.replace(tiny_config, rounds=0)
     records = em.load_split(config, "train", config.train_users)
     manifest = em.check_manifest(run_dir, config, "hash")
-    for name in ("ratings_from", "veto_copy", "veto_faithfulness", "human_weight"):
+    for name in ("ratings_from", "veto_copy", "veto_faithfulness", "human_weight", "veto_quorum", "veto_by"):
         del manifest["config"][name]
     del manifest["run_id"]
     (run_dir / "manifest.json").write_text(json.dumps(manifest))
