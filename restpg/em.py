@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 
 from .cancel import Cancelled
 from .errors import RestpgError
-from .evaluate import SCORE_NAMES, inference_settings, predict, prompt_for, score_predictions, summarize
+from .evaluate import JUDGE_CUT, SCORE_NAMES, inference_settings, predict, prompt_for, score_predictions, summarize
 from .hardware import (
     DEVICE_HELP,
     DEVICE_PATTERN,
@@ -940,7 +940,9 @@ def e_step(
             loaded, batch, config.prompt_kind, settings, config.k, prompt_settings, cancel=control.cancel
         )
         flat = [(record, i, p) for record, preds in zip(batch, predictions) for i, p in enumerate(preds)]
-        rewards = reward([r.input for r, _, _ in flat], [r.output for r, _, _ in flat], [p.answer for _, _, p in flat])
+        pairs = ([r.input for r, _, _ in flat], [r.output for r, _, _ in flat], [p.answer for _, _, p in flat])
+        rewards = reward(*pairs)
+        cut = reward.cut(*pairs) if hasattr(reward, "cut") else [False] * len(flat)  # the judge's window
         rows = [
             {
                 "sample_id": f"{round_dir.name}:{p.record_id}:{i}",
@@ -958,9 +960,10 @@ def e_step(
                 "truncated": p.truncated,
                 "new_tokens": p.generation.new_tokens,
                 "reward": float(value),
+                "judge_prompt_cut": bool(was_cut),
                 "reward_name": reward.name,
             }
-            for (record, i, p), value in zip(flat, rewards)
+            for (record, i, p), value, was_cut in zip(flat, rewards, cut)
         ]
         append_jsonl(own_file, rows)
         all_rows.extend(rows)
@@ -1047,6 +1050,7 @@ def evaluate_round(
     per_record = [row for _, rows in sorted(_gather(mine)) for row in rows]
     summary = summarize([{name: row[name] for name in SCORE_NAMES if name in row} for row in per_record])
     summary["empty_answers"] = sum(1 for row in per_record if not row["answer"].strip()) / len(per_record)
+    summary["judge_prompts_cut"] = int(sum(row.get(JUDGE_CUT, 0.0) for row in per_record))  # of len(per_record)
     return {
         "summary": summary,
         "per_record": per_record,
@@ -1111,6 +1115,7 @@ def reward_stats(samples: Sequence[dict], kept: Sequence[dict]) -> dict:
         "kept_reward_mean": sum(s["reward"] for s in kept) / max(1, len(kept)),
         "reward_histogram": bins,
         "inputs_with_kept": len({s["record_id"] for s in kept}),
+        "judge_prompts_cut": sum(1 for s in samples if s.get("judge_prompt_cut")),  # over the judge's window
     }
 
 

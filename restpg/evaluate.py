@@ -125,6 +125,9 @@ def inference_settings(
     )
 
 
+JUDGE_CUT = "judge_prompt_cut"  # 1.0 where the judge's prompt was cut to its window, else 0.0
+
+
 def score_predictions(
     records: Sequence[Record], answers: Sequence[str], metrics: LexicalMetrics, judge=None
 ) -> list[dict[str, float]]:
@@ -134,8 +137,12 @@ def score_predictions(
         for r, a in zip(records, answers)
     ]
     if judge is not None:
-        for row, value in zip(rows, judge([r.input for r in records], [r.output for r in records], list(answers))):
+        inputs, outputs = [r.input for r in records], [r.output for r in records]
+        for row, value in zip(rows, judge(inputs, outputs, list(answers))):
             row["judge"] = value
+        if hasattr(judge, "cut"):  # prompts over the judge's window, cut in the middle: counted
+            for row, cut in zip(rows, judge.cut(inputs, outputs, list(answers))):
+                row[JUDGE_CUT] = float(cut)
     return rows
 
 

@@ -160,6 +160,16 @@ class LLMJudge:
     def __call__(self, instructions: Sequence[str], references: Sequence[str], answers: Sequence[str]) -> list[float]:
         return [s.reward for s in self.score(instructions, references, answers)]
 
+    def cut(self, instructions: Sequence[str], references: Sequence[str], answers: Sequence[str]) -> list[bool]:
+        """Whether each pair's prompt is longer than the judge's ``max_input_tokens`` window, so that
+        its middle is cut before scoring (counted in the run's reports)."""
+        tokenizer = self.loaded.tokenizer
+        return [
+            len(tokenizer(chat_text(tokenizer, judge_prompt(i, r, a)), add_special_tokens=False)["input_ids"])
+            > self.max_input_tokens
+            for i, r, a in zip(instructions, references, answers)
+        ]
+
     def _append_cache(self, rows: list[tuple[str, JudgeScore]]) -> None:
         if self.cache_file is not None:
             append_jsonl(self.cache_file, [{"key": key, "level": s.level, "p": s.probabilities} for key, s in rows])

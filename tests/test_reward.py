@@ -106,3 +106,19 @@ def test_level_probabilities_equal_a_brute_force_computation(tiny_model):
     total = sum(math.exp(v - top) for v in raw.values())
     for level in JUDGE_LEVELS:
         assert score.probabilities[level] == pytest.approx(math.exp(raw[level] - top) / total, rel=1e-4)
+
+
+def test_a_prompt_over_the_judges_window_is_cut_and_counted(tiny_model, metrics):
+    """A pair longer than the judge's window is still scored (its middle cut) and said to be cut,
+    per record in the evaluation's rows; a short pair is not."""
+    from types import SimpleNamespace
+
+    from restpg.evaluate import JUDGE_CUT, score_predictions
+
+    judge = LLMJudge(tiny_model, max_input_tokens=400)
+    long_answer = "words " * 600
+    assert judge.cut(["i", "i"], ["r", "r"], ["short", long_answer]) == [False, True]
+    assert all(0.0 <= value <= 1.0 for value in judge(["i"], ["r"], [long_answer]))
+    records = [SimpleNamespace(input="i", output="a real text"), SimpleNamespace(input="i", output="a real text")]
+    rows = score_predictions(records, ["short", long_answer], metrics, judge)
+    assert [row[JUDGE_CUT] for row in rows] == [0.0, 1.0]
