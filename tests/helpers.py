@@ -1,6 +1,14 @@
 """Small LongLaMP-shaped records for unit tests (the shipped sample is tested on its own), and the
 devices the device-dependent tests run on."""
 
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -8,10 +16,13 @@ from restpg.longlamp import validate_rows
 from restpg.train import TrainConfig
 
 # The CPU always; CUDA where this machine has it (the CI machine has none: those cases show as
-# skipped). On a GPU machine ``pytest -k cuda`` runs the CUDA cases alone (README, "Tests").
+# skipped). On a GPU machine ``pytest -m cuda`` runs the CUDA cases alone (README, "Tests").
 DEVICES = [
     "cpu",
-    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")),
+    pytest.param(
+        "cuda",
+        marks=[pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")],
+    ),
 ]
 
 
@@ -173,3 +184,70 @@ def sliding_window_model():
         sliding_window=8,
     )
     return MistralForCausalLM(config)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"  # Debian's, driven by Playwright
+sys.path.insert(0, str(ROOT / "assets"))
+from screenshot import CHROMIUM_FLAGS  # noqa: E402, F401  (one list of flags for the screenshot and the tests)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class App:
+    """demo_app.py in a subprocess, with its own data and runs directories."""
+
+    def __init__(self, model_dir, tmp_path: Path, *extra: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.data_dir, self.runs_dir = tmp_path / "data", tmp_path / "runs"
+        self.data_dir.mkdir(exist_ok=True)
+        self.log = (tmp_path / f"app-{self.port}.log").open("w")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "demo_app.py",
+                "--port",
+                str(self.port),
+                "--model",
+                str(model_dir),
+                "--device",
+                "cpu",
+                "--no-judge",
+                "--data-dir",
+                str(self.data_dir),
+                "--runs-dir",
+                str(self.runs_dir),
+                *extra,
+            ],
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"},
+        )
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if self.process.poll() is not None:
+                    pytest.fail(f"app exited: {Path(self.log.name).read_text()}")
+                time.sleep(0.5)
+        self.stop()
+        pytest.fail("app did not start within 120 s")
+
+    def client(self, **kwargs):
+        from gradio_client import Client
+
+        return Client(self.url, verbose=False, **kwargs)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+        self.log.close()

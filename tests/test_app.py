@@ -8,81 +8,18 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from helpers import App
 from restpg.explore_tab import dataset_summary, profile_table
 from restpg.longlamp import load_records, sample_path
 from restpg.train_tab import TRAIN_SFT
 
-ROOT = Path(__file__).resolve().parent.parent
 VAL_USER = load_records(sample_path("product_review", "user", "val"), "product_review").users()[0]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class App:
-    """demo_app.py in a subprocess, with its own data and runs directories."""
-
-    def __init__(self, model_dir, tmp_path: Path, *extra: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.data_dir, self.runs_dir = tmp_path / "data", tmp_path / "runs"
-        self.data_dir.mkdir(exist_ok=True)
-        self.log = (tmp_path / f"app-{self.port}.log").open("w")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "demo_app.py",
-                "--port",
-                str(self.port),
-                "--model",
-                str(model_dir),
-                "--device",
-                "cpu",
-                "--no-judge",
-                "--data-dir",
-                str(self.data_dir),
-                "--runs-dir",
-                str(self.runs_dir),
-                *extra,
-            ],
-            cwd=ROOT,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"},
-        )
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                if self.process.poll() is not None:
-                    pytest.fail(f"app exited: {Path(self.log.name).read_text()}")
-                time.sleep(0.5)
-        self.stop()
-        pytest.fail("app did not start within 120 s")
-
-    def client(self, **kwargs):
-        from gradio_client import Client
-
-        return Client(self.url, verbose=False, **kwargs)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
-        self.log.close()
 
 
 @pytest.fixture

@@ -4,12 +4,13 @@ version's stored generation is on the page without a click, and the Rate tab has
 from pathlib import Path
 
 import pytest
-from test_app import App
-from test_rate_tab import CHROMIUM, CHROMIUM_FLAGS
 
+from helpers import CHROMIUM, CHROMIUM_FLAGS, App
 from restpg.explore_tab import dataset_summary
 from restpg.longlamp import validate_rows
 from restpg.models import DEFAULT_MODEL
+
+pytestmark = pytest.mark.browser
 
 FILLED = (
     "(ids) => ids.every(id => ((document.querySelector(id + ' textarea, ' + id + ' input') || {}).value "

@@ -230,6 +230,7 @@ def test_broken_adapter_folders(tiny_model, tmp_path):
         check_adapter_folder(corrupt)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 def test_cuda_runs_in_bf16_by_default(tiny_model_dir):
     """On CUDA, dtype "auto" is bf16 (restpg.hardware) and attention is SDPA's (the shared-prompt

@@ -6,21 +6,16 @@ import json
 import re
 import shutil
 import sqlite3
-import sys
 from pathlib import Path
 
 import pytest
-from test_app import App
 
-from helpers import review_row
+from helpers import CHROMIUM, CHROMIUM_FLAGS, App, review_row
 from restpg.generations import GenerationKey, GenerationStore
 from restpg.longlamp import load_records, sample_path, validate_rows
 from restpg.store import Store
 
-ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-sys.path.insert(0, str(ROOT / "assets"))
-from screenshot import CHROMIUM_FLAGS  # noqa: E402  (one list of flags for the screenshot and the tests)
+pytestmark = pytest.mark.browser
 
 HOSTILE = '<img src=x onerror="window.__xss = 1">'
 
