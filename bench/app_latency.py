@@ -39,7 +39,7 @@ def wait_for_port(port: int, process: subprocess.Popen, seconds: float = 180) ->
             return
         except OSError:
             if process.poll() is not None:
-                raise SystemExit("the app exited while starting")
+                raise SystemExit("the app exited while starting") from None
             time.sleep(0.5)
     raise SystemExit("the app did not start")
 

@@ -162,7 +162,9 @@ def probe_app() -> None:
             ):
                 start = time.perf_counter()
                 answer = _answer(
-                    lambda: client.predict(handle_file(str(path)), "product_review", "user", api_name="/upload")[1]
+                    lambda path=path: client.predict(
+                        handle_file(str(path)), "product_review", "user", api_name="/upload"
+                    )[1]
                 )
                 print(
                     f"  upload, {label}: {answer} ({time.perf_counter() - start:.1f} s); peak {_peak_gib(app.pid):.2f} GiB"
@@ -186,7 +188,7 @@ def probe_app() -> None:
             )[2]["data"][0][1]
             for value in (True, 3.9, "false", 10**9):
                 print(
-                    f"  /rate faithfulness={value!r}: {_answer(lambda: client.predict(generation, 'probe', value, 3, 3, False, '', api_name='/rate'))}"
+                    f"  /rate faithfulness={value!r}: {_answer(lambda value=value: client.predict(generation, 'probe', value, 3, 3, False, '', api_name='/rate'))}"
                 )
             print(
                 f"  /rate copies_output='false': {_answer(lambda: client.predict(generation, 'probe', 3, 3, 3, 'false', '', api_name='/rate'))}"

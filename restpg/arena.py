@@ -24,8 +24,9 @@ import random
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from .errors import RestpgError
 from .ratings import annotator_name
@@ -281,6 +282,13 @@ class ArenaStore:
         """The stored row of a match (names included), or None."""
         rows = list(self.store.db["matches"].rows_where("match_id = ?", [match_id]))
         return rows[0] if rows else None
+
+    def export(self, path, fmt: str, versions: Sequence[str] | None = None):
+        """The voted matches (:meth:`votes`), one row each, oldest vote first, as ``fmt`` (one of
+        ``restpg.exports.EXPORT_FORMATS``); the target is replaced atomically."""
+        from .exports import export_rows, table_columns
+
+        return export_rows(self.votes(versions), path, fmt, table_columns(self.store.db, "matches"))
 
     def votes(self, versions: Sequence[str] | None = None) -> list[dict]:
         """Voted matches, oldest vote first; with ``versions``, only matches between two of them."""

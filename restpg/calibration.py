@@ -20,8 +20,9 @@ import dataclasses
 import json
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple, Sequence
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -444,7 +445,7 @@ def format_calibration(cal: Calibration) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_frames(cal: Calibration) -> tuple["pandas.DataFrame", "pandas.DataFrame"]:
+def to_frames(cal: Calibration) -> tuple[pandas.DataFrame, pandas.DataFrame]:
     """(correlations, judge levels) as DataFrames, one row per ``Correlation`` and per level row."""
     import pandas
 

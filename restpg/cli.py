@@ -313,14 +313,13 @@ def cmd_samples_list(args: argparse.Namespace) -> int:
 
 
 def cmd_samples_export(args: argparse.Namespace) -> int:
-    from .exports import export_samples, sample_rows
     from .generations import GenerationStore
     from .runs import RunFolder
 
     run_id = RunFolder(Path(args.run_dir)).run_id() if args.run_dir else None
     generations = GenerationStore(existing_store(args.store))
-    out = export_samples(generations, args.out, args.format, run_id)
-    print(f"{len(sample_rows(generations, run_id))} sample(s) written to {out} ({args.format})")
+    out = generations.export_samples(args.out, args.format, run_id)
+    print(f"{len(generations.samples(run_id))} sample(s) written to {out} ({args.format})")
     return 0
 
 
@@ -369,10 +368,9 @@ def cmd_arena_leaderboard(args: argparse.Namespace) -> int:
 
 def cmd_arena_export(args: argparse.Namespace) -> int:
     from .arena import ArenaStore
-    from .exports import export_votes
 
     arena = ArenaStore(existing_store(args.store))
-    out = export_votes(arena, args.out, args.format)
+    out = arena.export(args.out, args.format)
     print(f"{len(arena.votes())} vote(s) written to {out} ({args.format})")
     return 0
 

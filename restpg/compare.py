@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from statistics import fmean
-from typing import Sequence
 
 from .em import Models, RunControl, load_split, run_em
 from .evaluate import (

@@ -26,10 +26,10 @@ import random
 import re
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import fmean
-from typing import Callable, Sequence
 
 from .cancel import Cancelled
 from .errors import RestpgError
@@ -386,7 +386,7 @@ class EMConfig:
         return HumanRule(self.veto_copy, self.veto_faithfulness, self.human_weight, self.veto_quorum, vetoers)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "EMConfig":
+    def from_dict(cls, values: dict) -> EMConfig:
         """A config from its ``to_dict`` (a manifest's); fields added since take their defaults."""
         values = dict(values)
         values["tasks"] = tuple(values["tasks"])

@@ -4,9 +4,9 @@ their means, and a paired bootstrap interval of a method's difference to a basel
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from statistics import fmean
-from typing import Callable, Sequence
 
 from .longlamp import Record
 from .metrics import METRIC_NAMES, LexicalMetrics

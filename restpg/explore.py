@@ -16,10 +16,10 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from .errors import PAGE_ERRORS, InputError
 from .evaluate import predict, prompt_for, score_predictions

@@ -22,15 +22,11 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
 
 from .errors import RestpgError
 from .jsonl import write_atomically
-
-if TYPE_CHECKING:
-    from .arena import ArenaStore
-    from .generations import GenerationStore
 
 EXPORT_FORMATS = ("csv", "jsonl", "parquet", "hf")
 FORMAT_HELP = "csv, jsonl, parquet (one file) or hf (a Hugging Face datasets folder, datasets.load_from_disk)"
@@ -167,30 +163,9 @@ def _write_folder(dataset, path: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------------------------
-# What the store exports besides ratings (RatingStore.export)
+# The stores export through export_rows: RatingStore.export, ArenaStore.export, GenerationStore.export_samples
 
 
 def table_columns(db, table: str) -> list[str]:
     """The columns of a store table (none when it does not exist): an empty export still names them."""
     return list(db[table].columns_dict) if db[table].exists() else []
-
-
-def export_votes(arena: ArenaStore, path: str | Path, fmt: str, versions: Sequence[str] | None = None) -> Path:
-    """The arena's voted matches (:meth:`restpg.arena.ArenaStore.votes`), one row each, oldest vote first."""
-    return export_rows(arena.votes(versions), path, fmt, table_columns(arena.store.db, "matches"))
-
-
-def sample_rows(generations: GenerationStore, run_id: str | None = None) -> list[dict]:
-    """The stored E-step samples (generations with a ``sample_status``), of one run when ``run_id`` is
-    given, by run, round, then the order of the run's samples file."""
-    where, params = "sample_status IS NOT NULL", []
-    if run_id is not None:
-        where, params = where + " AND run_id = ?", [run_id]
-    return list(
-        generations.store.db["generations"].rows_where(where, params, order_by="run_id, round, created, generation_id")
-    )
-
-
-def export_samples(generations: GenerationStore, path: str | Path, fmt: str, run_id: str | None = None) -> Path:
-    """The stored E-step samples (:func:`sample_rows`), every column of the generations table."""
-    return export_rows(sample_rows(generations, run_id), path, fmt, table_columns(generations.store.db, "generations"))

@@ -42,7 +42,7 @@ class GenerationKey:
     settings: tuple[tuple[str, Any], ...]  # sorted (name, value) pairs: k, temperature, max_new_tokens...
 
     @classmethod
-    def of(cls, dataset: str, record_id: str, model_version: str, **settings: Any) -> "GenerationKey":
+    def of(cls, dataset: str, record_id: str, model_version: str, **settings: Any) -> GenerationKey:
         return cls(dataset, record_id, model_version, tuple(sorted(settings.items())))
 
     @property
@@ -148,6 +148,22 @@ class GenerationStore:
             )
         )
         return rows[0] if rows else None
+
+    def samples(self, run_id: str | None = None) -> list[dict]:
+        """The stored E-step samples (generations with a ``sample_status``), of one run when
+        ``run_id`` is given, by run, round, then the order of the run's samples file."""
+        where, params = "sample_status IS NOT NULL", []
+        if run_id is not None:
+            where, params = where + " AND run_id = ?", [run_id]
+        return list(
+            self.store.db["generations"].rows_where(where, params, order_by="run_id, round, created, generation_id")
+        )
+
+    def export_samples(self, path: str | Path, fmt: str, run_id: str | None = None) -> Path:
+        """The stored E-step samples (:meth:`samples`), every column of the generations table, as ``fmt``."""
+        from .exports import export_rows, table_columns
+
+        return export_rows(self.samples(run_id), path, fmt, table_columns(self.store.db, "generations"))
 
     def latest_for(self, dataset: str, record_id: str, model_version: str) -> dict | None:
         """The newest finished generation of a record by a model version, whatever its settings."""

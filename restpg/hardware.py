@@ -85,7 +85,7 @@ def matmul_gflops(
     return 2 * rows * inner * cols * runs / elapsed / 1e9
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cpu_bf16_speedup(threads: int) -> tuple[float, float]:
     """(fp32, bf16) GFLOP/s on this CPU with ``threads`` threads; measured once per process."""
     return matmul_gflops(torch.float32), matmul_gflops(torch.bfloat16)

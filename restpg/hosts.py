@@ -50,7 +50,7 @@ class AllowedHosts:
     names: frozenset[str] = frozenset()
 
     @classmethod
-    def for_server(cls, bind: str, extra: list[str] | tuple[str, ...] = ()) -> "AllowedHosts":
+    def for_server(cls, bind: str, extra: list[str] | tuple[str, ...] = ()) -> AllowedHosts:
         """The bind address's name (when it is one) and the ``--allowed-host`` values, checked."""
         names = set()
         for value in [bind, *extra]:

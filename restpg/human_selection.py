@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from statistics import fmean
-from typing import Sequence
 
 from .errors import RestpgError
 from .ratings import CRITERIA

@@ -16,9 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from .errors import RestpgError
 
@@ -364,7 +365,7 @@ def _validate_item(spec: TaskSpec, raw: Any, position: int) -> tuple[ProfileItem
 
 
 def _record_id(task: str, user_id: str, request: str) -> str:
-    digest = hashlib.sha1(f"{task}\x00{user_id}\x00{request}".encode("utf-8")).hexdigest()[:12]
+    digest = hashlib.sha1(f"{task}\x00{user_id}\x00{request}".encode()).hexdigest()[:12]
     return f"{task}:{user_id}:{digest}"
 
 

@@ -22,10 +22,10 @@ import re
 import shutil
 import tempfile
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import fmean
-from typing import Sequence
 
 from nltk.tokenize import word_tokenize
 from nltk.translate.meteor_score import single_meteor_score

@@ -122,7 +122,7 @@ def _best_seconds(function, runs: int = 3, calls: int = 5) -> float:
     return best
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def packing_speedup(dtype: torch.dtype, in_features: int, out_features: int, threads: int) -> float:
     """How many times faster the packed product is than ``F.linear`` for ``MEASURED_ROWS`` rows of
     this shape on this CPU (best of three, each way); measured once per process and shape.

@@ -6,8 +6,8 @@ The CLI's ``generate`` and the app's Generate button both call :func:`personaliz
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from .evaluate import predict
 from .longlamp import Record

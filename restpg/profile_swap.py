@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from .evaluate import inference_settings, paired_bootstrap, predict, score_predictions
 from .longlamp import Record

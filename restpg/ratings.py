@@ -13,9 +13,10 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .errors import RestpgError
 from .store import Store
@@ -93,7 +94,7 @@ class RatingStore:
             db["rating_history"].create_index(["generation_id", "annotator"], if_not_exists=True)
 
     @classmethod
-    def open_existing(cls, path: str | Path) -> "RatingStore":
+    def open_existing(cls, path: str | Path) -> RatingStore:
         """The ratings of an existing store file; a missing file is a ``RatingError``, not a new empty store."""
         if not Path(path).is_file():
             raise RatingError(f"store {str(path)!r} does not exist")

@@ -16,9 +16,9 @@ from a 7B teacher run elsewhere, or the hand-written reference paths shipped wit
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from .errors import RestpgError
 from .jsonl import append_jsonl, read_jsonl

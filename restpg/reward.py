@@ -13,9 +13,10 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Protocol, Sequence
+from typing import Protocol
 
 import torch
 

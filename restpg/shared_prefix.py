@@ -15,8 +15,8 @@ this copying does not model: their rows run whole, left-padded, as before.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 

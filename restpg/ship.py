@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from .errors import RestpgError
 from .runs import ADAPTER_CONFIG, MANIFEST, METRICS, SELECTION, RunFolder, round_name

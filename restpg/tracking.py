@@ -10,9 +10,9 @@ follow their own settings (``WANDB_PROJECT``, ``MLFLOW_TRACKING_URI``, ...).
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from .errors import RestpgError
 

@@ -5,7 +5,7 @@ import datasets
 import pytest
 
 from restpg.arena import ArenaStore
-from restpg.exports import EXPORT_FORMATS, ExportError, export_rows, export_samples, export_votes, sample_rows
+from restpg.exports import EXPORT_FORMATS, ExportError, export_rows
 from restpg.generations import GenerationStore
 from restpg.ratings import COLUMNS, Rating, RatingStore
 from restpg.store import Store
@@ -175,13 +175,13 @@ def test_votes_export(tmp_path, store):
     )
     arena = ArenaStore(store)
     with pytest.raises(ExportError, match="nothing to export"):
-        export_votes(arena, tmp_path / "votes.parquet", "parquet")
-    no_votes = export_votes(arena, tmp_path / "votes.csv", "csv").read_text()
+        arena.export(tmp_path / "votes.parquet", "parquet")
+    no_votes = arena.export(tmp_path / "votes.csv", "csv").read_text()
     assert no_votes.startswith("match_id,dataset,record_id,left_id,right_id") and len(no_votes.splitlines()) == 1
     match = arena.next_match("ann", random.Random(0))
     arena.vote(match.match_id, "ann", "A")
     arena.next_match("ann", random.Random(1))  # shown, not voted: not exported
-    back = read_back(export_votes(arena, tmp_path / "votes.parquet", "parquet"), "parquet")
+    back = read_back(arena.export(tmp_path / "votes.parquet", "parquet"), "parquet")
     assert back == arena.votes() and len(back) == 1 and back[0]["winner"] == "A"
 
 
@@ -207,8 +207,8 @@ def test_samples_export_keeps_every_column_and_filters_by_run(tmp_path, store):
         ],
     )
     generations = GenerationStore(store)
-    assert [r["generation_id"] for r in sample_rows(generations)] == ["run-a/s0", "run-a/s1", "run-b/s0", "run-b/s1"]
-    back = read_back(export_samples(generations, tmp_path / "samples.hf", "hf", run_id="run-b"), "hf")
+    assert [r["generation_id"] for r in generations.samples()] == ["run-a/s0", "run-a/s1", "run-b/s0", "run-b/s1"]
+    back = read_back(generations.export_samples(tmp_path / "samples.hf", "hf", run_id="run-b"), "hf")
     assert [r["generation_id"] for r in back] == ["run-b/s0", "run-b/s1"]
     assert list(back[0]) == list(store.db["generations"].columns_dict)
     assert [r["sample_status"] for r in back] == ["rejected", "kept"]

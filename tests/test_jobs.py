@@ -126,8 +126,8 @@ def test_one_job_per_device_and_cancel(tmp_path, monkeypatch):
         for run_id in (cpu, gpu):
             assert "cancelling" in manager.cancel(run_id)
         for run_id in (cpu, gpu):
-            wait_for(lambda: status(manager, run_id)["status"] == "cancelled", what="cancelled")
-            wait_for(lambda: not pid_alive(pids[run_id]), what="the process to go")
+            wait_for(lambda run_id=run_id: status(manager, run_id)["status"] == "cancelled", what="cancelled")
+            wait_for(lambda run_id=run_id: not pid_alive(pids[run_id]), what="the process to go")
         assert "finished rounds are kept" in status(manager, cpu)["message"]
         with pytest.raises(JobError, match="not running"):
             manager.cancel(cpu)

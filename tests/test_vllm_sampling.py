@@ -43,7 +43,7 @@ class FakeLLM:
     token count) then EOS then a stray token; the last sample of each prompt runs to max_tokens
     without EOS. Samples come back in reverse index order (vLLM does not promise an order)."""
 
-    instances: list["FakeLLM"] = []
+    instances: list[FakeLLM] = []
 
     def __init__(self, **arguments):
         self.arguments = arguments
