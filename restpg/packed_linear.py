@@ -34,6 +34,11 @@ import torch.nn.functional as F
 
 PACKING_MIN_SPEEDUP = 1.1  # packing must beat F.linear by this much on the model's shape to be used
 MEASURED_ROWS = 32  # the E-step's decoding batch on a CPU (8 prompts x m = 4)
+# One sequence's decoding (the page's streaming, the judge's single calls) multiplies one row at a
+# time: a shape of its own. Measured on a 2-core `avx2 avx512f avx512_bf16` CPU, SmolLM2-135M's MLP
+# shapes at one row: packed 0.39-0.56x F.linear in fp32, 1.5-2.0x in bf16; at 4 rows and more the
+# packed product is faster in both (bench/bench.py --only packing).
+SINGLE_ROW = 1
 
 
 def packing_available() -> bool:
@@ -56,6 +61,7 @@ class PackedLinear(torch.nn.Linear):
     """An ``nn.Linear`` that multiplies by a oneDNN-packed copy of its weight in CPU inference."""
 
     packed: torch.Tensor | None = None  # None: F.linear
+    single_row_packed: bool = True  # False: one-row inputs (one sequence's decoding) go through F.linear
 
     def pack(self) -> None:
         """Pack the current weight (again)."""
@@ -78,6 +84,7 @@ class PackedLinear(torch.nn.Linear):
             or self.weight.device.type != "cpu"
             or input.dtype != self.packed.dtype
             or self.weight.dtype != self.packed.dtype
+            or (not self.single_row_packed and input.numel() == input.shape[-1])
             or (
                 torch.is_grad_enabled()
                 and (
@@ -123,13 +130,15 @@ def _best_seconds(function, runs: int = 3, calls: int = 5) -> float:
 
 
 @functools.cache
-def packing_speedup(dtype: torch.dtype, in_features: int, out_features: int, threads: int) -> float:
-    """How many times faster the packed product is than ``F.linear`` for ``MEASURED_ROWS`` rows of
-    this shape on this CPU (best of three, each way); measured once per process and shape.
+def packing_speedup(
+    dtype: torch.dtype, in_features: int, out_features: int, threads: int, rows: int = MEASURED_ROWS
+) -> float:
+    """How many times faster the packed product is than ``F.linear`` for ``rows`` rows of this shape
+    on this CPU (best of three, each way); measured once per process, shape and row count.
     Raises RuntimeError where this torch cannot pack (no oneDNN, a dtype it does not pack)."""
     del threads  # part of the cache key: the speed is that of this many threads
     weight = torch.randn(out_features, in_features).to(dtype)
-    rows = torch.randn(MEASURED_ROWS, in_features).to(dtype)
+    rows = torch.randn(rows, in_features).to(dtype)
     packed = pack_weight(weight)
     with torch.no_grad():
         plain = _best_seconds(lambda: F.linear(rows, weight))
@@ -157,7 +166,8 @@ def pack_linear_layers(model: torch.nn.Module, measure=None) -> Packing:
     """Replace each ``nn.Linear`` of a CPU model by a :class:`PackedLinear` (packing afresh any that
     already are one), where this CPU measures the packed product faster on the model's widest
     layer; where it does not, or cannot pack, every layer multiplies through F.linear.
-    ``measure(dtype, in_features, out_features)`` -> speed-up is for tests."""
+    One-row inputs (one sequence's decoding) use the packed copy only where it is measured faster
+    at one row too. ``measure(dtype, in_features, out_features, rows)`` -> speed-up is for tests."""
     parameter = next(model.parameters(), None)
     if parameter is None:
         return Packing(0, "not packed: no parameters")
@@ -169,10 +179,10 @@ def pack_linear_layers(model: torch.nn.Module, measure=None) -> Packing:
     if widest is None:
         return Packing(0, "not packed: no linear layers")
     dtype = widest.weight.dtype
+    measure = measure or (lambda dtype, i, o, rows: packing_speedup(dtype, i, o, torch.get_num_threads(), rows))
     try:
-        speedup = (measure or (lambda *shape: packing_speedup(*shape, torch.get_num_threads())))(
-            dtype, widest.in_features, widest.out_features
-        )
+        speedup = measure(dtype, widest.in_features, widest.out_features, MEASURED_ROWS)
+        single = measure(dtype, widest.in_features, widest.out_features, SINGLE_ROW)
     except RuntimeError as error:  # no packed kernel for this dtype or build
         return _unpacked(model, Packing(0, f"not packed: oneDNN could not pack {dtype}: {error}".splitlines()[0]))
     measured = f"{speedup:.2f}x F.linear at {MEASURED_ROWS} rows of {widest.in_features}x{widest.out_features}"
@@ -192,11 +202,14 @@ def pack_linear_layers(model: torch.nn.Module, measure=None) -> Packing:
                 copies[id(child)] = _packed_copy(child)
     except RuntimeError as error:
         return _unpacked(model, Packing(0, f"not packed: oneDNN could not pack a layer: {error}".splitlines()[0]))
+    for layer in copies.values():
+        layer.single_row_packed = single >= PACKING_MIN_SPEEDUP
     for parent, name, child in targets:
         setattr(parent, name, copies[id(child)])
     megabytes = sum(layer.weight.numel() * layer.weight.element_size() for layer in copies.values()) / 2**20
     return Packing(
         len(copies),
-        f"{len(copies)} linear layers packed for oneDNN (measured {measured}; the packed copies take "
-        f"about {megabytes:.0f} MiB beside the weights)",
+        f"{len(copies)} linear layers packed for oneDNN (measured {measured}; {single:.2f}x at one row: "
+        f"{'packed' if single >= PACKING_MIN_SPEEDUP else 'F.linear'} for one sequence; the packed copies "
+        f"take about {megabytes:.0f} MiB beside the weights)",
     )

@@ -174,3 +174,27 @@ def test_the_real_model_packed_writes_what_it_writes_unpacked(default_model_dir)
     with torch.inference_mode():
         torch.testing.assert_close(packed.model(ids).logits, plain.model(ids).logits, atol=1e-3, rtol=1e-3)
     assert generate(packed, prompts, GREEDY) == generate(plain, prompts, GREEDY)
+
+
+def test_one_row_goes_through_f_linear_where_packing_loses_at_one_row(monkeypatch):
+    """Each decoding shape uses the weights measured fastest for it: packed for the E-step's rows,
+    F.linear for one sequence's single row when the one-row measurement says packing is slower."""
+    import restpg.packed_linear as packed_linear
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.Linear(32, 16))
+    packing = pack_linear_layers(model, measure=lambda dtype, i, o, rows: 2.0 if rows > 1 else 0.5)
+    assert packing.layers == 2 and "0.50x at one row: F.linear for one sequence" in packing.reason
+    calls = []
+    monkeypatch.setattr(
+        packed_linear,
+        "packed_product",
+        lambda *args: calls.append(args[0].shape) or F.linear(*args[:1], model[0].weight, model[0].bias),
+    )
+    with torch.inference_mode():
+        model[0](torch.randn(1, 1, 16))  # one row: F.linear, no packed call
+        assert calls == []
+        model[0](torch.randn(4, 16))  # four rows: the packed copy
+    assert calls == [torch.Size([4, 16])]
+    packing = pack_linear_layers(model, measure=FASTER)
+    assert all(layer.single_row_packed for layer in model) and "packed for one sequence" in packing.reason
