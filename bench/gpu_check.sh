@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CUDA checks of restpg in one run on a GPU machine (README, "On a GPU"): the CUDA tests, the
+# The CUDA checks of restpg in one run on a GPU machine (docs/training.md, "On a GPU"): the CUDA tests, the
 # benchmarks, and the paper's pipeline at small size (bench/gpu_round.py: the weights one step at
 # 5e-6 changes in pure bf16 and over fp32 master weights, then SFT -> E-step with the HF engine and
 # with vLLM -> M-step with full fine-tuning and with LoRA -> evaluation, with E-step and M-step

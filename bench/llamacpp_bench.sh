@@ -12,7 +12,7 @@
 # The work: a prompt of 616 tokens (the benchmark's personalized prompts: bench/bench.py --only
 # sampling), 128 new tokens per sequence, 1, 4 and 32 sequences in parallel, each with its own
 # prompt copy and with the prompt shared (-pps). restpg's benchmark runs 8 prompts x m = 4 in one
-# batch of 32 rows; see the README ("llama.cpp on the E-step's shape") for how the two compare.
+# batch of 32 rows; see docs/benchmarks.md ("llama.cpp on the E-step's shape") for how the two compare.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VERSION=0.3.36

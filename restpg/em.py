@@ -435,7 +435,7 @@ PRESETS: dict[str, EMConfig] = {
         mstep=TrainConfig(finetuning="full"),
         # ours (the paper does not say): 8 prompts x m = 32 rows per batch. On an H200 (bf16) one
         # prompt's 32 rows a batch sampled 1,347 tokens/s, 256 rows 11,233 and 512 rows 20,631
-        # (bench/gpu_check.sh; README, "On a GPU"). 256 rows of Gemma 2B's cache at the paper's
+        # (bench/gpu_check.sh; docs/training.md, "On a GPU"). 256 rows of Gemma 2B's cache at the paper's
         # lengths (5,120 + 1,536 tokens) take about 31 GB: with the 7B judge, an 80 GB GPU holds it.
         generation_batch_size=256,
     ),
@@ -458,7 +458,7 @@ PRESETS: dict[str, EMConfig] = {
 }
 # One small EM round a visitor starts from the page on a CPU (the Train tab's default), from an SFT
 # adapter (the shipped one): cpu-small at the size of a live demo, under ten minutes on 2 cores
-# without native bf16 (README, "A round from the page").
+# without native bf16 (docs/results.md, "A round from the page").
 PRESETS["cpu-round"] = dataclasses.replace(
     PRESETS["cpu-small"],
     train_users=2,  # CPU-forced: 2 training users per task (18 requests)
@@ -468,12 +468,12 @@ PRESETS["cpu-round"] = dataclasses.replace(
     # evaluation): a fp32 decoding step here costs ~63 ms + 2.7 ms a row, so fewer, fuller batches
     generation_batch_size=36,
     # ours: one epoch at a quarter of the rate continues the SFT adapter gently: a few dozen kept
-    # samples cannot retrain it (measured: README, "A round from the page"). One epoch is one
+    # samples cannot retrain it (measured: docs/results.md, "A round from the page"). One epoch is one
     # checkpoint, which the paper's rule has nothing to choose among.
     mstep=dataclasses.replace(_CPU_MSTEP, num_epochs=1.0, learning_rate=5e-4),
     # ours: the M-step also trains on the 18 training records' real outputs after their reasoning
     # paths (weight 1), which anchors the reasoning-then-answer format that ~20 kept samples alone
-    # let drift (measured: README, "A round from the page").
+    # let drift (measured: docs/results.md, "A round from the page").
     sft_mix=True,
 )
 

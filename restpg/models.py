@@ -256,7 +256,7 @@ def load_merged(config: ModelConfig, adapter: str | Path) -> LoadedModel:
 
     Sampling's fastest form: no LoRA layers run (two small products and a sum per linear layer,
     210 of them in SmolLM2), so E-step sampling ran 1.14-1.23x faster in fp32 (same tokens) and
-    1.35x in bf16 (rounding differs) on a 2-core CPU (bench/bench.py --only adapter; README, "A run
+    1.35x in bf16 (rounding differs) on a 2-core CPU (bench/bench.py --only adapter; docs/benchmarks.md, "A run
     samples from merged adapters"). For a run's
     steps, which sample from one adapter at a time; the app keeps adapters attached, to switch
     between versions without reloading (load_adapter, use_adapter).

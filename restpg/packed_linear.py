@@ -10,7 +10,7 @@ without compiling the model.
 
 Measured on a 2-core CPU with ``avx2 avx512f avx512_bf16`` (bench/bench.py --only packing), all of
 SmolLM2-135M's weight products: fp32 1.76x at 32 rows (86 -> 152 GFLOP/s), 1.26x at 512; bf16 1.32x
-at 32 rows, 0.98x at 512. E-step sampling 1.26x in fp32, 1.13x in bf16 (README, "Decoding: linear weights
+at 32 rows, 0.98x at 512. E-step sampling 1.26x in fp32, 1.13x in bf16 (docs/benchmarks.md, "Decoding: linear weights
 packed for oneDNN"). Results equal ``F.linear``'s up to the order of the sums
 (tests/test_packed_linear.py). Because that speed is this CPU's, :func:`pack_linear_layers` measures
 it on the model's own shape first and packs only where the packed product is faster.

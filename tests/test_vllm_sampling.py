@@ -4,7 +4,7 @@ vLLM needs a CUDA GPU, so these tests run restpg's side against a stand-in ``vll
 records what it is asked and answers with fixed token ids: the prompt tokens restpg sends, the
 sampling parameters, the LoRA request per adapter, the order and cutting of the samples, and the
 E-step of a whole run through ``engine="vllm"``. The engine itself was measured on an H200
-(bench/vllm_bench.py; README, "vLLM for the E-step").
+(bench/vllm_bench.py; docs/training.md, "vLLM for the E-step").
 """
 
 from __future__ import annotations
