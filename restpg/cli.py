@@ -499,7 +499,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if args.runs:  # finished runs (the shipped ones): nothing is trained, their adapters are scored
             config, runs = _finished_runs(args.runs)
             out = Path(args.out) if args.out else Path(args.runs[0]) / "comparison"
-            compare_runs(config, runs, out, args.split, RunControl(on_progress=progress))
+            compare_runs(config, runs, out, args.split, RunControl(on_progress=progress), reuse=args.reuse)
             preset = "the runs' own config"
         else:
             if not args.run_dir:
@@ -688,6 +688,11 @@ def _evaluate_command(evaluate: argparse.ArgumentParser) -> None:
         "Without a ReST-EM run, SFT and ReST-EM are left out and differences are to SFT with reasoning",
     )
     evaluate.add_argument("--out", help="with --runs: the folder for the tables (default: <first run>/comparison)")
+    evaluate.add_argument(
+        "--reuse",
+        help="with --runs: an earlier predictions.jsonl; a method whose model, adapter weights, prompt and "
+        "settings are the same there is rescored from its stored outputs instead of generated again",
+    )
     evaluate.add_argument(
         "--profile-swap",
         action="store_true",

@@ -69,14 +69,64 @@ def round_history(run_dir: Path) -> dict[int, dict]:
     return history
 
 
-def compare_runs(config, runs: dict[str, Path], out_dir, split: str = "test", control=None, judge_cache=None) -> dict:
+def generation_key(config, kind: str, adapter: Path | None) -> str:
+    """What a method's greedy outputs depend on: the base model, the adapter's weights (their
+    sha256), the prompt kind and the generation settings. Equal keys: the same outputs."""
+    import hashlib
+
+    weights = "base"
+    if adapter is not None:
+        digest = hashlib.sha256()
+        for path in sorted(Path(adapter).glob("*.safetensors")):
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        weights = digest.hexdigest()
+    parts = [
+        config.model,
+        weights,
+        kind,
+        config.k,
+        config.max_new_tokens,
+        config.max_item_words,
+        config.max_input_tokens,
+        config.seed,
+        config.generation_batch_size,
+    ]
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
+
+
+def reusable_predictions(path: Path | None, records, keys: dict[str, str]) -> dict[str, list[dict]]:
+    """The predictions of an earlier comparison (its ``predictions.jsonl``) that a method can take
+    instead of generating again: the same generation key and the same records, in order."""
+    if path is None or not Path(path).is_file():
+        return {}
+    by_method: dict[str, list[dict]] = {}
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            row = json.loads(line)
+            by_method.setdefault(row["method"], []).append(row)
+    ids = [r.record_id for r in records]
+    return {
+        method: rows
+        for method, rows in by_method.items()
+        if method in keys
+        and [r["record_id"] for r in rows] == ids
+        and all(r.get("generation_key") == keys[method] for r in rows)
+    }
+
+
+def compare_runs(
+    config, runs: dict[str, Path], out_dir, split: str = "test", control=None, judge_cache=None, reuse=None
+) -> dict:
     """Score the paper's six methods on the same held-out records of ``split``: the base model with
     the plain and the RAG prompt, the SFT step and the last round of ``runs["rest-em"]`` (no
     reasoning) and of ``runs["rest-pg"]`` (reasoning first). Any two finished runs (the shipped ones
     too: their adapters are what is scored); with ``rest-pg`` alone, the methods of the missing run
     are left out and the differences are taken to SFT with reasoning. Writes ``out_dir/{table.csv, table.md,
     table_by_task.csv, table_by_task.md, rounds.png, predictions.jsonl}`` and returns the tables and
-    each run's rounds."""
+    each run's rounds. ``reuse``: an earlier ``predictions.jsonl`` whose methods with the same
+    generation key (:func:`generation_key`) are rescored from their stored outputs, not generated again."""
     control = control or RunControl()
     histories = {run: round_history(Path(runs[run])) for run in RUNS if run in runs}
     records = load_split(config, split, config.eval_users)
@@ -89,25 +139,35 @@ def compare_runs(config, runs: dict[str, Path], out_dir, split: str = "test", co
     out_dir.mkdir(parents=True, exist_ok=True)
     judge = models.judge(judge_cache)
     per_method: dict[str, list[dict]] = {}
-    with (out_dir / "predictions.jsonl").open("w", encoding="utf-8") as handle:
-        methods = [m for m in METHODS if m[2] is None or m[2] in runs]
-        for name, kind, run, step in methods:
-            adapter = None
-            if run is not None:
-                last = max(histories[run]) if histories[run] else 0
-                adapter = RunFolder(Path(runs[run])).round(0 if step == "sft" else last).adapter
-            loaded = models.generator(adapter)
-            predictions = predict(loaded, records, kind, settings, config.k, prompt_settings, cancel=control.cancel)
-            answers = [p[0].answer for p in predictions]
+    methods = [m for m in METHODS if m[2] is None or m[2] in runs]
+    adapters, keys = {}, {}
+    for name, kind, run, step in methods:
+        adapter = None
+        if run is not None:
+            last = max(histories[run]) if histories[run] else 0
+            adapter = RunFolder(Path(runs[run])).round(0 if step == "sft" else last).adapter
+        adapters[name], keys[name] = adapter, generation_key(config, kind, adapter)
+    reused = reusable_predictions(reuse, records, keys)
+    written = out_dir / "predictions.jsonl.tmp"
+    with written.open("w", encoding="utf-8") as handle:
+        for name, kind, _, _ in methods:
+            if name in reused:
+                outputs = [(row["reasoning"], row["answer"]) for row in reused[name]]
+            else:
+                loaded = models.generator(adapters[name])
+                predictions = predict(loaded, records, kind, settings, config.k, prompt_settings, cancel=control.cancel)
+                outputs = [(p[0].reasoning, p[0].answer) for p in predictions]
+            answers = [answer for _, answer in outputs]
             rows = score_predictions(records, answers, models.metrics(), judge)
             for row, answer in zip(rows, answers):
                 row[EMPTY] = 0.0 if answer.strip() else 1.0
             per_method[name] = rows
-            for record, p, row in zip(records, predictions, rows):
+            for record, (reasoning, answer), row in zip(records, outputs, rows):
                 line = {"method": name, "record_id": record.record_id, "task": record.task}
-                line.update(reasoning=p[0].reasoning, answer=p[0].answer, **row)
+                line.update(reasoning=reasoning, answer=answer, generation_key=keys[name], **row)
                 handle.write(json.dumps(line, ensure_ascii=False) + "\n")
             control.on_progress("comparison", len(per_method), len(methods))
+    written.replace(out_dir / "predictions.jsonl")
     tasks = [r.task for r in records]
     table = comparison_table(per_method, tasks)
     flat = judge_verdict(per_method)

@@ -153,3 +153,24 @@ def test_compare_methods_scores_six_methods_with_their_own_adapters(format_model
     assert {(r["method"], r["task"]) for r in result["by_task"]} == {
         (name, task) for name, *_ in METHODS for task in ("product_review", "average")
     }
+    # Scored again with the first comparison's outputs: methods whose model, adapter weights, prompt
+    # and settings are unchanged are rescored from them; a retrained adapter is generated again.
+    from restpg.compare import compare_runs
+
+    earlier = out / "earlier.jsonl"
+    (out / "predictions.jsonl").rename(earlier)
+    adapter = tmp_path / "rest-pg" / "round-1" / "adapter"
+    weights = next(adapter.glob("*.safetensors"))
+    used.clear()
+    runs = {run: tmp_path / run for run in ("rest-pg", "rest-em")}
+    again = compare_runs(config, runs, tmp_path / "again", "test", reuse=earlier)
+    assert used == [] and again["table"] == result["table"]
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(weights)  # other weights: generated again
+    first = sorted(tensors)[0]
+    tensors[first] = tensors[first] + 1e-3
+    save_file(tensors, weights)
+    used.clear()
+    compare_runs(config, runs, tmp_path / "again", "test", reuse=earlier)
+    assert used == ["rest-pg/round-1/adapter"]
