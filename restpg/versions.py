@@ -118,8 +118,11 @@ def find_versions(
 
 
 def best_shipped(versions: dict[str, ModelVersion], metric: str = "rougeL") -> str:
-    """The shipped version with the best held-out ``metric`` (a later round wins a tie); base when none ships."""
+    """The shipped version that reasons first (the page opens on a model reasoning; versions without
+    reasoning, ReST-EM's and plain SFT's, only where none reasons) with the best held-out ``metric``
+    (a later round wins a tie); base when none ships."""
     shipped = [v for v in versions.values() if v.shipped and v.held_out and metric in v.held_out]
+    shipped = [v for v in shipped if v.prompt_kind == "reasoning"] or shipped
     if not shipped:
         return BASE_VERSION
     return max(enumerate(shipped), key=lambda pair: (pair[1].held_out[metric], pair[0]))[1].label

@@ -67,3 +67,9 @@ def test_the_page_opens_on_the_best_shipped_version(tmp_path):
     make_step(shipped, "s", "round-2", summary={"rougeL": 0.20})  # ties SFT: the later round wins
     assert best_shipped(find_versions(tmp_path / "runs", "m", None, shipped)) == "shipped s round-2"
     assert best_shipped(find_versions(tmp_path / "runs", "m", None, tmp_path / "none")) == BASE_VERSION
+    # A shipped version without reasoning (ReST-EM) scoring higher: the page still opens on one that reasons.
+    make_step(shipped, "t", "round-1", {"model": "m", "reasoning": False}, {"rougeL": 0.30})
+    assert best_shipped(find_versions(tmp_path / "runs", "m", None, shipped)) == "shipped s round-2"
+    only_plain = tmp_path / "plain"
+    make_step(only_plain, "t", "round-1", {"model": "m", "reasoning": False}, {"rougeL": 0.30})
+    assert best_shipped(find_versions(tmp_path / "runs", "m", None, only_plain)) == "shipped t round-1"
