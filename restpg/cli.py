@@ -585,6 +585,7 @@ def cmd_ship(args: argparse.Namespace) -> int:
             if args.dtype != "auto" or args.device != "auto"
             else None,
             on_progress=progress,
+            with_base=not args.without_base,
         )
     finally:
         progress.close()
@@ -706,6 +707,11 @@ def _ship_command(ship: argparse.ArgumentParser) -> None:
     ship.add_argument("--run-dir", required=True, help="a finished run folder (every round evaluated)")
     ship.add_argument("--name", default="restpg-sample", help="folder name under the shipped models")
     ship.add_argument("--out", help="shipped models folder (default: the project's assets/models)")
+    ship.add_argument(
+        "--without-base",
+        action="store_true",
+        help="store no base-model generations (another shipped run, restpg-sample, already stores them)",
+    )
     _device_args(ship)
     ship.set_defaults(run=cmd_ship)
 

@@ -139,7 +139,10 @@ def compare_runs(
     out_dir.mkdir(parents=True, exist_ok=True)
     judge = models.judge(judge_cache)
     per_method: dict[str, list[dict]] = {}
-    methods = [m for m in METHODS if m[2] is None or m[2] in runs]
+    # A run's EM method needs a round: a run of SFT alone (0 rounds) gives its SFT row only.
+    methods = [
+        m for m in METHODS if m[2] is None or (m[2] in runs and (m[3] == "sft" or max(histories[m[2]], default=0) > 0))
+    ]
     adapters, keys = {}, {}
     for name, kind, run, step in methods:
         adapter = None

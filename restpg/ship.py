@@ -78,8 +78,10 @@ def ship_run(
     splits: tuple[str, ...] = ("val", "test"),
     model_config=None,
     on_progress: Callable[[str, int, int], None] = lambda stage, done, total: None,
+    with_base: bool = True,
 ) -> ShipReport:
-    """Copy a finished run into ``shipped_root/name`` and generate its demo generations."""
+    """Copy a finished run into ``shipped_root/name`` and generate its demo generations (the base
+    model's too, unless ``with_base`` is False: another shipped run already stores them)."""
     from .em import EMConfig
 
     run_dir = Path(run_dir)
@@ -114,7 +116,7 @@ def ship_run(
                 shutil.copyfile(run.step(step).path / file, staged.step(step).path / file)
 
     # The demo generations: the page's code path, on the staged versions.
-    rows = _demo_generations(config, staging_root, name, splits, model_config, on_progress)
+    rows = _demo_generations(config, staging_root, name, splits, model_config, on_progress, with_base)
     with staged.generations.open("w", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -125,7 +127,9 @@ def ship_run(
     return ShipReport(out_dir, steps, len(rows), size, quality_table(rows))
 
 
-def _demo_generations(config, shipped_root: Path, name: str, splits, model_config, on_progress) -> list[dict]:
+def _demo_generations(
+    config, shipped_root: Path, name: str, splits, model_config, on_progress, with_base: bool = True
+) -> list[dict]:
     """Base, SFT and last-round generations, as the page makes and stores them, with the versions in
     ``shipped_root/name`` read as shipped ones (labels "shipped <name> <step>")."""
     import tempfile
@@ -141,8 +145,10 @@ def _demo_generations(config, shipped_root: Path, name: str, splits, model_confi
             AppPaths(data_dir=Path(scratch), runs_dir=Path(scratch) / "runs", shipped_dir=shipped_root),
         )
         last = round_name(config.rounds)
-        versions = ["base", f"{SHIPPED_LABEL} {name} sft"] + (
-            [f"{SHIPPED_LABEL} {name} {last}"] if config.rounds else []
+        versions = (
+            ["base"] * with_base
+            + [f"{SHIPPED_LABEL} {name} sft"]
+            + ([f"{SHIPPED_LABEL} {name} {last}"] if config.rounds else [])
         )
         settings = service.settings_for(config.k, None, 0.1)
         total = len(versions) * sum(len(r) for r in records_by_split.values())

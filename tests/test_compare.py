@@ -174,3 +174,16 @@ def test_compare_methods_scores_six_methods_with_their_own_adapters(format_model
     used.clear()
     compare_runs(config, runs, tmp_path / "again", "test", reuse=earlier)
     assert used == ["rest-pg/round-1/adapter"]
+    # A run without reasoning that stopped after SFT (0 rounds) gives the SFT row and no ReST-EM row.
+    import shutil
+
+    sft_only = tmp_path / "sft-only"
+    shutil.copytree(tmp_path / "rest-em", sft_only, ignore=shutil.ignore_patterns("round-*"))
+    manifest = json.loads((sft_only / "manifest.json").read_text())
+    manifest["config"]["rounds"] = 0
+    (sft_only / "manifest.json").write_text(json.dumps(manifest))
+    used.clear()
+    runs = {"rest-pg": tmp_path / "rest-pg", "rest-em": sft_only}
+    table = compare_runs(config, runs, tmp_path / "sft-only-cmp", "test", reuse=earlier)
+    assert [row["method"] for row in table["table"]] == [name for name, *_ in METHODS if name != "ReST-EM"]
+    assert used == ["rest-pg/round-1/adapter"]  # the SFT row's outputs are the first comparison's

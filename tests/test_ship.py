@@ -107,3 +107,18 @@ def test_an_unfinished_run_is_refused(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"config": dataclasses.asdict(config)}))
     with pytest.raises(ShipError, match="unfinished run, no metrics yet for sft, round-1"):
         ship_run(tmp_path, "x", tmp_path / "out")
+
+
+def test_a_run_shipped_without_base_stores_only_its_own_versions(shipped, tiny_model_dir):
+    """--without-base: the base model's generations are left to the run that already ships them."""
+    root, _ = shipped
+    report = ship_run(
+        root / "run",
+        "tiny-own",
+        root / "shipped",
+        model_config=ModelConfig(model=str(tiny_model_dir), device="cpu", dtype="float32"),
+        with_base=False,
+    )
+    rows = [json.loads(line) for line in (report.out_dir / "generations.jsonl").read_text().splitlines()]
+    versions = {row["model_version"].split(" + ")[-1] for row in rows}
+    assert versions == {"shipped tiny-own sft", "shipped tiny-own round-1"} and len(rows) == 2 * 42
