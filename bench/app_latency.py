@@ -80,7 +80,7 @@ def time_saves(client, generation_ids: list[str], saves: int, annotator: str) ->
 def time_votes(client, votes: int, annotator: str) -> list[float]:
     """Each vote: a blind pair is fetched and read for the page's reading time (not timed), then the vote
     is saved and the names come back (timed)."""
-    from restpg.arena import CHOICES, PAGE_READ_SECONDS
+    from restpg.store.arena import CHOICES, PAGE_READ_SECONDS
 
     latencies = []
     for n in range(votes):

@@ -21,9 +21,12 @@ from unittest.mock import patch
 
 import torch
 
-from restpg.longlamp import load_records, sample_path
-from restpg.metrics import LexicalMetrics
-from restpg.models import (
+from restpg.data.longlamp import load_records, sample_path
+from restpg.data.prompts import PromptSettings, personalized_prompt, reasoning_target
+from restpg.data.retrieval import retrieve
+from restpg.evaluation.metrics import LexicalMetrics
+from restpg.evaluation.reward import LLMJudge, judge_prompt
+from restpg.inference.models import (
     DEFAULT_MODEL,
     GenerationSettings,
     ModelConfig,
@@ -33,17 +36,14 @@ from restpg.models import (
     load_merged,
     load_model,
 )
-from restpg.packed_linear import pack_weight, packed_product, packing_available
-from restpg.prompts import PromptSettings, personalized_prompt, reasoning_target
-from restpg.retrieval import retrieve
-from restpg.reward import LLMJudge, judge_prompt
-from restpg.shared_attention import NAME as SHARED_PROMPT_ATTENTION
-from restpg.train import TrainConfig, TrainingExample, train_model
+from restpg.inference.packed_linear import pack_weight, packed_product, packing_available
+from restpg.inference.shared_attention import NAME as SHARED_PROMPT_ATTENTION
+from restpg.training.train import TrainConfig, TrainingExample, train_model
 
 
 def machine_summary(device: str) -> str:
     """The CPU, its bf16 flags, threads, and what dtype "auto" picks here and why."""
-    from restpg.hardware import NATIVE_BF16_FLAGS, choose_precision, cpu_flags, pick_device
+    from restpg.inference.hardware import NATIVE_BF16_FLAGS, choose_precision, cpu_flags, pick_device
 
     flags = cpu_flags()
     shown = [f for f in ("avx2", "avx512f", *NATIVE_BF16_FLAGS) if f in flags]
@@ -87,7 +87,7 @@ def _matmul_seconds(
 ) -> float:
     """The fastest of ``repeats`` timings of one pass of ``rows`` rows through every weight shape:
     with torch's ``F.linear`` (``packed`` False), with oneDNN-packed weights (True, as
-    restpg.packed_linear runs them), or the faster of the two (None: the machine's limit)."""
+    restpg.inference.packed_linear runs them), or the faster of the two (None: the machine's limit)."""
     if packed is None:
         plain = _matmul_seconds(shapes, rows, dtype, repeats, packed=False)
         return min(plain, _matmul_seconds(shapes, rows, dtype, repeats, packed=True)) if packing_available() else plain
@@ -139,7 +139,7 @@ def arithmetic_limit(loaded, prompt_lengths: list[int], new_tokens: int, rows: i
 def cache_read_seconds(loaded, steps: int, rows: int, prompts: int, prompt_length: int) -> tuple[float, float]:
     """(seconds, GB/s): reading the keys and values once per decoding step, every layer, at this
     machine's measured copy bandwidth (attention in decoding is memory-bound: this is its floor):
-    each prompt's once (restpg.shared_attention), each row's new tokens (on average half the steps)."""
+    each prompt's once (restpg.inference.shared_attention), each row's new tokens (on average half the steps)."""
     config = loaded.model.config
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     per_position = config.num_hidden_layers * 2 * config.num_key_value_heads * head_dim * loaded.dtype.itemsize
@@ -188,7 +188,7 @@ def bench_batched(args, loaded, prompts, prompt_tokens, batched, one_rate) -> No
         loaded.model.set_attn_implementation(implementation)
         print(
             f"  sampling {dtype:>8}: prompt's cache copied to each sample {copied_rate:7.1f} tok/s ({copied_tokens} "
-            f"tokens) | read once for them (restpg.shared_attention) {batch_rate:7.1f} tok/s ({batch_tokens} tokens)"
+            f"tokens) | read once for them (restpg.inference.shared_attention) {batch_rate:7.1f} tok/s ({batch_tokens} tokens)"
             f" | {batch_rate / copied_rate:.2f}x"
         )
     rows = batched.batch_size * args.samples
@@ -213,7 +213,7 @@ def bench_batched(args, loaded, prompts, prompt_tokens, batched, one_rate) -> No
 
 def bench_adapter(args) -> None:
     """The E-step's sampling from a LoRA adapter: attached (its layers run at every step) against
-    merged into the base's weights (restpg.models.load_merged, what a run's steps use)."""
+    merged into the base's weights (restpg.inference.models.load_merged, what a run's steps use)."""
     prompts = sample_prompts(args.prompts, args.max_item_words)
     settings = GenerationSettings(
         max_new_tokens=args.new_tokens,
@@ -244,7 +244,7 @@ def bench_adapter(args) -> None:
 
 
 def bench_packing(args) -> None:
-    """Linear weights packed for oneDNN (restpg.packed_linear, what load_model does on a CPU) against
+    """Linear weights packed for oneDNN (restpg.inference.packed_linear, what load_model does on a CPU) against
     torch's F.linear, side by side in one process, each timing twice in turns: the weights' products
     alone; E-step sampling (m samples per prompt); one prompt at a time (the page's shape); the judge."""
     if (
@@ -253,7 +253,7 @@ def bench_packing(args) -> None:
         or torch.cuda.is_available()
         and args.device == "auto"
     ):
-        print("packing: CPU only, with a torch that has oneDNN (restpg.packed_linear); skipped here")
+        print("packing: CPU only, with a torch that has oneDNN (restpg.inference.packed_linear); skipped here")
         return
     prompts = sample_prompts(args.prompts, args.max_item_words)
     workloads = judge_workloads(args.judge_pairs, args.samples)
@@ -418,9 +418,11 @@ def bench_training(args) -> None:
     for dtype in args.dtypes:
         for micro, dropout, masks in runs:
             # "torch": peft's nn.Dropout as it comes (one generator call per element on a CPU);
-            # "bulk": restpg's, drawn 16 bits an element (restpg.lora_dropout), what restpg trains with
+            # "bulk": restpg's, drawn 16 bits an element (restpg.training.lora_dropout), what restpg trains with
             mask_source = (
-                nullcontext() if masks == "bulk" else patch("restpg.train.use_bulk_lora_dropout", lambda model: 0)
+                nullcontext()
+                if masks == "bulk"
+                else patch("restpg.training.train.use_bulk_lora_dropout", lambda model: 0)
             )
             with tempfile.TemporaryDirectory() as folder, mask_source:
                 result = train_model(

@@ -15,10 +15,10 @@ import json
 import tempfile
 from pathlib import Path
 
-from restpg.calibration import calibration, format_calibration
-from restpg.generations import GenerationStore
-from restpg.ratings import Rating, RatingStore
-from restpg.store import Store
+from restpg.store.calibration import calibration, format_calibration
+from restpg.store.database import Store
+from restpg.store.generations import GenerationStore
+from restpg.store.ratings import Rating, RatingStore
 
 ROOT = Path(__file__).resolve().parent.parent
 

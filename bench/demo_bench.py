@@ -125,7 +125,7 @@ def _state(pid: int) -> str:
 
 def one_prompt_generate(dtype: str, version_adapter: Path, prompt: str, tokens: int, repeats: int) -> list[float]:
     """tokens/s of plain one-prompt ``generate`` with the same adapter, prompt and settings as the page."""
-    from restpg.models import GenerationSettings, ModelConfig, generate, load_adapter, load_model
+    from restpg.inference.models import GenerationSettings, ModelConfig, generate, load_adapter, load_model
 
     loaded = load_model(ModelConfig(dtype=dtype))
     load_adapter(loaded, version_adapter)
@@ -152,9 +152,9 @@ def main() -> None:
     args = parser.parse_args()
     sections = args.only or ["stream", "stop", "cancel", "round"]
 
-    from restpg.explore import SAMPLE_DATASET, AppPaths, ExploreService
-    from restpg.hardware import choose_precision, cpu_flags, pick_device
-    from restpg.models import DEFAULT_MODEL, ModelConfig, load_tokenizer, resolve_model
+    from restpg.app.explore import SAMPLE_DATASET, AppPaths, ExploreService
+    from restpg.inference.hardware import choose_precision, cpu_flags, pick_device
+    from restpg.inference.models import DEFAULT_MODEL, ModelConfig, load_tokenizer, resolve_model
 
     flags = " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in cpu_flags())
     precision = choose_precision(args.dtype, pick_device("auto"))
@@ -264,7 +264,7 @@ def main() -> None:
                     + f"; kept {selection['kept']}/{selection['samples']}",
                     flush=True,
                 )
-                from restpg.evaluate import paired_bootstrap
+                from restpg.evaluation.evaluate import paired_bootstrap
 
                 before = {row["record_id"]: row["rougeL"] for row in start["per_record"]}
                 rows = metrics["per_record"]

@@ -35,7 +35,7 @@ gpu_environment
 if wanted tests; then
   step "tests on CUDA (pytest -k cuda)"
   timeout 200 "$PYTHON" -m pytest -q -p no:cacheprovider -k cuda -rfEs \
-    tests/test_shared_attention.py tests/test_shared_prefix.py tests/test_models.py tests/test_train.py tests/test_em.py \
+    tests/inference/test_shared_attention.py tests/inference/test_shared_prefix.py tests/inference/test_models.py tests/training/test_train.py tests/training/test_em.py \
     2>&1 | tee "$OUT/pytest.log"
 fi
 

@@ -34,7 +34,7 @@ gpu_environment() {
     local model="$RESTPG_CACHE_DIR/SmolLM2-135M-Instruct-hf"
     [ -f "$model/config.json" ] || "$PYTHON" bench/random_model.py --like .gpu/smollm2 --out "$model" || exit 1
   else
-    "$PYTHON" -c "from restpg.models import convert_default_model; print('the default model:', convert_default_model())" || exit 1
+    "$PYTHON" -c "from restpg.inference.models import convert_default_model; print('the default model:', convert_default_model())" || exit 1
   fi
   nvidia-smi -L
 }

@@ -32,11 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from restpg.em import PRESETS, RunControl, load_split, run_em  # noqa: E402
+from restpg.inference.models import DEFAULT_MODEL, ModelConfig, resolve_model  # noqa: E402
 from restpg.jsonl import read_jsonl  # noqa: E402
-from restpg.models import DEFAULT_MODEL, ModelConfig, resolve_model  # noqa: E402
 from restpg.runs import RunFolder  # noqa: E402
-from restpg.train import TrainingExample, train_model, trainable_weights, weights_changed_fraction  # noqa: E402
+from restpg.training.em import PRESETS, RunControl, load_split, run_em  # noqa: E402
+from restpg.training.train import TrainingExample, train_model, trainable_weights, weights_changed_fraction  # noqa: E402
 
 PAPER_RATE = 5e-6
 
@@ -46,8 +46,8 @@ def precision_check(model: str, device: str, examples: list[TrainingExample], ou
     from transformers import AutoModelForCausalLM
     from transformers.optimization import Adafactor
 
-    from restpg.models import load_tokenizer
-    from restpg.train import TrainConfig, WeightedCollator, tokenize_examples, weighted_completion_loss
+    from restpg.inference.models import load_tokenizer
+    from restpg.training.train import TrainConfig, WeightedCollator, tokenize_examples, weighted_completion_loss
 
     path = resolve_model(model)
     tokenizer = load_tokenizer(path)
@@ -157,8 +157,8 @@ def main(argv=None) -> int:
     if args.device.startswith("cuda"):
         summary["gpu"] = torch.cuda.get_device_name(0)
     config = run_config(args, "full", "hf")
-    from restpg.em import Models, _sft_examples
-    from restpg.reasoning import SAMPLE_REASONING_FILE, reasoning_from_file
+    from restpg.training.em import Models, _sft_examples
+    from restpg.training.reasoning import SAMPLE_REASONING_FILE, reasoning_from_file
 
     train = load_split(config, "train", 1)[:4]
     paths = reasoning_from_file(SAMPLE_REASONING_FILE, train, False)

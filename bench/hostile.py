@@ -80,10 +80,10 @@ def measured(arguments: list[str]) -> tuple[float, float, str]:
 
 def queue_samples(store: str, run: str) -> None:
     """The Rate tab's queue of the run's round-1 samples (ids, in order), as the page asks for it."""
-    from restpg.ratings import RatingStore
     from restpg.runs import RunFolder
-    from restpg.samples import sample_version
-    from restpg.store import Store
+    from restpg.store.database import Store
+    from restpg.store.ratings import RatingStore
+    from restpg.store.samples import sample_version
 
     version = sample_version(RunFolder(Path(run)).run_id(), "round-1")
     ids = RatingStore(Store(Path(store))).queue("probe", "unrated", {"model_version": version})
@@ -169,7 +169,7 @@ def probe_app() -> None:
                 print(
                     f"  upload, {label}: {answer} ({time.perf_counter() - start:.1f} s); peak {_peak_gib(app.pid):.2f} GiB"
                 )
-            from restpg.longlamp import load_records, sample_path
+            from restpg.data.longlamp import load_records, sample_path
 
             user = load_records(sample_path("product_review", "user", "val"), "product_review").users()[0]
             generation = client.predict(

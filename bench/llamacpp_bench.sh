@@ -6,7 +6,7 @@
 #
 # llama.cpp comes from the llama-cpp-python source package on PyPI (its vendored llama.cpp; PyPI
 # has no wheel), built for this CPU (GGML_NATIVE) into $WORK, only the llama-batched-bench tool.
-# The model is restpg's default, converted from its HF folder (restpg.models) to GGUF in fp32 and
+# The model is restpg's default, converted from its HF folder (restpg.inference.models) to GGUF in fp32 and
 # bf16 with llama.cpp's own converter, so the weights are the ones restpg runs.
 #
 # The work: a prompt of 616 tokens (the benchmark's personalized prompts: bench/bench.py --only
@@ -31,7 +31,7 @@ if [ ! -x "$SRC/build/bin/llama-batched-bench" ]; then
   cmake --build "$SRC/build" --target llama-batched-bench -j "$(nproc)" > "$WORK/build.log"
 fi
 
-HF=$($PY -c 'from restpg.models import DEFAULT_MODEL, resolve_model; print(resolve_model(DEFAULT_MODEL, None))')
+HF=$($PY -c 'from restpg.inference.models import DEFAULT_MODEL, resolve_model; print(resolve_model(DEFAULT_MODEL, None))')
 for type in f32 bf16; do
   if [ ! -f "$WORK/model-$type.gguf" ]; then
     PYTHONPATH="$SRC/gguf-py" $PY "$SRC/convert_hf_to_gguf.py" "$HF" --outtype $type \

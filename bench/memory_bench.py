@@ -1,4 +1,4 @@
-"""Peak memory of the judge and of a training step at a large vocabulary (issue #12.5). Prints
+"""Peak memory of the judge and of a training step at a large vocabulary. Prints
 numbers, asserts nothing.
 
     .venv/bin/python bench/memory_bench.py [--vocab 256000] [--prompt-tokens 2048]
@@ -11,7 +11,7 @@ above what it held after building the model and the batch (VmHWM, reset before t
   judge, every position      the judge before: logits and log-softmax over the whole prompt
   judge, last positions      LLMJudge now: logits_to_keep, only where the rubric levels are read
   training, every position   a training step before: the model's loss over logits at every position
-  training, completion only  restpg.train now: logits at the completion's positions only
+  training, completion only  restpg.training.train now: logits at the completion's positions only
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def build(vocab: int, folder: Path):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from restpg.models import convert_default_model, load_tokenizer
+    from restpg.inference.models import convert_default_model, load_tokenizer
 
     tokenizer = load_tokenizer(str(convert_default_model()))
     config = LlamaConfig(
@@ -71,9 +71,9 @@ def build(vocab: int, folder: Path):
 def run_case(case: str, folder: Path, prompt_tokens: int) -> dict:
     import torch
 
-    from restpg.models import ModelConfig, load_model
-    from restpg.reward import LLMJudge, judge_prompt
-    from restpg.train import predicted_positions, weighted_completion_loss
+    from restpg.evaluation.reward import LLMJudge, judge_prompt
+    from restpg.inference.models import ModelConfig, load_model
+    from restpg.training.train import predicted_positions, weighted_completion_loss
 
     torch.set_num_threads(2)
     loaded = load_model(ModelConfig(model=str(folder), device="cpu", dtype="float32"))

@@ -16,7 +16,7 @@ import time
 from torch.profiler import ProfilerActivity, profile
 
 from bench import machine_summary, sample_prompts
-from restpg.models import GenerationSettings, ModelConfig, generate, load_model
+from restpg.inference.models import GenerationSettings, ModelConfig, generate, load_model
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ import time
 import torch
 
 from bench import machine_summary, sample_prompts
-from restpg.models import GenerationSettings, ModelConfig, chat_text, generate, load_model
+from restpg.inference.models import GenerationSettings, ModelConfig, chat_text, generate, load_model
 
 
 def matmul_gflops(loaded, rows: int, seconds: float = 1.5) -> float:

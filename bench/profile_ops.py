@@ -20,9 +20,9 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from bench import judge_workloads, machine_summary, training_config, training_examples
-from restpg.models import ModelConfig, load_model
-from restpg.reward import LLMJudge
-from restpg.train import train_model
+from restpg.evaluation.reward import LLMJudge
+from restpg.inference.models import ModelConfig, load_model
+from restpg.training.train import train_model
 
 
 def report(title: str, prof, seconds: float, rows: int) -> None:

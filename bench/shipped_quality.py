@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 
-from restpg.ship import quality_table
-from restpg.versions import SHIPPED_DIR
+from restpg.app.ship import quality_table
+from restpg.training.versions import SHIPPED_DIR
 
 
 def main() -> None:

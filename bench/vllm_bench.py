@@ -1,4 +1,4 @@
-"""The E-step's sampling through vLLM against restpg's Hugging Face path, on one CUDA GPU (#14.7).
+"""The E-step's sampling through vLLM against restpg's Hugging Face path, on one CUDA GPU.
 
     python bench/vllm_bench.py --adapter assets/models/restpg-sample/sft/adapter \
         [--model default] [--prompts 16] [--samples 32] [--new-tokens 128] [--batch-rows 256 512]
@@ -6,7 +6,7 @@
 Same prompts (the sample's product reviews with 5 retrieved profile items, the E-step's prompt),
 same settings (temperature 0.7, top-p 0.95, m samples a prompt, the same token limit), the same
 LoRA adapter: merged into the base's weights on the Hugging Face path (what a run's steps do,
-restpg.models.load_merged), a LoRA request on the base in vLLM (restpg.vllm_sampling). Prints the
+restpg.inference.models.load_merged), a LoRA request on the base in vLLM (restpg.inference.vllm_sampling). Prints the
 tokens/s of each, the engine's start-up, and greedy decoding compared token by token.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from bench import sample_prompts
-from restpg.models import (
+from restpg.inference.models import (
     DEFAULT_MODEL,
     GenerationSettings,
     ModelConfig,
@@ -30,7 +30,7 @@ from restpg.models import (
     prompt_token_counter,
     resolve_model,
 )
-from restpg.vllm_sampling import VLLMConfig, VLLMGenerator, adapter_rank
+from restpg.inference.vllm_sampling import VLLMConfig, VLLMGenerator, adapter_rank
 
 
 def rate(sample, prompts, settings) -> tuple[float, int, float, list]:
@@ -81,7 +81,7 @@ def main() -> None:
     greedy = GenerationSettings(max_new_tokens=args.greedy_tokens, temperature=0.0, batch_size=len(greedy_prompts))
     hf_rates, vllm_rates = {}, {}
 
-    # restpg's path: the adapter merged into the base, transformers' model, restpg.models.generate.
+    # restpg's path: the adapter merged into the base, transformers' model, restpg.inference.models.generate.
     merged = load_merged(ModelConfig(model=args.model, device="cuda", dtype=args.dtype), args.adapter)
     count = prompt_token_counter(merged.tokenizer)
     prompt_tokens = [count(p) for p in [*prompts, *greedy_prompts]]
@@ -98,7 +98,7 @@ def main() -> None:
     del merged
     free_memory()
 
-    # vLLM: the base model with the adapter as a LoRA request (restpg.vllm_sampling).
+    # vLLM: the base model with the adapter as a LoRA request (restpg.inference.vllm_sampling).
     start = time.perf_counter()
     engine = VLLMGenerator(
         VLLMConfig(

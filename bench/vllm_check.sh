@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# vLLM for the E-step on a lent GPU (#14.7), in one run: bench/vllm_bench.py (vLLM against
+# vLLM for the E-step on a lent GPU, in one run: bench/vllm_bench.py (vLLM against
 # restpg's Hugging Face path on the E-step's shape) and one EM round from the CLI with each
 # engine. Writes its logs and the rounds' timings to $OUT (default: ./vllm-check).
 #

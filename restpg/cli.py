@@ -20,11 +20,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-# Only light modules at the top: the ratings, samples and arena commands start without torch. The
-# model side (restpg.em, restpg.models, restpg.hardware, torch, transformers) is imported by the
-# commands that need it, and the parser declares their flags only when such a command is run.
-from .errors import InputError, RestpgError
-from .longlamp import (
+from .app.serve import DESCRIPTION, add_app_arguments
+from .data.longlamp import (
     PUBLIC_TASKS,
     SPLIT_FAMILIES,
     SPLITS,
@@ -34,7 +31,11 @@ from .longlamp import (
     load_records,
     sample_path,
 )
-from .serve import DESCRIPTION, add_app_arguments
+
+# Only light modules at the top: the ratings, samples and arena commands start without torch. The
+# model side (restpg.training.em, restpg.inference.models, restpg.inference.hardware, torch, transformers) is imported by the
+# commands that need it, and the parser declares their flags only when such a command is run.
+from .errors import InputError, RestpgError
 
 DEFAULT_STORE = "runs/restpg.db"
 
@@ -67,11 +68,11 @@ def _print_block(title: str, text: str) -> None:
 def cmd_generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .metrics import LexicalMetrics
-    from .models import GenerationSettings, ModelConfig, default_max_new_tokens, load_adapter, load_model
-    from .personalize import personalize
-    from .prompts import PromptSettings
-    from .retrieval import item_text
+    from .data.prompts import PromptSettings
+    from .data.retrieval import item_text
+    from .evaluation.metrics import LexicalMetrics
+    from .evaluation.personalize import personalize
+    from .inference.models import GenerationSettings, ModelConfig, default_max_new_tokens, load_adapter, load_model
 
     records = [r for loaded in load_cli_records(args) for r in loaded.records if r.user_id == args.user]
     if not records:
@@ -155,7 +156,7 @@ def cmd_users(args: argparse.Namespace) -> int:
 
 def existing_store(path: str | Path):
     """The store at ``path``; a missing file is an error naming it, never a new empty store."""
-    from .store import Store
+    from .store.database import Store
 
     if not Path(path).is_file():
         raise InputError(
@@ -165,7 +166,7 @@ def existing_store(path: str | Path):
 
 
 def cmd_ratings_export(args: argparse.Namespace) -> int:
-    from .ratings import RatingStore
+    from .store.ratings import RatingStore
 
     ratings = RatingStore.open_existing(args.store)
     out = ratings.export(args.out, args.format)
@@ -174,8 +175,8 @@ def cmd_ratings_export(args: argparse.Namespace) -> int:
 
 
 def cmd_ratings_add(args: argparse.Namespace) -> int:
-    from .generations import GenerationStore
-    from .ratings import Rating, RatingStore
+    from .store.generations import GenerationStore
+    from .store.ratings import Rating, RatingStore
 
     ratings = RatingStore.open_existing(args.store)
     rating = Rating(
@@ -200,7 +201,7 @@ def cmd_ratings_add(args: argparse.Namespace) -> int:
 
 
 def cmd_ratings_calibration(args: argparse.Namespace) -> int:
-    from .calibration import calibration, format_calibration
+    from .store.calibration import calibration, format_calibration
 
     store = existing_store(args.store)
     result = calibration(
@@ -211,17 +212,17 @@ def cmd_ratings_calibration(args: argparse.Namespace) -> int:
 
 
 def _status_counts(counts: dict[str, int]) -> str:
-    from .samples import SAMPLE_STATUSES
+    from .store.samples import SAMPLE_STATUSES
 
     order = [*SAMPLE_STATUSES, *sorted(set(counts) - set(SAMPLE_STATUSES))]
     return ", ".join(f"{status} {counts[status]}" for status in order if counts.get(status))
 
 
 def cmd_samples_import(args: argparse.Namespace) -> int:
-    from .generations import GenerationStore
     from .runs import RunFolder
-    from .samples import import_run
-    from .store import Store
+    from .store.database import Store
+    from .store.generations import GenerationStore
+    from .store.samples import import_run
 
     RunFolder(Path(args.run_dir)).run_id()  # not a run folder: an error before any store is created
     report = import_run(GenerationStore(Store(Path(args.store))), args.run_dir)
@@ -234,66 +235,34 @@ def cmd_samples_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def _needs_import(generations, run, run_id: str) -> bool:
-    """Whether the store lacks some of the run's samples or holds statuses that have moved on (a round
-    whose M-step started still listed as ``kept``). Reads files and the store only: no torch."""
-    from .jsonl import iter_jsonl
-
-    db = generations.store.db
-    for step in run.rounds():
-        if not step.samples.exists():
-            continue
-        in_file = len({s.get("sample_id") for s in iter_jsonl(step.samples) if isinstance(s, dict)})
-        number = int(step.name.split("-")[1])
-        stored, kept = db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(sample_status = 'kept'), 0) FROM generations WHERE run_id = ? AND round = ?",
-            [run_id, number],
-        ).fetchone()
-        if stored < in_file or (kept and step.training_set.exists()):
-            return True
-    return False
-
-
 def _preview(text: str | None, chars: int = 100) -> str:
     flat = " ".join((text or "").split())
     return flat if len(flat) <= chars else flat[: chars - 3].rstrip() + "..."
 
 
 def cmd_samples_list(args: argparse.Namespace) -> int:
-    from .generations import GenerationStore
     from .runs import RunFolder
-    from .samples import import_run
-    from .store import Store
+    from .store.database import Store
+    from .store.generations import GenerationStore
+    from .store.samples import import_run, listed_samples, needs_import, sample_rounds, sample_status_counts
 
     if args.limit < 1:
         raise InputError(f"--limit must be at least 1, got {args.limit}")
     run = RunFolder(Path(args.run_dir))
     run_id = run.run_id()
     generations = GenerationStore(Store(Path(args.store)))
-    if _needs_import(generations, run, run_id):  # the first listing imports the run (as `samples import`)
+    if needs_import(generations, run, run_id):  # the first listing imports the run (as `samples import`)
         report = import_run(generations, args.run_dir)
         if report.total_added:
             print(f"imported {report.total_added} sample(s) of run {run_id} into {args.store}")
-    db = generations.store.db
-    rounds = [
-        r[0] for r in db.execute("SELECT DISTINCT round FROM generations WHERE run_id = ? ORDER BY round", [run_id])
-    ]
+    rounds = sample_rounds(generations, run_id)
     if args.round not in rounds:
         raise InputError(
             f"run {run_id} has no E-step samples for round {args.round}; "
             f"rounds with samples: {', '.join(map(str, rounds)) or 'none'}"
         )
-    counts = dict(
-        db.execute(
-            "SELECT sample_status, COUNT(*) FROM generations WHERE run_id = ? AND round = ? GROUP BY sample_status",
-            [run_id, args.round],
-        ).fetchall()
-    )
-    where, params = "run_id = ? AND round = ?", [run_id, args.round]
-    if args.status:
-        where, params = where + " AND sample_status = ?", params + [args.status]
-    matching = db.execute(f"SELECT COUNT(*) FROM generations WHERE {where}", params).fetchone()[0]
-    rows = list(db["generations"].rows_where(where, params, order_by="created, generation_id", limit=args.limit))
+    counts = sample_status_counts(generations, run_id, args.round)
+    matching, rows = listed_samples(generations, run_id, args.round, args.status, args.limit)
     which = f"{args.status} " if args.status else ""
     print(
         f"run {run_id} round {args.round}: {sum(counts.values())} sample(s) ({_status_counts(counts)}); "
@@ -313,8 +282,8 @@ def cmd_samples_list(args: argparse.Namespace) -> int:
 
 
 def cmd_samples_export(args: argparse.Namespace) -> int:
-    from .generations import GenerationStore
     from .runs import RunFolder
+    from .store.generations import GenerationStore
 
     run_id = RunFolder(Path(args.run_dir)).run_id() if args.run_dir else None
     generations = GenerationStore(existing_store(args.store))
@@ -330,7 +299,7 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def cmd_arena_leaderboard(args: argparse.Namespace) -> int:
-    from .arena import ArenaStore
+    from .store.arena import ArenaStore
 
     rows = ArenaStore(existing_store(args.store)).leaderboard(args.bootstrap, args.seed)
     if not rows:
@@ -367,7 +336,7 @@ def cmd_arena_leaderboard(args: argparse.Namespace) -> int:
 
 
 def cmd_arena_export(args: argparse.Namespace) -> int:
-    from .arena import ArenaStore
+    from .store.arena import ArenaStore
 
     arena = ArenaStore(existing_store(args.store))
     out = arena.export(args.out, args.format)
@@ -376,7 +345,7 @@ def cmd_arena_export(args: argparse.Namespace) -> int:
 
 
 def cmd_ratings_agreement(args: argparse.Namespace) -> int:
-    from .ratings import CRITERIA, RatingStore
+    from .store.ratings import CRITERIA, RatingStore
 
     result = RatingStore.open_existing(args.store).agreement()
     print(
@@ -392,9 +361,9 @@ def cmd_ratings_agreement(args: argparse.Namespace) -> int:
 
 def em_config_from_args(args: argparse.Namespace):
     """The preset, with every option the user gave on top of it (restpg.options)."""
-    from .em import PRESETS, default_preset
     from .options import config_from_flags
-    from .train import TrainConfig
+    from .training.em import PRESETS, default_preset
+    from .training.train import TrainConfig
 
     preset = args.preset or default_preset()
     return preset, config_from_flags(PRESETS[preset], args, TrainConfig)
@@ -432,8 +401,8 @@ def _print_round(round_index: int, metrics: dict) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     import os
 
-    from .em import Cancelled, RunControl, run_em
-    from .store import Store
+    from .store.database import Store
+    from .training.em import Cancelled, RunControl, run_em
 
     preset, config = em_config_from_args(args)
     run_dir = Path(args.run_dir)
@@ -450,8 +419,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         _print_round(round_index, metrics)
         store.record_metrics(run_id, round_index, metrics["summary"], metrics.get("selection"))
 
-    from .em import reasoning_source
-    from .hardware import choose_precision, pick_device
+    from .inference.hardware import choose_precision, pick_device
+    from .training.em import reasoning_source
 
     device = pick_device(config.device)
     precision = choose_precision(config.dtype, device)
@@ -490,8 +459,8 @@ def torch_threads() -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import time
 
-    from .compare import OUTPUTS, compare_methods, compare_runs
-    from .em import RunControl
+    from .evaluation.compare import OUTPUTS, compare_methods, compare_runs
+    from .training.em import RunControl
 
     progress = _TqdmProgress()
     start = time.perf_counter()
@@ -524,8 +493,8 @@ def _finished_runs(paths: list[str]):
     to be finished."""
     import json
 
-    from .em import EMConfig, RunError
     from .runs import RunFolder
+    from .training.em import EMConfig, RunError
 
     found = {}
     for path in map(Path, paths):
@@ -548,10 +517,10 @@ def _finished_runs(paths: list[str]):
 
 def _profile_swap(config, rest_pg: Path, split: str, out: Path) -> None:
     """The profile-swap check on the REST-PG run's SFT step (SFT with reasoning)."""
-    from .em import Models, load_split
-    from .profile_swap import profile_swap, write_swap_table
-    from .prompts import PromptSettings
+    from .data.prompts import PromptSettings
+    from .evaluation.profile_swap import profile_swap, write_swap_table
     from .runs import RunFolder
+    from .training.em import Models, load_split
 
     models = Models(config)
     records = load_split(config, split, config.eval_users)
@@ -572,8 +541,8 @@ def _profile_swap(config, rest_pg: Path, split: str, out: Path) -> None:
 
 
 def cmd_ship(args: argparse.Namespace) -> int:
-    from .models import ModelConfig
-    from .ship import ship_run
+    from .app.ship import ship_run
+    from .inference.models import ModelConfig
 
     progress = _TqdmProgress()
     try:
@@ -602,17 +571,17 @@ def cmd_ship(args: argparse.Namespace) -> int:
 
 
 def ship_root() -> Path:
-    from .versions import SHIPPED_DIR
+    from .training.versions import SHIPPED_DIR
 
     return SHIPPED_DIR
 
 
 def _em_args(parser: argparse.ArgumentParser, run_dir_required: bool = True) -> None:
-    """The run's flags: generated from the fields of restpg.em.EMConfig (and TrainConfig's stage
+    """The run's flags: generated from the fields of restpg.training.em.EMConfig (and TrainConfig's stage
     flags) that declare one, so the help text lives beside the default it changes."""
-    from .em import PRESETS, EMConfig
     from .options import add_config_flags
-    from .train import TrainConfig
+    from .training.em import PRESETS, EMConfig
+    from .training.train import TrainConfig
 
     parser.add_argument("--preset", choices=list(PRESETS), help="default: paper on CUDA, cpu-small on a CPU")
     parser.add_argument("--run-dir", required=run_dir_required, help="run folder (an existing one is resumed)")
@@ -621,7 +590,7 @@ def _em_args(parser: argparse.ArgumentParser, run_dir_required: bool = True) -> 
 
 
 def _device_args(parser: argparse.ArgumentParser) -> None:
-    from .hardware import DEVICE_HELP, DTYPE_HELP
+    from .inference.hardware import DEVICE_HELP, DTYPE_HELP
 
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--dtype", default="auto", help=DTYPE_HELP)
@@ -637,7 +606,7 @@ def _store_arg(parser: argparse.ArgumentParser, what: str = "holding the ratings
 
 
 def _export_args(parser: argparse.ArgumentParser) -> None:
-    from .exports import EXPORT_FORMATS, FORMAT_HELP
+    from .store.exports import EXPORT_FORMATS, FORMAT_HELP
 
     parser.add_argument("--format", default="csv", choices=EXPORT_FORMATS, help=FORMAT_HELP)
     parser.add_argument(
@@ -648,8 +617,8 @@ def _export_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _generate_command(gen: argparse.ArgumentParser) -> None:
-    from .models import DEFAULT_MODEL, PAPER_INFERENCE_TEMPERATURE, GenerationSettings
-    from .retrieval import PAPER_TOP_K
+    from .data.retrieval import PAPER_TOP_K
+    from .inference.models import DEFAULT_MODEL, PAPER_INFERENCE_TEMPERATURE, GenerationSettings
 
     _dataset_args(gen)
     gen.add_argument("--user", required=True, help="user id (the task's user-id field)")
@@ -778,7 +747,7 @@ def _ratings_command(ratings: argparse.ArgumentParser) -> None:
 
 
 def _samples_command(samples: argparse.ArgumentParser) -> None:
-    from .samples import SAMPLE_STATUSES
+    from .store.samples import SAMPLE_STATUSES
 
     sample_commands = samples.add_subparsers(dest="samples_command", required=True)
 
@@ -822,7 +791,7 @@ def _arena_command(arena: argparse.ArgumentParser) -> None:
     export.set_defaults(run=cmd_arena_export)
 
 
-# name: (help, fills in the command's arguments). Filling train's and evaluate's imports restpg.em
+# name: (help, fills in the command's arguments). Filling train's and evaluate's imports restpg.training.em
 # (and torch): build_parser(only=...) fills only the command being run.
 COMMANDS = {
     "app": (DESCRIPTION, add_app_arguments),
@@ -858,7 +827,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(only=command).parse_args(argv)
     try:
         if getattr(args, "threads", None) is not None:
-            from .hardware import set_threads
+            from .inference.hardware import set_threads
 
             set_threads(args.threads)
         return args.run(args)

@@ -3,7 +3,7 @@
 A field that users may set carries its flag and help text in its metadata (``flag(...)``); the
 ``train`` and ``evaluate`` commands' flags are generated from those declarations, and a parsed
 command line becomes a config through them too (:func:`config_from_flags`). Fields of a nested
-stage config (``restpg.train.TrainConfig``, the SFT and M-step settings) that carry a flag set
+stage config (``restpg.training.train.TrainConfig``, the SFT and M-step settings) that carry a flag set
 both stages at once.
 """
 

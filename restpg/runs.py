@@ -160,7 +160,7 @@ class RunFolder:
         return [StepFolder(p) for _, p in sorted(found) if p.is_dir()]
 
     def run_id(self) -> str:
-        """The run's id, under which its E-step samples are rated (``restpg.human_selection``):
+        """The run's id, under which its E-step samples are rated (``restpg.training.human_selection``):
         the manifest's, or for a manifest written before ids existed, one derived from its contents
         (folder name, config and data hashes, creation time), so that it never changes."""
         try:

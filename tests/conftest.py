@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from restpg import packed_linear
-from restpg.models import DEFAULT_MODEL, ModelConfig, convert_default_model, load_model, load_tokenizer
+from restpg.inference import packed_linear
+from restpg.inference.models import DEFAULT_MODEL, ModelConfig, convert_default_model, load_model, load_tokenizer
 
 
 @pytest.fixture(scope="session", autouse=True)
 def packing_pays():
-    """Every CPU model the tests load packs its linear layers (restpg.packed_linear), as on the CPU
+    """Every CPU model the tests load packs its linear layers (restpg.inference.packed_linear), as on the CPU
     this project measured: which path a test takes must not hang on a timing."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(packed_linear, "packing_speedup", lambda *shape: 2.0)
@@ -76,7 +76,7 @@ def real_model(default_model_dir):
 
 @pytest.fixture(scope="session")
 def metrics():
-    from restpg.metrics import LexicalMetrics
+    from restpg.evaluation.metrics import LexicalMetrics
 
     return LexicalMetrics()
 
@@ -90,10 +90,10 @@ def format_model_dir(tmp_path_factory, tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
     from helpers import FORMAT_REASONING, format_config
-    from restpg.em import _sft_examples, load_split
-    from restpg.models import chat_text, load_tokenizer, prompt_token_counter
-    from restpg.reasoning import ReasoningPath
-    from restpg.train import predicted_positions, weighted_completion_loss
+    from restpg.inference.models import chat_text, load_tokenizer, prompt_token_counter
+    from restpg.training.em import _sft_examples, load_split
+    from restpg.training.reasoning import ReasoningPath
+    from restpg.training.train import predicted_positions, weighted_completion_loss
 
     tokenizer = load_tokenizer(str(tiny_model_dir))
     config = format_config(tiny_model_dir)
@@ -126,7 +126,7 @@ def format_model_dir(tmp_path_factory, tiny_model_dir):
 @pytest.fixture
 def tiny_config(tiny_model_dir):
     from helpers import TINY_TRAIN
-    from restpg.em import EMConfig
+    from restpg.training.em import EMConfig
 
     # ReST-EM mechanics (no reasoning: a random model never writes the reasoning format), judge reward
     # from the tiny model with tau = 0 so every non-empty answer passes.

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from restpg.longlamp import validate_rows
-from restpg.train import TrainConfig
+from restpg.data.longlamp import validate_rows
+from restpg.training.train import TrainConfig
 
 # The CPU always; CUDA where this machine has it (the CI machine has none: those cases show as
 # skipped). On a GPU machine ``pytest -m cuda`` runs the CUDA cases alone (README, "Tests").
@@ -95,7 +95,7 @@ def fast_train_config(**changes):
     with ``changes`` applied."""
     import dataclasses
 
-    from restpg.train import TrainConfig
+    from restpg.training.train import TrainConfig
 
     fast = TrainConfig(
         select_by="last",
@@ -115,7 +115,7 @@ def fast_train_config(**changes):
 
 def format_config(model_dir):
     """A REST-PG run (with reasoning) small enough for a test: 6 training records, 2 samples each."""
-    from restpg.em import EMConfig
+    from restpg.training.em import EMConfig
 
     train = fast_train_config(learning_rate=1e-3, max_steps=2, max_input_tokens=512, max_output_tokens=40)
     return EMConfig(

@@ -1,89 +1,117 @@
-"""restpg's layers (docs/architecture.md): every import inside the package points down or within
-its layer, every module has a layer, and the import graph has no circle."""
+"""restpg's layers (docs/architecture.md): each folder of the package is a layer, every import
+inside the package points down or within its layer, and the import graph has no circle."""
 
 import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "restpg"
 
-# Bottom to top. Store, training and evaluation are one rank: they work together on runs (a run's
-# samples are stored, human ratings steer selection, the comparison trains what it lacks).
-LAYERS = {
-    "foundation": ["errors", "jsonl", "options", "cancel", "runs", "store"],
-    "data": ["longlamp", "retrieval", "prompts", "support"],
-    "inference": ["hardware", "packed_linear", "shared_prefix", "shared_attention", "models", "vllm_sampling"],
-    "method": [
-        # evaluation
-        "metrics",
-        "reward",
-        "evaluate",
-        "personalize",
-        "profile_swap",
-        "compare",
-        "results",
-        # training
-        "reasoning",
-        "train",
-        "lora_dropout",
-        "tracking",
-        "em",
-        "human_selection",
-        "versions",
-        # store
-        "generations",
-        "ratings",
-        "arena",
-        "exports",
-        "calibration",
-        "samples",
-    ],
-    "app": [
-        "access",
-        "hosts",
-        "links",
-        "jobs",
-        "explore",
-        "explore_tab",
-        "rate_tab",
-        "arena_tab",
-        "results_tab",
-        "train_tab",
-        "app",
-        "serve",
-        "ship",
-    ],
-    "cli": ["cli", "__main__", "__init__"],
+# Bottom to top. The modules at the package's top are the foundation (errors, files, run folders)
+# and the CLI over everything. Store, training and evaluation are one rank: they work together on
+# runs (a run's samples are stored, human ratings steer selection, the comparison trains what it
+# lacks).
+RANKS = {
+    "foundation": 0,
+    "data": 1,
+    "inference": 2,
+    "store": 3,
+    "training": 3,
+    "evaluation": 3,
+    "app": 4,
+    "cli": 5,
 }
-RANK = {module: rank for rank, modules in enumerate(LAYERS.values()) for module in modules}
+FOUNDATION = {"errors", "jsonl", "options", "runs"}
+CLI = {"cli", "__main__", "__init__"}
+
+
+def layer_of(module: str) -> str:
+    """``restpg.inference.models`` -> inference; a top-level module is foundation or cli."""
+    parts = module.split(".")
+    if len(parts) > 2 or parts[-1] in RANKS:
+        return parts[1]
+    name = parts[1] if len(parts) > 1 else "__init__"
+    if name in FOUNDATION:
+        return "foundation"
+    if name in CLI:
+        return "cli"
+    raise AssertionError(f"{module} sits at the package's top but is neither foundation nor cli")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" and len(parts) > 2 else parts)
+
+
+def resolve(importer: str, is_package: bool, node: ast.ImportFrom) -> list[str]:
+    """The restpg modules an import names (``from ..data import prompts`` names restpg.data.prompts)."""
+    if node.level == 0:
+        base = node.module or ""
+        if not base.startswith("restpg"):
+            return []
+    else:
+        package = importer.split(".") if is_package else importer.split(".")[:-1]
+        package = package[: len(package) - (node.level - 1)]
+        base = ".".join(package + ([node.module] if node.module else []))
+    modules = set(all_modules())
+    named = [f"{base}.{alias.name}" for alias in node.names if f"{base}.{alias.name}" in modules]
+    return named or [base]
+
+
+def all_modules() -> dict[str, Path]:
+    return {module_name(path): path for path in PACKAGE.rglob("*.py")}
 
 
 def package_imports() -> dict[str, set[str]]:
     """Each module's imports of other restpg modules (module level and inside functions)."""
     graph = {}
-    for path in PACKAGE.glob("*.py"):
+    for module, path in all_modules().items():
         deps = set()
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                deps.update([node.module.split(".")[0]] if node.module else [a.name for a in node.names])
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("restpg."):
-                deps.add(node.module.split(".")[1])
-        graph[path.stem] = deps - {path.stem}
+            if isinstance(node, ast.ImportFrom):
+                deps.update(resolve(module, path.name == "__init__.py", node))
+        graph[module] = deps - {module, "restpg"}  # `from .. import __version__`: the package's version
     return graph
 
 
-def test_every_module_has_a_layer():
-    assert set(package_imports()) == set(RANK)
+def test_every_module_sits_in_a_layer_folder_or_is_foundation_or_cli():
+    layers = {module: layer_of(module) for module in all_modules() if module != "restpg"}
+    assert set(layers.values()) <= set(RANKS)
+    assert {path.name for path in PACKAGE.iterdir() if path.is_dir() and path.name != "__pycache__"} == set(RANKS) - {
+        "foundation",
+        "cli",
+    }
 
 
 def test_imports_point_down_or_within_a_layer():
-    names = list(LAYERS)
     upward = [
-        f"{module} ({names[RANK[module]]}) imports {dep} ({names[RANK[dep]]})"
+        f"{module} ({layer_of(module)}) imports {dep} ({layer_of(dep)})"
         for module, deps in package_imports().items()
+        if module != "restpg"
         for dep in deps
-        if dep in RANK and RANK[dep] > RANK[module]
+        if RANKS[layer_of(dep)] > RANKS[layer_of(module)]
     ]
     assert upward == []
+
+
+def test_the_layer_folders_hold_only_code_their_layer_needs():
+    """The data layer loads no model, and nothing below the app imports Gradio."""
+    for module, path in all_modules().items():
+        if module == "restpg":
+            continue
+        imported = {
+            alias.name.split(".")[0]
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Import)
+            for alias in node.names
+        } | {
+            (node.module or "").split(".")[0]
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.ImportFrom) and node.level == 0
+        }
+        if RANKS[layer_of(module)] < RANKS["app"]:
+            assert "gradio" not in imported, module
+        if layer_of(module) in ("foundation", "data"):
+            assert not imported & {"torch", "transformers", "peft"}, module
 
 
 def test_the_import_graph_has_no_circle():

@@ -5,8 +5,8 @@ import pytest
 
 from helpers import review_row
 from restpg.cli import main
-from restpg.longlamp import load_records, sample_path
-from restpg.versions import SHIPPED_DIR
+from restpg.data.longlamp import load_records, sample_path
+from restpg.training.versions import SHIPPED_DIR
 
 SHIPPED_RUN = SHIPPED_DIR / "restpg-sample"  # a finished run with real E-step samples
 
@@ -114,7 +114,7 @@ def test_users_lists_the_sample(capsys):
 
 def test_train_cli_runs_the_pipeline_and_records_status(tiny_model_dir, tmp_path, capsys):
     """`restpg train` end to end on the tiny model: stage 1, SFT, one EM round, status in SQLite."""
-    from restpg.store import Store
+    from restpg.store.database import Store
 
     run_dir, db = tmp_path / "run", tmp_path / "restpg.db"
     args = [
@@ -168,7 +168,7 @@ def test_the_paper_preset_names_the_papers_models_and_fails_fast_without_them(tm
     import subprocess
     import sys
 
-    from restpg.em import PRESETS
+    from restpg.training.em import PRESETS
 
     paper = PRESETS["paper"]
     assert (paper.model, paper.teacher_model, paper.judge_model) == (
@@ -202,9 +202,9 @@ def test_the_paper_preset_names_the_papers_models_and_fails_fast_without_them(tm
 @pytest.fixture(scope="module")
 def imported_store(tmp_path_factory):
     """A store holding the shipped run's E-step samples (imported once for the module)."""
-    from restpg.generations import GenerationStore
-    from restpg.samples import import_run
-    from restpg.store import Store
+    from restpg.store.database import Store
+    from restpg.store.generations import GenerationStore
+    from restpg.store.samples import import_run
 
     path = tmp_path_factory.mktemp("imported") / "restpg.db"
     import_run(GenerationStore(Store(path)), SHIPPED_RUN)
@@ -327,9 +327,9 @@ def test_samples_list_imports_first_and_follows_the_statuses(tmp_path, capsys):
 
 
 def test_ratings_add_saves_the_exact_text_and_edits(store_path, capsys):
-    from restpg.generations import GenerationStore
-    from restpg.ratings import RatingStore
-    from restpg.store import Store
+    from restpg.store.database import Store
+    from restpg.store.generations import GenerationStore
+    from restpg.store.ratings import RatingStore
 
     gid = sample_ids(store_path)[0]
     assert rate(store_path, gid, " ann ", (4, 5, 3)) == 0
@@ -366,8 +366,8 @@ def test_ratings_add_bad_input_names_the_culprit(store_path, tmp_path, capsys):
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet", "hf"])
 def test_ratings_export_every_format(store_path, tmp_path, capsys, fmt):
-    from restpg.ratings import RatingStore
-    from restpg.store import Store
+    from restpg.store.database import Store
+    from restpg.store.ratings import RatingStore
 
     for gid, annotator in zip(sample_ids(store_path)[:3], ("ann", "bob", "ann")):
         assert rate(store_path, gid, annotator, (3, 4, 5)) == 0
@@ -435,9 +435,9 @@ def arena_store(path):
     """Two versions of four records, and votes: m2 beats m1 twice, one tie, one both-bad."""
     import random
 
-    from restpg.arena import ArenaStore
-    from restpg.generations import GenerationStore
-    from restpg.store import Store
+    from restpg.store.arena import ArenaStore
+    from restpg.store.database import Store
+    from restpg.store.generations import GenerationStore
 
     store = Store(path)
     GenerationStore(store)
@@ -504,7 +504,7 @@ def test_samples_export(store_path, tmp_path, capsys):
 
 
 def test_the_store_commands_never_import_torch(store_path, tmp_path):
-    """`python -m restpg ratings ...`, `validate` and `users` start without torch (nor restpg.em,
+    """`python -m restpg ratings ...`, `validate` and `users` start without torch (nor restpg.training.em,
     transformers)."""
     import subprocess
     import sys
@@ -529,7 +529,7 @@ def test_the_store_commands_never_import_torch(store_path, tmp_path):
     ]
     script = f"""
 import sys
-heavy = ("torch", "transformers", "restpg.em", "restpg.models")
+heavy = ("torch", "transformers", "restpg.training.em", "restpg.inference.models")
 import restpg.cli
 assert not [m for m in heavy if m in sys.modules], "import restpg.cli"
 from restpg.cli import main
@@ -553,7 +553,7 @@ print("no torch")
 
 def test_evaluate_runs_takes_a_rest_pg_run_and_optionally_a_rest_em_run(tmp_path):
     from restpg.cli import _finished_runs
-    from restpg.em import EMConfig, RunError
+    from restpg.training.em import EMConfig, RunError
 
     def finished(name, reasoning):
         path = tmp_path / name

@@ -1,4 +1,4 @@
-"""restpg's own errors: one base class, and the page turns only those into messages (#12.10)."""
+"""restpg's own errors: one base class, and the page turns only those into messages."""
 
 import importlib
 import inspect
@@ -12,8 +12,10 @@ from restpg.errors import PAGE_ERRORS, InputError, RestpgError
 
 def test_every_error_restpg_defines_is_a_restpg_error():
     errors = {}
-    for module in (m for m in pkgutil.iter_modules(restpg.__path__) if m.name != "__main__"):
-        loaded = importlib.import_module(f"restpg.{module.name}")
+    for module in pkgutil.walk_packages(restpg.__path__, "restpg."):
+        if module.name == "restpg.__main__":
+            continue
+        loaded = importlib.import_module(module.name)
         for name, value in inspect.getmembers(loaded, inspect.isclass):
             if value.__module__ == loaded.__name__ and issubclass(value, Exception) and name != "Cancelled":
                 errors[name] = value
@@ -24,8 +26,8 @@ def test_every_error_restpg_defines_is_a_restpg_error():
 
 
 def test_an_unknown_generation_names_its_id(tmp_path):
-    from restpg.generations import GenerationStore, UnknownGenerationError
-    from restpg.store import Store
+    from restpg.store.database import Store
+    from restpg.store.generations import GenerationStore, UnknownGenerationError
 
     with pytest.raises(UnknownGenerationError) as raised:
         GenerationStore(Store(tmp_path / "s.db")).get("nope-1")

@@ -5,10 +5,10 @@ import dataclasses
 import pytest
 
 from restpg.cli import build_parser, em_config_from_args
-from restpg.em import PRESETS, EMConfig
-from restpg.longlamp import PUBLIC_TASKS
+from restpg.data.longlamp import PUBLIC_TASKS
 from restpg.options import flagged_fields
-from restpg.train import TrainConfig
+from restpg.training.em import PRESETS, EMConfig
+from restpg.training.train import TrainConfig
 
 
 def _train_flags():
@@ -71,14 +71,14 @@ def test_flags_become_the_config_on_top_of_the_preset():
 )
 def test_a_stage_value_out_of_range_is_a_restpg_error_naming_the_option_and_range(values, message):
     from restpg.errors import RestpgError
-    from restpg.train import TrainConfig
+    from restpg.training.train import TrainConfig
 
     with pytest.raises(RestpgError, match=message):
         TrainConfig(**values)
 
 
 def test_run_options_out_of_range_are_named_by_their_flag():
-    from restpg.em import EMConfig, RunError
+    from restpg.training.em import EMConfig, RunError
 
     with pytest.raises(RunError, match=r"--samples: must be a whole number >= 1, got 0"):
         EMConfig(samples_per_input=0)

@@ -43,7 +43,7 @@ def test_the_wheel_lists_dependencies_extras_version_licence_and_command(tmp_pat
     assert metadata["Version"] == restpg.__version__
     assert metadata["License-Expression"] == "Apache-2.0" and any(n.endswith("licenses/LICENSE") for n in names)
     assert "restpg = restpg.cli:main" in entry_points
-    assert "restpg/rate_keys.js" in names  # the Rate tab's keyboard script ships with the package
+    assert "restpg/app/rate_keys.js" in names  # the Rate tab's keyboard script ships with the package
 
 
 def test_requirements_install_the_package_itself():

@@ -4,11 +4,11 @@ new user's first page and first Generate rest on."""
 import json
 from collections import defaultdict
 
-from restpg.em import PRESETS
-from restpg.explore import SAMPLE_DATASET, AppPaths, ExploreService
-from restpg.longlamp import PUBLIC_TASKS, load_records, sample_path
-from restpg.models import DEFAULT_MODEL, ModelConfig
-from restpg.versions import SHIPPED_DIR, find_versions
+from restpg.app.explore import SAMPLE_DATASET, AppPaths, ExploreService
+from restpg.data.longlamp import PUBLIC_TASKS, load_records, sample_path
+from restpg.inference.models import DEFAULT_MODEL, ModelConfig
+from restpg.training.em import PRESETS
+from restpg.training.versions import SHIPPED_DIR, find_versions
 
 RUN = SHIPPED_DIR / "restpg-sample"
 
