@@ -78,6 +78,7 @@ def main() -> None:
             page.locator("h1").first.click()
             page.keyboard.press("n")
             page.wait_for_function("() => (document.querySelector('#arena-left textarea') || {}).value", timeout=60_000)
+            page.wait_for_timeout(1500)  # a vote counts once its pair has been on screen long enough to read
             page.keyboard.press("b")
             page.wait_for_function(
                 "() => (document.querySelector('#arena-revealed textarea') || {}).value", timeout=60_000
