@@ -124,7 +124,13 @@ def ship_run(
         shutil.rmtree(out_dir)
     staging.rename(out_dir)
     shutil.rmtree(staging_root, ignore_errors=True)
-    return ShipReport(out_dir, steps, len(rows), size, quality_table(rows))
+    # A run trained without reasoning answers directly: its answer is the whole output.
+    direct = (
+        set()
+        if config.reasoning
+        else {r["model_version"] for r in rows if f"{SHIPPED_LABEL} {name} " in r["model_version"]}
+    )
+    return ShipReport(out_dir, steps, len(rows), size, quality_table(rows, direct))
 
 
 def _demo_generations(
@@ -168,9 +174,10 @@ def _demo_generations(
     return rows
 
 
-def quality_table(rows: list[dict]) -> list[dict]:
+def quality_table(rows: list[dict], direct: set[str] = frozenset()) -> list[dict]:
     """Per model version and split: requests, share with a parsed final answer (reasoning and
-    response both found), mean ROUGE-L, METEOR and judge score of the stored generations."""
+    response both found; for the versions in ``direct``, which answer without reasoning, a
+    response), mean ROUGE-L, METEOR and judge score of the stored generations."""
     from statistics import fmean
 
     groups: dict[tuple[str, str], list[dict]] = {}
@@ -184,7 +191,10 @@ def quality_table(rows: list[dict]) -> list[dict]:
                 "version": version,
                 "split": split,
                 "requests": len(group),
-                "answered": fmean(1.0 if r["reasoning"].strip() and r["response"].strip() else 0.0 for r in group),
+                "answered": fmean(
+                    1.0 if r["response"].strip() and (version in direct or r["reasoning"].strip()) else 0.0
+                    for r in group
+                ),
                 **{name: fmean(s.get(name, 0.0) for s in scores) for name in ("rougeL", "meteor", "judge")},
             }
         )

@@ -122,3 +122,15 @@ def test_a_run_shipped_without_base_stores_only_its_own_versions(shipped, tiny_m
     rows = [json.loads(line) for line in (report.out_dir / "generations.jsonl").read_text().splitlines()]
     versions = {row["model_version"].split(" + ")[-1] for row in rows}
     assert versions == {"shipped tiny-own sft", "shipped tiny-own round-1"} and len(rows) == 2 * 42
+
+
+def test_the_quality_table_counts_a_direct_answer_as_answered_only_for_a_version_without_reasoning():
+    from restpg.app.ship import quality_table
+
+    scores = json.dumps({"rougeL": 0.2, "meteor": 0.3, "judge": 0.1})
+    rows = [
+        {"model_version": version, "split": "test", "reasoning": "", "response": "an answer", "scores": scores}
+        for version in ("m + shipped plain sft", "m + shipped reasoning sft")
+    ]
+    table = {row["version"]: row["answered"] for row in quality_table(rows, {"m + shipped plain sft"})}
+    assert table == {"m + shipped plain sft": 1.0, "m + shipped reasoning sft": 0.0}
