@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,7 +174,7 @@ def _demo_generations(
     return rows
 
 
-def quality_table(rows: list[dict], direct: set[str] = frozenset()) -> list[dict]:
+def quality_table(rows: list[dict], direct: Collection[str] = ()) -> list[dict]:
     """Per model version and split: requests, share with a parsed final answer (reasoning and
     response both found; for the versions in ``direct``, which answer without reasoning, a
     response), mean ROUGE-L, METEOR and judge score of the stored generations."""
