@@ -33,8 +33,9 @@ from .data.longlamp import (
 )
 
 # Only light modules at the top: the ratings, samples and arena commands start without torch. The
-# model side (restpg.training.em, restpg.inference.models, restpg.inference.hardware, torch, transformers) is imported by the
-# commands that need it, and the parser declares their flags only when such a command is run.
+# model side (restpg.training.em, restpg.inference.models, restpg.inference.hardware, torch,
+# transformers) is imported by the commands that need it, and the parser declares their flags only
+# when such a command is run.
 from .errors import InputError, RestpgError
 
 DEFAULT_STORE = "runs/restpg.db"

@@ -42,8 +42,9 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" and len(parts) > 2 else parts)
 
 
-def resolve(importer: str, is_package: bool, node: ast.ImportFrom) -> list[str]:
-    """The restpg modules an import names (``from ..data import prompts`` names restpg.data.prompts)."""
+def resolve(importer: str, is_package: bool, node: ast.ImportFrom, modules: set[str]) -> list[str]:
+    """The restpg modules an import names (``from ..data import prompts`` names restpg.data.prompts);
+    ``modules``: every module of the package."""
     if node.level == 0:
         base = node.module or ""
         if not base.startswith("restpg"):
@@ -52,7 +53,6 @@ def resolve(importer: str, is_package: bool, node: ast.ImportFrom) -> list[str]:
         package = importer.split(".") if is_package else importer.split(".")[:-1]
         package = package[: len(package) - (node.level - 1)]
         base = ".".join(package + ([node.module] if node.module else []))
-    modules = set(all_modules())
     named = [f"{base}.{alias.name}" for alias in node.names if f"{base}.{alias.name}" in modules]
     return named or [base]
 
@@ -64,11 +64,12 @@ def all_modules() -> dict[str, Path]:
 def package_imports() -> dict[str, set[str]]:
     """Each module's imports of other restpg modules (module level and inside functions)."""
     graph = {}
-    for module, path in all_modules().items():
+    modules = all_modules()
+    for module, path in modules.items():
         deps = set()
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom):
-                deps.update(resolve(module, path.name == "__init__.py", node))
+                deps.update(resolve(module, path.name == "__init__.py", node, set(modules)))
         graph[module] = deps - {module, "restpg"}  # `from .. import __version__`: the package's version
     return graph
 
@@ -98,15 +99,10 @@ def test_the_layer_folders_hold_only_code_their_layer_needs():
     for module, path in all_modules().items():
         if module == "restpg":
             continue
-        imported = {
-            alias.name.split(".")[0]
-            for node in ast.walk(ast.parse(path.read_text()))
-            if isinstance(node, ast.Import)
-            for alias in node.names
-        } | {
-            (node.module or "").split(".")[0]
-            for node in ast.walk(ast.parse(path.read_text()))
-            if isinstance(node, ast.ImportFrom) and node.level == 0
+        nodes = list(ast.walk(ast.parse(path.read_text())))
+        imported = {alias.name.split(".")[0] for node in nodes if isinstance(node, ast.Import) for alias in node.names}
+        imported |= {
+            (node.module or "").split(".")[0] for node in nodes if isinstance(node, ast.ImportFrom) and node.level == 0
         }
         if RANKS[layer_of(module)] < RANKS["app"]:
             assert "gradio" not in imported, module

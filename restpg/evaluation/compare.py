@@ -139,16 +139,14 @@ def compare_runs(
     out_dir.mkdir(parents=True, exist_ok=True)
     judge = models.judge(judge_cache)
     per_method: dict[str, list[dict]] = {}
+    last_round = {run: max(history, default=0) for run, history in histories.items()}
     # A run's EM method needs a round: a run of SFT alone (0 rounds) gives its SFT row only.
-    methods = [
-        m for m in METHODS if m[2] is None or (m[2] in runs and (m[3] == "sft" or max(histories[m[2]], default=0) > 0))
-    ]
+    methods = [m for m in METHODS if m[2] is None or (m[2] in runs and (m[3] == "sft" or last_round[m[2]] > 0))]
     adapters, keys = {}, {}
     for name, kind, run, step in methods:
         adapter = None
         if run is not None:
-            last = max(histories[run]) if histories[run] else 0
-            adapter = RunFolder(Path(runs[run])).round(0 if step == "sft" else last).adapter
+            adapter = RunFolder(Path(runs[run])).round(0 if step == "sft" else last_round[run]).adapter
         adapters[name], keys[name] = adapter, generation_key(config, kind, adapter)
     reused = reusable_predictions(reuse, records, keys)
     written = out_dir / "predictions.jsonl.tmp"

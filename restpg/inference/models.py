@@ -184,9 +184,8 @@ def _load_unpacked(config: ModelConfig) -> LoadedModel:
         raise ModelError(f"could not load model {config.model!r} from {path}: {error}") from error
     model.to(device)
     model.eval()
-    use_shared_prompt_attention(
-        model
-    )  # on a CPU, sampling reads each prompt's cache once (restpg.inference.shared_attention)
+    # On a CPU, sampling reads each prompt's cache once (restpg.inference.shared_attention).
+    use_shared_prompt_attention(model)
     return LoadedModel(name=config.model, model=model, tokenizer=tokenizer, device=device, precision=precision)
 
 
